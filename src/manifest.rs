@@ -1,0 +1,367 @@
+//! Job manifests: `jobs/<job>/job.toml` plus the step scripts it names.
+//!
+//! A job is data. The manifest is parsed into a [`Job`], validated field by field (an error
+//! names the file, the field and the problem), and travels through the state machine as a
+//! [`JobSpec`] (everything but the scripts) while each step's script travels in the
+//! parameters of that step's send state as a [`StepSpec`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::naming;
+
+/// SSM `executionTimeout` bounds for `AWS-RunShellScript` (seconds).
+pub const STEP_TIMEOUT_RANGE: (u64, u64) = (30, 172_800);
+
+/// What a step is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// Prepares an instance; runs again on every fresh instance.
+    Setup,
+    /// Real work; runs once per run and is never rerun once it succeeded.
+    Workload,
+}
+
+/// One step as the functions see it: the manifest entry with its script's text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    pub name: String,
+    pub kind: StepKind,
+    pub timeout_seconds: u64,
+    /// `Process` dimensions of the `Heartbeat` metric emitted when the step succeeds
+    /// outside preflight (workload steps only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heartbeats: Vec<String>,
+    /// The script body (without spotstep's header). Empty where only the step's identity
+    /// is needed (poll, cleanup).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub script: String,
+}
+
+impl StepSpec {
+    /// The same step without its script: what poll and cleanup states carry.
+    pub fn without_script(&self) -> StepSpec {
+        StepSpec {
+            script: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A mode: which workload steps a run executes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeSpec {
+    pub steps: Vec<String>,
+}
+
+/// The job as it travels in the state machine's input: everything but the scripts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub instance_name_prefix: String,
+    pub instance_types: Vec<String>,
+    pub root_volume_gb: u32,
+    pub max_runtime_seconds: u64,
+    pub config_source: String,
+    pub on_demand_fallback: bool,
+    pub max_attempts: u32,
+    pub home: String,
+    pub preflight_flag: String,
+    pub env: BTreeMap<String, String>,
+    pub modes: BTreeMap<String, ModeSpec>,
+    /// Workload step names in manifest order.
+    pub workload_steps: Vec<String>,
+}
+
+/// A validated job: its spec, its steps with their scripts, its defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub description: String,
+    pub default_mode: String,
+    pub default_branch: String,
+    pub spec: JobSpec,
+    pub steps: Vec<StepSpec>,
+}
+
+/// A manifest problem: which file, which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub file: PathBuf,
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.problem)
+        } else {
+            write!(f, "{}: field `{}`: {}", self.file.display(), self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    #[serde(default)]
+    description: String,
+    instance_name_prefix: String,
+    instance_types: Vec<String>,
+    root_volume_gb: u32,
+    max_runtime_seconds: u64,
+    config_source: String,
+    #[serde(default)]
+    on_demand_fallback: bool,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    default_mode: String,
+    #[serde(default = "default_branch")]
+    default_branch: String,
+    #[serde(default = "default_home")]
+    home: String,
+    #[serde(default)]
+    preflight_flag: String,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    steps: Vec<RawStep>,
+    modes: BTreeMap<String, ModeSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    kind: StepKind,
+    script: String,
+    timeout_seconds: u64,
+    #[serde(default)]
+    heartbeats: Vec<String>,
+}
+
+fn default_max_attempts() -> u32 {
+    2
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+fn default_home() -> String {
+    "/home/ec2-user".to_string()
+}
+
+impl Job {
+    /// Loads `<dir>/job.toml` and the scripts it names.
+    pub fn load(dir: &Path) -> Result<Job, ManifestError> {
+        let file = dir.join("job.toml");
+        let text = std::fs::read_to_string(&file).map_err(|e| ManifestError {
+            file: file.clone(),
+            field: String::new(),
+            problem: format!("cannot read the manifest: {e}"),
+        })?;
+        Job::parse(&file, &text, |script| {
+            std::fs::read_to_string(dir.join(script)).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Parses and validates a manifest; `read_script` returns a script's text by its
+    /// manifest path.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        read_script: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Job, ManifestError> {
+        let err = |field: &str, problem: String| ManifestError {
+            file: file.to_path_buf(),
+            field: field.to_string(),
+            problem,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .and_then(|span| field_at(text, span.start))
+                .unwrap_or_default();
+            err(&field, e.message().to_string())
+        })?;
+
+        naming::check_name(&raw.name).map_err(|p| err("name", p))?;
+        naming::check_name_prefix(&raw.instance_name_prefix).map_err(|p| err("instance_name_prefix", p))?;
+        if raw.instance_types.is_empty() {
+            return Err(err("instance_types", "must list at least one instance type".into()));
+        }
+        for (i, t) in raw.instance_types.iter().enumerate() {
+            naming::check_instance_type(t).map_err(|p| err(&format!("instance_types[{i}]"), p))?;
+        }
+        if !(8..=16_384).contains(&raw.root_volume_gb) {
+            return Err(err("root_volume_gb", "must be between 8 and 16384".into()));
+        }
+        if !(600..=172_800).contains(&raw.max_runtime_seconds) {
+            return Err(err(
+                "max_runtime_seconds",
+                "must be between 600 and 172800 (the instance shuts itself down after it)".into(),
+            ));
+        }
+        naming::parse_s3_uri(&raw.config_source).map_err(|p| err("config_source", p))?;
+        if !(1..=5).contains(&raw.max_attempts) {
+            return Err(err("max_attempts", "must be between 1 and 5".into()));
+        }
+        naming::check_branch(&raw.default_branch).map_err(|p| err("default_branch", p))?;
+        if !raw.home.starts_with('/') {
+            return Err(err("home", "must be an absolute path".into()));
+        }
+        for name in raw.env.keys() {
+            naming::check_env_name(name).map_err(|p| err(&format!("env.{name}"), p))?;
+        }
+
+        let mut steps: Vec<StepSpec> = Vec::with_capacity(raw.steps.len());
+        if raw.steps.is_empty() {
+            return Err(err("steps", "must list at least one step".into()));
+        }
+        for (i, s) in raw.steps.into_iter().enumerate() {
+            let field = |f: &str| format!("steps[{i}].{f}");
+            naming::check_name(&s.name).map_err(|p| err(&field("name"), p))?;
+            if steps.iter().any(|other| other.name == s.name) {
+                return Err(err(&field("name"), format!("step `{}` is listed twice", s.name)));
+            }
+            let (lo, hi) = STEP_TIMEOUT_RANGE;
+            if !(lo..=hi).contains(&s.timeout_seconds) {
+                return Err(err(
+                    &field("timeout_seconds"),
+                    format!("must be between {lo} and {hi} (SSM executionTimeout)"),
+                ));
+            }
+            if s.kind == StepKind::Setup && !s.heartbeats.is_empty() {
+                return Err(err(&field("heartbeats"), "only workload steps emit heartbeats".into()));
+            }
+            for (j, h) in s.heartbeats.iter().enumerate() {
+                naming::check_name(h).map_err(|p| err(&field(&format!("heartbeats[{j}]")), p))?;
+            }
+            let script = read_script(&s.script)
+                .map_err(|e| err(&field("script"), format!("cannot read `{}`: {e}", s.script)))?;
+            if script.trim().is_empty() {
+                return Err(err(&field("script"), format!("`{}` is empty", s.script)));
+            }
+            steps.push(StepSpec {
+                name: s.name,
+                kind: s.kind,
+                timeout_seconds: s.timeout_seconds,
+                heartbeats: s.heartbeats,
+                script,
+            });
+        }
+        if let Some(i) = steps
+            .iter()
+            .position(|s| s.kind == StepKind::Setup)
+            .filter(|&first_setup| steps[..first_setup].iter().any(|s| s.kind == StepKind::Workload))
+        {
+            return Err(err(
+                &format!("steps[{i}].kind"),
+                "setup steps must come before every workload step".into(),
+            ));
+        }
+        let workload_steps: Vec<String> = steps
+            .iter()
+            .filter(|s| s.kind == StepKind::Workload)
+            .map(|s| s.name.clone())
+            .collect();
+        if workload_steps.is_empty() {
+            return Err(err("steps", "must have at least one workload step".into()));
+        }
+
+        if raw.modes.is_empty() {
+            return Err(err("modes", "must define at least one mode".into()));
+        }
+        for (mode, spec) in &raw.modes {
+            naming::check_name(mode).map_err(|p| err(&format!("modes.{mode}"), p))?;
+            if spec.steps.is_empty() {
+                return Err(err(&format!("modes.{mode}.steps"), "must list at least one workload step".into()));
+            }
+            for (j, step) in spec.steps.iter().enumerate() {
+                let field = format!("modes.{mode}.steps[{j}]");
+                if !workload_steps.contains(step) {
+                    return Err(err(&field, format!("`{step}` is not a workload step of this job")));
+                }
+                if spec.steps[..j].contains(step) {
+                    return Err(err(&field, format!("`{step}` is listed twice")));
+                }
+            }
+        }
+        if !raw.modes.contains_key(&raw.default_mode) {
+            return Err(err(
+                "default_mode",
+                format!("`{}` is not one of the modes ({})", raw.default_mode, mode_list(&raw.modes)),
+            ));
+        }
+
+        Ok(Job {
+            description: raw.description,
+            default_mode: raw.default_mode,
+            default_branch: raw.default_branch,
+            spec: JobSpec {
+                name: raw.name,
+                instance_name_prefix: raw.instance_name_prefix,
+                instance_types: raw.instance_types,
+                root_volume_gb: raw.root_volume_gb,
+                max_runtime_seconds: raw.max_runtime_seconds,
+                config_source: raw.config_source,
+                on_demand_fallback: raw.on_demand_fallback,
+                max_attempts: raw.max_attempts,
+                home: raw.home,
+                preflight_flag: raw.preflight_flag,
+                env: raw.env,
+                modes: raw.modes,
+                workload_steps,
+            },
+            steps,
+        })
+    }
+
+    /// The step with this name.
+    pub fn step(&self, name: &str) -> Option<&StepSpec> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+impl JobSpec {
+    /// Whether `mode` runs workload step `step`.
+    pub fn mode_runs(&self, mode: &str, step: &str) -> bool {
+        self.modes.get(mode).is_some_and(|m| m.steps.iter().any(|s| s == step))
+    }
+
+    /// The mode names, comma separated, for messages.
+    pub fn mode_names(&self) -> String {
+        mode_list(&self.modes)
+    }
+}
+
+fn mode_list(modes: &BTreeMap<String, ModeSpec>) -> String {
+    modes.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// The dotted key of the TOML line holding byte offset `at`, best effort (for messages).
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split('=').next()?.trim();
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let l = l.trim();
+            l.strip_prefix('[').map(|s| s.trim_matches(|c| c == '[' || c == ']').to_string())
+        });
+    match (key.is_empty() || key.starts_with('['), section) {
+        (true, _) => None,
+        (false, Some(section)) => Some(format!("{section}.{key}")),
+        (false, None) => Some(key.to_string()),
+    }
+}

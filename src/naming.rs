@@ -1,0 +1,265 @@
+//! Names, keys and tags: one name for one thing, built in one place.
+//!
+//! A step is called the same in the manifest, the state machine, the logs, the tags and the
+//! S3 keys. Run ids are restricted to a safe character set so that no key built from them can
+//! leave its prefix.
+
+use sha2::{Digest, Sha256};
+
+/// Tag keys spotstep puts on every instance (and its volume).
+pub mod tags {
+    pub const JOB: &str = "spotstep:job";
+    pub const RUN_ID: &str = "spotstep:run-id";
+    pub const EXECUTION: &str = "spotstep:execution";
+    pub const ATTEMPT: &str = "spotstep:attempt";
+    pub const MAX_RUNTIME: &str = "spotstep:max-runtime";
+    pub const NAME: &str = "Name";
+}
+
+/// Checks a job, step, mode or heartbeat name: `[a-z0-9][a-z0-9-]{0,39}`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` must be 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        ))
+    }
+}
+
+/// Checks the instance `Name` tag prefix.
+pub fn check_name_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 100
+        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{prefix}` must be 1-100 characters of letters, digits, '-' and '_'"))
+    }
+}
+
+/// Checks an EC2 instance type such as `c5.large`.
+pub fn check_instance_type(t: &str) -> Result<(), String> {
+    let mut parts = t.split('.');
+    let ok = matches!((parts.next(), parts.next(), parts.next()), (Some(family), Some(size), None)
+        if !family.is_empty() && !size.is_empty()
+            && family.chars().chain(size.chars()).all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{t}` is not an EC2 instance type (family.size, such as c5.large)"))
+    }
+}
+
+/// Checks a git branch name: letters, digits, `._/-`, no `..`, not starting with `-`.
+pub fn check_branch(branch: &str) -> Result<(), String> {
+    let ok = !branch.is_empty()
+        && branch.len() <= 200
+        && !branch.starts_with('-')
+        && !branch.contains("..")
+        && branch
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{branch}` is not a safe branch name (letters, digits, '.', '_', '/', '-'; no '..'; not starting with '-')"
+        ))
+    }
+}
+
+/// Checks an environment variable name: `[A-Z_][A-Z0-9_]*`, and not one spotstep sets.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let ok = name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        return Err(format!("`{name}` must match [A-Z_][A-Z0-9_]*"));
+    }
+    if name.starts_with("SPOTSTEP_") || crate::script::RESERVED_ENV.contains(&name) {
+        return Err(format!("`{name}` is set by spotstep itself"));
+    }
+    Ok(())
+}
+
+/// Checks a run id: 1-80 characters of letters, digits, `-` and `_` (a Step Functions
+/// execution name's safe subset), so that `tmp/<job>/<run_id>/` can never escape.
+pub fn check_run_id(run_id: &str) -> Result<(), String> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 80
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "run id `{run_id}` is unsafe: it must be 1-80 characters of letters, digits, '-' and '_' (it names the run's S3 prefix)"
+        ))
+    }
+}
+
+/// Splits `s3://bucket/key` into bucket and key.
+pub fn parse_s3_uri(uri: &str) -> Result<(String, String), String> {
+    let rest = uri
+        .strip_prefix("s3://")
+        .ok_or_else(|| format!("`{uri}` is not an s3:// URI"))?;
+    match rest.split_once('/') {
+        Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() && !key.ends_with('/') => {
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(format!("`{uri}` must be s3://<bucket>/<key of one object>")),
+    }
+}
+
+/// The run's staging prefix, deleted at the end of the run: `tmp/<job>/<run_id>/`.
+pub fn staging_prefix(job: &str, run_id: &str) -> String {
+    format!("tmp/{job}/{run_id}/")
+}
+
+/// Where the run's copy of the job config goes.
+pub fn staging_config_key(job: &str, run_id: &str) -> String {
+    format!("{}config.yaml", staging_prefix(job, run_id))
+}
+
+/// The SSM output prefix of one step of one run: `logs/<job>/<run_id>/<step>`. Never
+/// deleted by cleanup.
+pub fn step_log_prefix(job: &str, run_id: &str, step: &str) -> String {
+    format!("logs/{job}/{run_id}/{step}")
+}
+
+/// The key SSM writes a command's full stdout to, under its output prefix.
+pub fn ssm_stdout_key(log_prefix: &str, command_id: &str, instance_id: &str) -> String {
+    format!("{log_prefix}/{command_id}/{instance_id}/awsrunShellScript/0.awsrunShellScript/stdout")
+}
+
+/// The prefix of a workload step's health log, as dashboards read it:
+/// `health/<step>_log/<run_date>/`.
+pub fn health_log_prefix(step: &str, run_date: &str) -> String {
+    format!("health/{step}_log/{run_date}/")
+}
+
+/// The instance `Name` tag: `<prefix>-YYYYMMDD` (today's reaper matches on the prefix).
+pub fn instance_name(prefix: &str, run_date: &str) -> String {
+    format!("{prefix}-{}", run_date.replace('-', ""))
+}
+
+/// An idempotency token for one launch call: stable for the same execution, attempt and
+/// pool, at most 64 characters.
+pub fn client_token(execution: &str, attempt: u32, pool: usize) -> String {
+    let digest = Sha256::digest(format!("{execution}|{attempt}|{pool}").as_bytes());
+    format!("spotstep-{}", hex(&digest[..16]))
+}
+
+/// The `Comment` that marks a step's command so a retried send finds it instead of sending
+/// the script twice (at most 100 characters).
+pub fn command_comment(run_id: &str, step: &str, round: u32) -> String {
+    let digest = Sha256::digest(run_id.as_bytes());
+    format!("spotstep {step} run {} round {round}", hex(&digest[..8]))
+}
+
+/// The state machine ARN of an execution ARN
+/// (`arn:aws:states:<region>:<account>:execution:<machine>:<name>`).
+pub fn state_machine_arn(execution_arn: &str) -> Option<String> {
+    let parts: Vec<&str> = execution_arn.split(':').collect();
+    if parts.len() < 8 || parts[5] != "execution" {
+        return None;
+    }
+    let mut machine = parts[..7].to_vec();
+    machine[5] = "stateMachine";
+    Some(machine.join(":"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_restricted_to_a_safe_set() {
+        for good in ["20261128T090000Z-i-0abc", "a", "run_1-2", &"x".repeat(80)] {
+            assert!(check_run_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "../etc", "a/b", "a b", "a.b", "run$(id)", "ü", &"x".repeat(81), "a\n"] {
+            let e = check_run_id(bad).unwrap_err();
+            assert!(e.contains("unsafe"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_follow_the_name_rule() {
+        assert!(check_name("data-phase1").is_ok());
+        assert!(check_name("Data").is_err());
+        assert!(check_name("-x").is_err());
+        assert!(check_name("a_b").is_err());
+        assert!(check_name(&"a".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn branches_and_types_and_env_names() {
+        assert!(check_branch("feature/x-1.2").is_ok());
+        for bad in ["", "-rf", "a..b", "a b", "a;b", "$(x)"] {
+            assert!(check_branch(bad).is_err(), "{bad}");
+        }
+        assert!(check_instance_type("c6i.large").is_ok());
+        assert!(check_instance_type("c6i").is_err());
+        assert!(check_instance_type("C5.large").is_err());
+        assert!(check_env_name("REPO_URL").is_ok());
+        assert!(check_env_name("repo").is_err());
+        assert!(check_env_name("SPOTSTEP_X").is_err());
+        assert!(check_env_name("HOME").is_err());
+    }
+
+    #[test]
+    fn s3_uris() {
+        assert_eq!(
+            parse_s3_uri("s3://b/data/config.yaml").unwrap(),
+            ("b".into(), "data/config.yaml".into())
+        );
+        assert!(parse_s3_uri("https://b/k").is_err());
+        assert!(parse_s3_uri("s3://b/").is_err());
+        assert!(parse_s3_uri("s3://b").is_err());
+    }
+
+    #[test]
+    fn keys_and_prefixes() {
+        assert_eq!(staging_prefix("data-weekly", "r1"), "tmp/data-weekly/r1/");
+        assert_eq!(staging_config_key("j", "r"), "tmp/j/r/config.yaml");
+        assert_eq!(step_log_prefix("j", "r", "deps"), "logs/j/r/deps");
+        assert_eq!(
+            ssm_stdout_key("logs/j/r/deps", "cmd-1", "i-1"),
+            "logs/j/r/deps/cmd-1/i-1/awsrunShellScript/0.awsrunShellScript/stdout"
+        );
+        assert_eq!(health_log_prefix("data-phase1", "2026-11-28"), "health/data-phase1_log/2026-11-28/");
+        assert_eq!(instance_name("alpha-engine-data-weekly", "2026-11-28"), "alpha-engine-data-weekly-20261128");
+    }
+
+    #[test]
+    fn tokens_are_stable_distinct_and_short() {
+        let a = client_token("arn:x", 1, 0);
+        assert_eq!(a, client_token("arn:x", 1, 0));
+        assert_ne!(a, client_token("arn:x", 2, 0));
+        assert_ne!(a, client_token("arn:x", 1, 1));
+        assert!(a.len() <= 64);
+        let c = command_comment(&"r".repeat(80), &"s".repeat(40), 3);
+        assert!(c.len() <= 100, "{c}");
+        assert_ne!(c, command_comment(&"r".repeat(80), &"s".repeat(40), 4));
+    }
+
+    #[test]
+    fn state_machine_of_an_execution() {
+        assert_eq!(
+            state_machine_arn("arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:run-1").as_deref(),
+            Some("arn:aws:states:us-east-1:123456789012:stateMachine:spotstep-demo")
+        );
+        assert_eq!(state_machine_arn("arn:aws:states:us-east-1:1:stateMachine:x"), None);
+    }
+}
