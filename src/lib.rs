@@ -6,6 +6,7 @@
 //! [`capacity`], [`loss`], [`run`]) and the handlers that make the AWS calls
 //! ([`handlers`]).
 
+pub mod asl;
 pub mod capacity;
 pub mod ec2;
 pub mod env;

@@ -258,10 +258,9 @@ impl Job {
                 script,
             });
         }
-        if let Some(i) = steps
-            .iter()
-            .position(|s| s.kind == StepKind::Setup)
-            .filter(|&first_setup| steps[..first_setup].iter().any(|s| s.kind == StepKind::Workload))
+        let first_workload = steps.iter().position(|s| s.kind == StepKind::Workload);
+        if let Some(i) = first_workload
+            .and_then(|w| steps[w..].iter().position(|s| s.kind == StepKind::Setup).map(|j| w + j))
         {
             return Err(err(
                 &format!("steps[{i}].kind"),
@@ -363,5 +362,111 @@ fn field_at(text: &str, at: usize) -> Option<String> {
         (true, _) => None,
         (false, Some(section)) => Some(format!("{section}.{key}")),
         (false, None) => Some(key.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "demo"
+instance_name_prefix = "spotstep-demo"
+instance_types = ["t3.micro"]
+root_volume_gb = 8
+max_runtime_seconds = 1800
+config_source = "s3://cfg/demo/config.yaml"
+default_mode = "all"
+
+[[steps]]
+name = "prepare"
+kind = "setup"
+script = "steps/prepare.sh"
+timeout_seconds = 60
+
+[[steps]]
+name = "work"
+kind = "workload"
+script = "steps/work.sh"
+timeout_seconds = 600
+heartbeats = ["demo-work"]
+
+[modes.all]
+steps = ["work"]
+"#;
+
+    fn parse(text: &str) -> Result<Job, ManifestError> {
+        Job::parse(Path::new("jobs/demo/job.toml"), text, |script| match script {
+            "steps/missing.sh" => Err("No such file or directory".into()),
+            "steps/empty.sh" => Ok("  \n".into()),
+            _ => Ok(format!("echo {script}\n")),
+        })
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_manifest_with_defaults() {
+        let job = parse(GOOD).unwrap();
+        assert_eq!(job.spec.workload_steps, ["work"]);
+        assert_eq!(job.spec.max_attempts, 2);
+        assert_eq!(job.default_branch, "main");
+        assert_eq!(job.spec.home, "/home/ec2-user");
+        assert_eq!(job.step("work").unwrap().script, "echo steps/work.sh\n");
+        assert!(job.spec.mode_runs("all", "work"));
+        assert!(!job.spec.mode_runs("all", "prepare"));
+        assert!(job.step("work").unwrap().without_script().script.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_jobs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let weekly = Job::load(&root.join("data-weekly")).unwrap();
+        assert_eq!(weekly.spec.workload_steps[..3], ["morning-enrich", "data-phase1", "rag-ingestion"]);
+        assert_eq!(weekly.steps[0].name, "bootstrap");
+        assert!(weekly.steps[0].script.contains("systemd-run"), "bootstrap arms the watchdog");
+        for mode in ["full", "data-only", "phase1-only", "morning-enrich-only", "rag-only", "smoke", "rag-smoke"] {
+            assert!(weekly.spec.modes.contains_key(mode), "{mode}");
+        }
+        let demo = Job::load(&root.join("demo")).unwrap();
+        assert_eq!(demo.default_mode, "all");
+    }
+
+    #[test]
+    fn errors_name_the_file_the_field_and_the_problem() {
+        let cases = [
+            (GOOD.replace("name = \"demo\"", "name = \"Demo Job\""), "jobs/demo/job.toml: field `name`: `Demo Job` must be"),
+            (GOOD.replace("root_volume_gb = 8", "root_volume_gb = \"big\""), "jobs/demo/job.toml: field `root_volume_gb`: invalid type"),
+            (GOOD.replace("timeout_seconds = 600", "timeout_seconds = 5"), "field `steps[1].timeout_seconds`: must be between 30 and 172800"),
+            (GOOD.replace("steps/work.sh", "steps/missing.sh"), "field `steps[1].script`: cannot read `steps/missing.sh`"),
+            (GOOD.replace("steps/work.sh", "steps/empty.sh"), "field `steps[1].script`: `steps/empty.sh` is empty"),
+            (GOOD.replace("steps = [\"work\"]", "steps = [\"prepare\"]"), "field `modes.all.steps[0]`: `prepare` is not a workload step"),
+            (GOOD.replace("default_mode = \"all\"", "default_mode = \"full\""), "field `default_mode`: `full` is not one of the modes (all)"),
+            (GOOD.replace("config_source = \"s3://cfg/demo/config.yaml\"", "config_source = \"/etc/config.yaml\""), "field `config_source`"),
+            (GOOD.replace("instance_types = [\"t3.micro\"]", "instance_types = []"), "field `instance_types`: must list at least one"),
+            (GOOD.replace("kind = \"setup\"", "kind = \"setup\"\nheartbeats = [\"x\"]"), "field `steps[0].heartbeats`: only workload steps"),
+            (GOOD.replace("name = \"work\"", "name = \"prepare\""), "field `steps[1].name`: step `prepare` is listed twice"),
+            (GOOD.replace("default_mode = \"all\"", "default_mode = \"all\"\ncolour = \"red\""), "unknown field `colour`"),
+            (format!("{GOOD}\n[env]\nHOME = \"/root\"\n"), "field `env.HOME`: `HOME` is set by spotstep itself"),
+            (GOOD.replace("kind = \"setup\"", "kind = \"later\""), "unknown variant `later`"),
+        ];
+        for (text, expected) in cases {
+            let e = error(&text);
+            assert!(e.contains(expected), "expected `{expected}` in `{e}`");
+            assert!(e.starts_with("jobs/demo/job.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn setup_steps_come_first() {
+        let swapped = GOOD
+            .replace("name = \"prepare\"\nkind = \"setup\"", "name = \"prepare\"\nkind = \"TMP\"")
+            .replace("name = \"work\"\nkind = \"workload\"", "name = \"work\"\nkind = \"setup\"")
+            .replace("kind = \"TMP\"", "kind = \"workload\"")
+            .replace("heartbeats = [\"demo-work\"]\n", "")
+            .replace("steps = [\"work\"]", "steps = [\"prepare\"]");
+        assert!(error(&swapped).contains("setup steps must come before every workload step"));
     }
 }

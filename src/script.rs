@@ -110,7 +110,7 @@ mod tests {
     use crate::run::fixtures::{job, run};
     use std::process::Command;
 
-    const HOSTILE: &str = r#"msg="it's a \"test\" with \$HOME and `backticks`"
+    const HOSTILE: &str = r#"msg="it's a \"test\" with \$HOME and \`backticks\`"
 printf '%s\n' "$msg"
 echo "$(echo 'nested $(quotes)' | tr a-z A-Z)"
 cat <<'EOF'
@@ -213,7 +213,7 @@ echo 'done: it'\''s over'
         let dir = sandbox("exit");
         let mut j = job();
         j.home = dir.display().to_string();
-        let body = "echo before\nfalse | true\nls /nonexistent-spotstep\necho never\n";
+        let body = "echo before\nls /nonexistent-spotstep | cat\necho never\n";
         for kind in [StepKind::Setup, StepKind::Workload] {
             let commands = ssm_commands(&run(), &j, &step(kind, body), &at());
             let out = Command::new("sh")
@@ -225,7 +225,7 @@ echo 'done: it'\''s over'
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert_eq!(out.status.code(), Some(2), "{kind:?}: {stdout}");
             assert!(stdout.starts_with("before\n"), "{stdout}");
-            assert!(stdout.contains("nonexistent-spotstep"), "stderr is merged: {stdout}");
+            assert!(stdout.contains("nonexistent-spotstep"), "stderr is merged, pipefail holds: {stdout}");
             assert!(!stdout.contains("never"));
         }
         std::fs::remove_dir_all(&dir).unwrap();

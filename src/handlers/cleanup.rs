@@ -13,7 +13,6 @@
 //! - `sweep` (or a `Scheduled Event`): terminate spotstep instances whose execution is no
 //!   longer running, or that outlived their max runtime plus grace.
 
-use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::types::ExecutionStatus;
 use aws_sdk_ssm::types::CommandStatus;
 use serde::{Deserialize, Serialize};
@@ -300,7 +299,7 @@ async fn sweep(env: &Env) -> Result<Report> {
         let execution_over = match ec2::tag(&instance, tags::EXECUTION) {
             Some(execution) => match env.sfn.describe_execution().execution_arn(execution).send().await {
                 Ok(out) => out.status() != &ExecutionStatus::Running,
-                Err(e) if e.code() == Some("ExecutionDoesNotExist") => true,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_execution_does_not_exist()) => true,
                 Err(e) => {
                     warn!(instance_id = %id, error = %e, "could not describe the instance's execution");
                     false

@@ -59,7 +59,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
         .await;
     let invocation = match invocation {
         Ok(inv) => inv,
-        Err(e) if e.code() == Some("InvocationDoesNotExist") => {
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_invocation_does_not_exist()) => {
             ec2::ensure_alive(&env.ec2, id).await?;
             let age = parse_rfc3339(&command.sent_at).map_or(0, |t| (env.clock.now() - t).whole_seconds());
             if age < env.settings.registration_grace_seconds {

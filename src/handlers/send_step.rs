@@ -4,7 +4,6 @@
 //! the step and the redrive round; a retried send finds that command on the instance and
 //! returns it instead of running the script twice.
 
-use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::types::CloudWatchOutputConfig;
 use serde::Deserialize;
 use serde_json::Value;
@@ -90,7 +89,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
             info!(step = %step.name, instance_id = %id, %command_id, timeout = step.timeout_seconds, "step sent");
             Ok(record(command_id, rfc3339(env.clock.now()), false))
         }
-        Err(e) if e.code() == Some("InvalidInstanceId") => {
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_invalid_instance_id()) => {
             ec2::ensure_alive(&env.ec2, id).await?;
             Err(Error::AgentNotOnline(format!(
                 "SSM does not accept commands for instance {id} yet (InvalidInstanceId: its agent is not registered); \
@@ -111,7 +110,7 @@ async fn earlier_command(env: &Env, instance_id: &str, comment: &str) -> Result<
         .await;
     let out = match out {
         Ok(out) => out,
-        Err(e) if e.code() == Some("InvalidInstanceId") => return Ok(None),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_invalid_instance_id()) => return Ok(None),
         Err(e) => return Err(Error::from_sdk(&format!("ListCommands on {instance_id}"), &e)),
     };
     Ok(out
