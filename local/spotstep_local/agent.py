@@ -1,0 +1,283 @@
+"""SSM emulation that really runs each sent command, as the SSM agent would.
+
+moto records SendCommand but reports every invocation as `Success` and implements neither
+`DescribeInstanceInformation` nor agent behaviour. This module answers those SSM calls for
+the instances moto's EC2 knows: agent registration (`Online` a moment after launch, unless a
+fault says never), `SendCommand` of `AWS-RunShellScript` (the `commands` written to a script
+file in a per-instance sandbox folder and run with `sh`, `executionTimeout` enforced),
+`GetCommandInvocation` (real status and exit code; `InvocationDoesNotExist` for a moment after
+the send; stdout/stderr truncated to 24,000/8,000 characters) and the full output written
+to the S3 output prefix, `ListCommands` and `CancelCommand`.
+"""
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+STDOUT_LIMIT = 24_000
+STDERR_LIMIT = 8_000
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SsmError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class CommandRun:
+    def __init__(self, command_id, instance_id, comment, commands, execution_timeout, s3_bucket, s3_prefix):
+        self.command_id = command_id
+        self.instance_id = instance_id
+        self.comment = comment
+        self.commands = commands
+        self.execution_timeout = execution_timeout
+        self.s3_bucket = s3_bucket
+        self.s3_prefix = s3_prefix
+        self.requested = time.time()
+        self.status = "Pending"
+        self.details = "Pending"
+        self.response_code = -1
+        self.started = ""
+        self.ended = ""
+        self.stdout = ""
+        self.stderr = ""
+        self.process = None
+
+    @property
+    def step(self) -> str:
+        # Comment: "spotstep <step> run <hash> round <n>"
+        parts = (self.comment or "").split()
+        return parts[1] if len(parts) > 1 and parts[0] == "spotstep" else ""
+
+
+class Agent:
+    def __init__(self, ec2_instances, s3_put, sandbox_root: str, faults):
+        """`ec2_instances()` returns {instance_id: moto Instance}; `s3_put(bucket, key, text)`."""
+        self.ec2_instances = ec2_instances
+        self.s3_put = s3_put
+        self.sandbox_root = sandbox_root
+        self.faults = faults
+        self.commands: dict = {}
+        self.lock = threading.Lock()
+        self.registration_delay = 1.0
+        self.invocation_visible_after = 1.0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _instance(self, instance_id):
+        return self.ec2_instances().get(instance_id)
+
+    def _state(self, instance_id) -> str:
+        inst = self._instance(instance_id)
+        return inst.state if inst is not None else "gone"
+
+    def _online(self, instance_id) -> bool:
+        inst = self._instance(instance_id)
+        if inst is None or inst.state != "running" or self.faults.never_online:
+            return False
+        launched = inst.launch_time
+        if isinstance(launched, str):
+            launched = datetime.datetime.fromisoformat(launched.replace("Z", "+00:00"))
+        if launched.tzinfo is None:
+            launched = launched.replace(tzinfo=datetime.timezone.utc)
+        launched = launched.timestamp()
+        return time.time() - launched >= self.registration_delay
+
+    # ------------------------------------------------------------------ API
+
+    def handle(self, operation: str, body: dict) -> dict:
+        handler = getattr(self, operation, None)
+        if handler is None:
+            raise NotImplementedError(operation)
+        return handler(body)
+
+    def DescribeInstanceInformation(self, body):
+        wanted = None
+        for f in body.get("Filters", []) + body.get("InstanceInformationFilterList", []):
+            if f.get("Key") in ("InstanceIds", "InstanceIds".lower()) or f.get("key") == "InstanceIds":
+                wanted = set(f.get("Values") or f.get("valueSet") or [])
+        items = []
+        for instance_id in self.ec2_instances():
+            if wanted is not None and instance_id not in wanted:
+                continue
+            if self._online(instance_id):
+                items.append(
+                    {
+                        "InstanceId": instance_id,
+                        "PingStatus": "Online",
+                        "LastPingDateTime": time.time(),
+                        "AgentVersion": "3.3.0-local",
+                        "IsLatestVersion": True,
+                        "PlatformType": "Linux",
+                        "PlatformName": "Amazon Linux (spotstep local emulation)",
+                        "ResourceType": "EC2Instance",
+                    }
+                )
+        return {"InstanceInformationList": items}
+
+    def SendCommand(self, body):
+        ids = body.get("InstanceIds") or []
+        if body.get("DocumentName") != "AWS-RunShellScript":
+            raise SsmError("InvalidDocument", f"the local agent runs only AWS-RunShellScript, not {body.get('DocumentName')}")
+        if len(ids) != 1 or not self._online(ids[0]):
+            raise SsmError("InvalidInstanceId", f"Instances {ids} not in a valid state for account 123456789012")
+        params = body.get("Parameters") or {}
+        timeout = int((params.get("executionTimeout") or ["3600"])[0])
+        command_id = str(uuid.uuid4())
+        run = CommandRun(
+            command_id,
+            ids[0],
+            body.get("Comment", ""),
+            params.get("commands") or [],
+            timeout,
+            body.get("OutputS3BucketName", ""),
+            body.get("OutputS3KeyPrefix", ""),
+        )
+        with self.lock:
+            self.commands[command_id] = run
+        threading.Thread(target=self._run, args=(run,), daemon=True).start()
+        return {"Command": self._command_summary(run)}
+
+    def _command_summary(self, run: CommandRun) -> dict:
+        status = run.status if run.status != "Delayed" else "InProgress"
+        return {
+            "CommandId": run.command_id,
+            "DocumentName": "AWS-RunShellScript",
+            "Comment": run.comment,
+            "InstanceIds": [run.instance_id],
+            "RequestedDateTime": run.requested,
+            "Status": status,
+            "StatusDetails": run.details,
+            "OutputS3BucketName": run.s3_bucket,
+            "OutputS3KeyPrefix": run.s3_prefix,
+        }
+
+    def GetCommandInvocation(self, body):
+        run = self.commands.get(body.get("CommandId"))
+        if run is None or run.instance_id != body.get("InstanceId") or time.time() - run.requested < self.invocation_visible_after:
+            raise SsmError("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist)")
+        finished = run.status in ("Success", "Failed", "TimedOut", "Cancelled")
+        out = {
+            "CommandId": run.command_id,
+            "InstanceId": run.instance_id,
+            "Comment": run.comment,
+            "DocumentName": "AWS-RunShellScript",
+            "PluginName": "aws:runShellScript",
+            "ResponseCode": run.response_code,
+            "ExecutionStartDateTime": run.started,
+            "ExecutionEndDateTime": run.ended,
+            "Status": run.status,
+            "StatusDetails": run.details,
+            "StandardOutputContent": run.stdout[:STDOUT_LIMIT] if finished else "",
+            "StandardErrorContent": run.stderr[:STDERR_LIMIT] if finished else "",
+        }
+        if run.s3_bucket:
+            base = f"https://s3.amazonaws.com/{run.s3_bucket}/{self._key(run, '')}"
+            out["StandardOutputUrl"] = base + "stdout"
+            out["StandardErrorUrl"] = base + "stderr"
+        return out
+
+    def ListCommands(self, body):
+        with self.lock:
+            runs = list(self.commands.values())
+        if body.get("CommandId"):
+            runs = [r for r in runs if r.command_id == body["CommandId"]]
+        if body.get("InstanceId"):
+            runs = [r for r in runs if r.instance_id == body["InstanceId"]]
+        return {"Commands": [self._command_summary(r) for r in runs]}
+
+    def CancelCommand(self, body):
+        run = self.commands.get(body.get("CommandId"))
+        if run is None:
+            raise SsmError("InvalidCommandId", "no such command")
+        if run.status in ("Pending", "InProgress", "Delayed"):
+            run.status = "Cancelling"
+            run.details = "Cancelling"
+            self._kill(run)
+            run.status = "Cancelled"
+            run.details = "Cancelled"
+            run.ended = _now_iso()
+        return {}
+
+    # ------------------------------------------------------------------ the agent itself
+
+    def _key(self, run: CommandRun, name: str) -> str:
+        prefix = f"{run.s3_prefix.rstrip('/')}/" if run.s3_prefix else ""
+        return f"{prefix}{run.command_id}/{run.instance_id}/awsrunShellScript/0.awsrunShellScript/{name}"
+
+    def _kill(self, run: CommandRun):
+        if run.process is not None and run.process.poll() is None:
+            try:
+                os.killpg(run.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _run(self, run: CommandRun):
+        sandbox = os.path.join(self.sandbox_root, run.instance_id)
+        os.makedirs(sandbox, exist_ok=True)
+        script = os.path.join(sandbox, f"_script-{run.command_id}.sh")
+        with open(script, "w") as f:
+            f.write("\n".join(run.commands) + "\n")
+        out_path, err_path = script + ".stdout", script + ".stderr"
+        run.status, run.details, run.started = "InProgress", "InProgress", _now_iso()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            run.process = subprocess.Popen(
+                ["sh", script], cwd=sandbox, env=env, stdout=out, stderr=err, start_new_session=True
+            )
+            deadline = run.requested + run.execution_timeout
+            reclaim_at = self.faults.reclaim_time(run)
+            lost = timed_out = False
+            while run.process.poll() is None:
+                if self._state(run.instance_id) not in ("running", "pending"):
+                    lost = True
+                    self._kill(run)
+                    break
+                if reclaim_at is not None and time.time() >= reclaim_at:
+                    self.faults.reclaim(run.instance_id)
+                    reclaim_at = None
+                    continue
+                if time.time() >= deadline:
+                    self._kill(run)
+                    run.process.wait()
+                    timed_out = True
+                    break
+                time.sleep(0.2)
+            run.process.wait()
+        with open(out_path, errors="replace") as f:
+            run.stdout = f.read()
+        with open(err_path, errors="replace") as f:
+            run.stderr = f.read()
+        if lost:
+            # The agent vanished with its instance: nothing more is ever reported.
+            return
+        if run.s3_bucket:
+            # The full output reaches S3 before the invocation reports its end, as with SSM.
+            self.s3_put(run.s3_bucket, self._key(run, "stdout"), run.stdout)
+            if run.stderr:
+                self.s3_put(run.s3_bucket, self._key(run, "stderr"), run.stderr)
+        run.ended = _now_iso()
+        if timed_out:
+            run.status, run.details, run.response_code = "TimedOut", "Execution Timed Out", 124
+        elif run.status != "Cancelled":
+            code = run.process.returncode
+            run.response_code = code
+            run.status = run.details = "Success" if code == 0 else "Failed"
+
+    def runs(self):
+        with self.lock:
+            return list(self.commands.values())
+
+
+def parse_json_body(raw: bytes) -> dict:
+    return json.loads(raw or b"{}")

@@ -1,0 +1,293 @@
+"""The local emulated AWS: moto, the SSM agent emulation, the Lambda service, and a front
+door that routes each request, with fault injection.
+
+Everything runs in this one Python process (moto's server in a thread), so the harness can
+reach moto's EC2 model directly to stage a spot reclaim. The Rust functions reach AWS through
+`AWS_ENDPOINT_URL` = the front door; moto's Step Functions interpreter reaches Lambda through
+it too (moto sends its Lambda calls to `localhost:$MOTO_PORT`, which is set to the front door).
+"""
+
+import datetime
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import urllib.parse
+import http.client
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+from botocore.config import Config
+
+from .agent import Agent, SsmError
+from .lambdas import LambdaService
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+FUNCTIONS = ["launch", "wait-online", "send-step", "poll-result", "cleanup"]
+SSM_OPERATIONS = {
+    "DescribeInstanceInformation",
+    "SendCommand",
+    "GetCommandInvocation",
+    "ListCommands",
+    "CancelCommand",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Faults:
+    """What the tests can break."""
+
+    def __init__(self):
+        self.reset()
+        self.reclaim_hook = None
+
+    def reset(self):
+        self.never_online = False
+        self.no_capacity = set()  # {(instance_type or "*", subnet_id or "*")}
+        self.throttle = {}  # operation -> remaining throttled answers
+        self.reclaim_during = {}  # step -> {"after": seconds, "times": remaining (None = always)}
+
+    def capacity_error(self, instance_type: str, subnet: str) -> bool:
+        return any(
+            t in ("*", instance_type) and s in ("*", subnet) for t, s in self.no_capacity
+        )
+
+    def take_throttle(self, operation: str) -> bool:
+        left = self.throttle.get(operation, 0)
+        if left > 0:
+            self.throttle[operation] = left - 1
+            return True
+        return False
+
+    def reclaim_time(self, run):
+        plan = self.reclaim_during.get(run.step)
+        if not plan or plan.get("times") == 0:
+            return None
+        if plan.get("times") is not None:
+            plan["times"] -= 1
+        return run.requested + plan.get("after", 1.0)
+
+    def reclaim(self, instance_id):
+        self.reclaim_hook(instance_id)
+
+
+class LocalStack:
+    def __init__(self, root: str, binaries: dict, bucket: str = "spotstep-local"):
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        for noisy in ("werkzeug", "moto"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+        self.root = root
+        self.bucket = bucket
+        os.makedirs(root, exist_ok=True)
+        self.faults = Faults()
+        self.faults.reclaim_hook = self.reclaim
+        self.moto_port = free_port()
+        self.front_port = free_port()
+        os.environ["MOTO_PORT"] = str(self.front_port)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
+        self.moto.start()
+        self._moto_url = f"http://127.0.0.1:{self.moto_port}"
+        self.endpoint = f"http://127.0.0.1:{self.front_port}"
+        self._post_moto("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
+        self.agent = Agent(self._instances, self._s3_put, os.path.join(root, "instances"), self.faults)
+        self.world = self._create_world()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "RUST_LOG": "info",
+            "SPOTSTEP_BUCKET": bucket,
+            "SPOTSTEP_SUBNETS": ",".join(self.world["subnets"]),
+            "SPOTSTEP_SECURITY_GROUP": self.world["security_group"],
+            "SPOTSTEP_INSTANCE_PROFILE": self.world["instance_profile"],
+            "SPOTSTEP_IMAGE_ID": self.world["image_id"],
+            "SPOTSTEP_LOG_GROUP": "",
+            "SPOTSTEP_REGISTRATION_GRACE": "30",
+            "SPOTSTEP_SWEEP_GRACE": "60",
+        }
+        os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+        self.lambdas = LambdaService(binaries, env, os.path.join(root, "logs"), {"launch": 120, "cleanup": 300})
+        self.front = ThreadingHTTPServer(("127.0.0.1", self.front_port), self._front_handler())
+        self.front.daemon_threads = True
+        threading.Thread(target=self.front.serve_forever, daemon=True).start()
+
+    # ------------------------------------------------------------------ clients and moto
+
+    def client(self, service: str):
+        return boto3.client(
+            service,
+            region_name=REGION,
+            endpoint_url=self._moto_url,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=Config(retries={"max_attempts": 2}, s3={"addressing_style": "path"}),
+        )
+
+    def _post_moto(self, path: str, body: dict):
+        conn = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=30)
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        conn.getresponse().read()
+        conn.close()
+
+    def _ec2_backend(self):
+        from moto.ec2.models import ec2_backends
+
+        return ec2_backends[ACCOUNT][REGION]
+
+    def _instances(self) -> dict:
+        return {i.id: i for i in self._ec2_backend().all_instances()}
+
+    def _s3_put(self, bucket: str, key: str, text: str):
+        self.client("s3").put_object(Bucket=bucket, Key=key, Body=text.encode())
+
+    def _create_world(self) -> dict:
+        ec2 = self.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{REGION}{az}")["Subnet"]["SubnetId"]
+            for i, az in enumerate("abc")
+        ]
+        sg = ec2.create_security_group(GroupName="spotstep-local", Description="no inbound", VpcId=vpc)["GroupId"]
+        image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        iam = self.client("iam")
+        iam.create_role(RoleName="spotstep-instance", AssumeRolePolicyDocument="{}")
+        iam.create_instance_profile(InstanceProfileName="spotstep-instance")
+        iam.add_role_to_instance_profile(InstanceProfileName="spotstep-instance", RoleName="spotstep-instance")
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=self.bucket)
+        return {"vpc": vpc, "subnets": subnets, "security_group": sg, "image_id": image_id, "instance_profile": "spotstep-instance"}
+
+    def put_config(self, uri: str, text: str = "local: true\n"):
+        bucket, key = uri[len("s3://"):].split("/", 1)
+        s3 = self.client("s3")
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
+
+    def reclaim(self, instance_id: str):
+        """A spot reclaim: the instance terminates with `Server.SpotInstanceTermination`."""
+        from moto.ec2.models.instances import StateReason
+
+        instance = self._ec2_backend().get_instance(instance_id)
+        instance.terminate()
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S GMT")
+        instance._reason = f"Service initiated ({stamp})"
+        instance.state_reason = StateReason(
+            "Server.SpotInstanceTermination: Spot instance termination", "Server.SpotInstanceTermination"
+        )
+
+    def live_instances(self) -> list:
+        return [i for i in self._ec2_backend().all_instances() if i.state in ("pending", "running", "stopping", "stopped")]
+
+    def stop(self):
+        self.lambdas.stop()
+        for run in self.agent.runs():
+            self.agent._kill(run)
+        self.front.shutdown()
+        self.moto.stop()
+
+    # ------------------------------------------------------------------ the front door
+
+    def _front_handler(self):
+        stack = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status: int, body: bytes, headers: dict):
+                self.send_response(status)
+                for k, v in headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _handle(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = urllib.parse.unquote(self.path.split("?", 1)[0])
+                m = re.match(r"^/2015-03-31/functions/(.+)/invocations$", path)
+                if m and self.command == "POST":
+                    status, payload, error = stack.lambdas.invoke(m.group(1), body)
+                    headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST"}
+                    if error:
+                        headers["X-Amz-Function-Error"] = error
+                    return self._reply(status, payload, headers)
+                target = self.headers.get("X-Amz-Target", "")
+                if target.startswith("AmazonSSM."):
+                    op = target.split(".", 1)[1]
+                    if stack.faults.take_throttle(op):
+                        return self._json_error(400, "ThrottlingException", "Rate exceeded (injected)")
+                    if op in SSM_OPERATIONS:
+                        try:
+                            out = stack.agent.handle(op, json.loads(body or b"{}"))
+                        except SsmError as e:
+                            return self._json_error(400, e.code, e.message)
+                        return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.1"})
+                ec2_action = self._ec2_action(body)
+                if ec2_action:
+                    if stack.faults.take_throttle(ec2_action):
+                        return self._ec2_error("RequestLimitExceeded", "Request limit exceeded (injected)")
+                    if ec2_action == "RunInstances":
+                        form = urllib.parse.parse_qs(body.decode())
+                        itype = form.get("InstanceType", [""])[0]
+                        subnet = form.get("SubnetId", [""])[0]
+                        if stack.faults.capacity_error(itype, subnet):
+                            return self._ec2_error(
+                                "InsufficientInstanceCapacity",
+                                f"We currently do not have sufficient {itype} capacity in the subnet {subnet} (injected)",
+                            )
+                return self._forward(body)
+
+            def _ec2_action(self, body: bytes) -> str:
+                ctype = self.headers.get("Content-Type", "")
+                if "x-www-form-urlencoded" not in ctype or b"Action=" not in body:
+                    return ""
+                form = urllib.parse.parse_qs(body.decode(errors="replace"))
+                version = form.get("Version", [""])[0]
+                return form.get("Action", [""])[0] if version.startswith("2016-11-15") else ""
+
+            def _json_error(self, status: int, code: str, message: str):
+                payload = json.dumps({"__type": code, "message": message}).encode()
+                self._reply(status, payload, {"Content-Type": "application/x-amz-json-1.1"})
+
+            def _ec2_error(self, code: str, message: str):
+                payload = (
+                    f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+                    f"<Message>{message}</Message></Error></Errors><RequestID>local</RequestID></Response>"
+                ).encode()
+                self._reply(400, payload, {"Content-Type": "text/xml"})
+
+            def _forward(self, body: bytes):
+                conn = http.client.HTTPConnection("127.0.0.1", stack.moto_port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                headers["Host"] = f"127.0.0.1:{stack.moto_port}"
+                conn.request(self.command, self.path, body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                self._reply(resp.status, data, dict(resp.getheaders()))
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+        return Handler
