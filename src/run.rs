@@ -51,17 +51,20 @@ impl Run {
                 job.mode_names()
             ));
         }
-        naming::check_branch(&self.branch).map_err(|e| Error::InvalidInput(format!("branch: {e}")))?;
+        naming::check_branch(&self.branch)
+            .map_err(|e| Error::InvalidInput(format!("branch: {e}")))?;
         if !self.instance_type.is_empty() {
             naming::check_instance_type(&self.instance_type)
                 .map_err(|e| Error::InvalidInput(format!("instance_type: {e}")))?;
         }
         let date_ok = self.run_date.len() == 10
-            && self
-                .run_date
-                .chars()
-                .enumerate()
-                .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+            && self.run_date.chars().enumerate().all(|(i, c)| {
+                if i == 4 || i == 7 {
+                    c == '-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            });
         if !date_ok {
             return invalid(format!("run_date `{}` is not YYYY-MM-DD", self.run_date));
         }
@@ -116,7 +119,11 @@ pub struct Launch {
 ///
 /// A redrive starts a new round (its count is higher than the previous launch's), so the
 /// operator's redrive always gets a fresh budget, while reclaims inside one round are bounded.
-pub fn next_attempt(previous: &Launch, redrive_count: u32, max_attempts: u32) -> Result<(u32, u32, u32)> {
+pub fn next_attempt(
+    previous: &Launch,
+    redrive_count: u32,
+    max_attempts: u32,
+) -> Result<(u32, u32, u32)> {
     let attempt = previous.attempt + 1;
     let round_attempts = if redrive_count > previous.round {
         1
@@ -169,8 +176,18 @@ pub(crate) mod fixtures {
             preflight_flag: "--preflight-only".into(),
             env: [("DEMO_GREETING".to_string(), "it's".to_string())].into(),
             modes: [
-                ("all".to_string(), ModeSpec { steps: vec!["quoting".into(), "slow".into()] }),
-                ("quick".to_string(), ModeSpec { steps: vec!["quoting".into()] }),
+                (
+                    "all".to_string(),
+                    ModeSpec {
+                        steps: vec!["quoting".into(), "slow".into()],
+                    },
+                ),
+                (
+                    "quick".to_string(),
+                    ModeSpec {
+                        steps: vec!["quoting".into()],
+                    },
+                ),
             ]
             .into(),
             workload_steps: vec!["quoting".into(), "slow".into()],
@@ -204,12 +221,19 @@ mod tests {
 
     #[test]
     fn bad_runs_are_refused_with_the_reason() {
-        let cases: Vec<(Box<dyn Fn(&mut Run)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Run)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|r| r.job = "other".into()), "unknown job `other`"),
             (Box::new(|r| r.run_id = "../x".into()), "unsafe"),
-            (Box::new(|r| r.mode = "nope".into()), "unknown mode `nope` for job `demo`: use one of all, quick"),
+            (
+                Box::new(|r| r.mode = "nope".into()),
+                "unknown mode `nope` for job `demo`: use one of all, quick",
+            ),
             (Box::new(|r| r.branch = "$(reboot)".into()), "branch"),
-            (Box::new(|r| r.instance_type = "huge".into()), "instance_type"),
+            (
+                Box::new(|r| r.instance_type = "huge".into()),
+                "instance_type",
+            ),
             (Box::new(|r| r.run_date = "28/11/2026".into()), "run_date"),
         ];
         for (change, expected) in cases {
@@ -232,13 +256,34 @@ mod tests {
     fn launch_budget_per_round() {
         let first = Launch::default();
         assert_eq!(next_attempt(&first, 0, 2).unwrap(), (1, 0, 1));
-        let after_one = Launch { attempt: 1, round: 0, round_attempts: 1, ..Launch::default() };
+        let after_one = Launch {
+            attempt: 1,
+            round: 0,
+            round_attempts: 1,
+            ..Launch::default()
+        };
         assert_eq!(next_attempt(&after_one, 0, 2).unwrap(), (2, 0, 2));
-        let after_two = Launch { attempt: 2, round: 0, round_attempts: 2, ..Launch::default() };
-        assert_eq!(next_attempt(&after_two, 0, 2).unwrap_err().name(), "RelaunchLimit");
+        let after_two = Launch {
+            attempt: 2,
+            round: 0,
+            round_attempts: 2,
+            ..Launch::default()
+        };
+        assert_eq!(
+            next_attempt(&after_two, 0, 2).unwrap_err().name(),
+            "RelaunchLimit"
+        );
         assert_eq!(next_attempt(&after_two, 1, 2).unwrap(), (3, 1, 1));
         assert_eq!(next_attempt(&first, 0, 1).unwrap(), (1, 0, 1));
-        let one = Launch { attempt: 1, round: 0, round_attempts: 1, ..Launch::default() };
-        assert_eq!(next_attempt(&one, 0, 1).unwrap_err().name(), "RelaunchLimit");
+        let one = Launch {
+            attempt: 1,
+            round: 0,
+            round_attempts: 1,
+            ..Launch::default()
+        };
+        assert_eq!(
+            next_attempt(&one, 0, 1).unwrap_err().name(),
+            "RelaunchLimit"
+        );
     }
 }

@@ -49,7 +49,7 @@ pub enum Request {
     },
     StepFailed {
         run: Run,
-        job: JobSpec,
+        job: Box<JobSpec>,
         step: StepSpec,
         command: Command,
         failure: CaughtError,
@@ -82,14 +82,19 @@ pub fn request(input: Value) -> Result<Request> {
             let detail = &input["detail"];
             let field = |k: &str| detail.get(k).and_then(Value::as_str).map(String::from);
             match (field("executionArn"), field("status")) {
-                (Some(execution), Some(status)) => Ok(Request::ExecutionEnded { execution, status }),
+                (Some(execution), Some(status)) => {
+                    Ok(Request::ExecutionEnded { execution, status })
+                }
                 _ => Err(Error::InvalidInput(
-                    "execution status change event without detail.executionArn and detail.status".into(),
+                    "execution status change event without detail.executionArn and detail.status"
+                        .into(),
                 )),
             }
         }
         Some("Scheduled Event") => Ok(Request::Sweep),
-        Some(other) => Err(Error::InvalidInput(format!("cleanup does not handle `{other}` events"))),
+        Some(other) => Err(Error::InvalidInput(format!(
+            "cleanup does not handle `{other}` events"
+        ))),
         None => parse("cleanup request", input),
     }
 }
@@ -106,7 +111,8 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
         }
         Request::Relaunch { run, instance } => {
             naming::check_run_id(&run.run_id).map_err(Error::InvalidInput)?;
-            let mut ids = instance_ids(env, &[(tags::RUN_ID, &run.run_id), (tags::JOB, &run.job)]).await?;
+            let mut ids =
+                instance_ids(env, &[(tags::RUN_ID, &run.run_id), (tags::JOB, &run.job)]).await?;
             if !instance.instance_id.is_empty() && !ids.contains(&instance.instance_id) {
                 ids.push(instance.instance_id.clone());
             }
@@ -118,7 +124,14 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                 ..Report::default()
             })
         }
-        Request::StepFailed { run, job, step, command, failure, redrive_count } => {
+        Request::StepFailed {
+            run,
+            job,
+            step,
+            command,
+            failure,
+            redrive_count,
+        } => {
             run.validate(&job)?;
             if redrive_count > command.round {
                 info!(step = %step.name, redrive_count, "redriven: sending the failed step again");
@@ -142,18 +155,26 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                 });
             }
             env.settings.require(&[Need::Bucket])?;
-            let instances = ec2::tagged_instances(&env.ec2, &[(tags::EXECUTION, &execution)]).await?;
+            let instances =
+                ec2::tagged_instances(&env.ec2, &[(tags::EXECUTION, &execution)]).await?;
             let mut report = Report {
                 action: format!("execution-ended ({status})"),
                 ..Report::default()
             };
             for instance in &instances {
                 let id = instance.instance_id().unwrap_or_default();
-                report.cancelled_commands.extend(cancel_commands(env, id).await?);
+                report
+                    .cancelled_commands
+                    .extend(cancel_commands(env, id).await?);
             }
             let mut runs: Vec<(String, String)> = instances
                 .iter()
-                .filter_map(|i| Some((ec2::tag(i, tags::JOB)?.to_string(), ec2::tag(i, tags::RUN_ID)?.to_string())))
+                .filter_map(|i| {
+                    Some((
+                        ec2::tag(i, tags::JOB)?.to_string(),
+                        ec2::tag(i, tags::RUN_ID)?.to_string(),
+                    ))
+                })
                 .collect();
             runs.dedup();
             for (job, run_id) in runs {
@@ -171,7 +192,11 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
 pub fn cause_message(failure: &CaughtError) -> String {
     serde_json::from_str::<Value>(&failure.cause)
         .ok()
-        .and_then(|v| v.get("errorMessage").and_then(Value::as_str).map(String::from))
+        .and_then(|v| {
+            v.get("errorMessage")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .unwrap_or_else(|| failure.cause.clone())
 }
 
@@ -228,7 +253,11 @@ async fn delete_prefix(env: &Env, prefix: &str) -> Result<usize> {
         if !keys.is_empty() {
             let objects = keys
                 .iter()
-                .map(|k| aws_sdk_s3::types::ObjectIdentifier::builder().key(k).build())
+                .map(|k| {
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key(k)
+                        .build()
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::AwsError(format!("building the DeleteObjects request: {e}")))?;
             let delete = aws_sdk_s3::types::Delete::builder()
@@ -242,7 +271,9 @@ async fn delete_prefix(env: &Env, prefix: &str) -> Result<usize> {
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| Error::from_sdk(&format!("DeleteObjects under s3://{bucket}/{prefix}"), &e))?;
+                .map_err(|e| {
+                    Error::from_sdk(&format!("DeleteObjects under s3://{bucket}/{prefix}"), &e)
+                })?;
             deleted += keys.len();
         }
         match page.next_continuation_token() {
@@ -270,7 +301,14 @@ async fn cancel_commands(env: &Env, instance_id: &str) -> Result<Vec<String>> {
         let Some(id) = command.command_id().filter(|_| live) else {
             continue;
         };
-        match env.ssm.cancel_command().command_id(id).instance_ids(instance_id).send().await {
+        match env
+            .ssm
+            .cancel_command()
+            .command_id(id)
+            .instance_ids(instance_id)
+            .send()
+            .await
+        {
             Ok(_) => cancelled.push(id.to_string()),
             Err(e) => warn!(command_id = id, error = %e, "could not cancel command"),
         }
@@ -297,9 +335,20 @@ async fn sweep(env: &Env) -> Result<Report> {
             .unwrap_or(0)
             + env.settings.sweep_grace_seconds;
         let execution_over = match ec2::tag(&instance, tags::EXECUTION) {
-            Some(execution) => match env.sfn.describe_execution().execution_arn(execution).send().await {
+            Some(execution) => match env
+                .sfn
+                .describe_execution()
+                .execution_arn(execution)
+                .send()
+                .await
+            {
                 Ok(out) => out.status() != &ExecutionStatus::Running,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_execution_does_not_exist()) => true,
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_execution_does_not_exist()) =>
+                {
+                    true
+                }
                 Err(e) => {
                     warn!(instance_id = %id, error = %e, "could not describe the instance's execution");
                     false
@@ -311,8 +360,13 @@ async fn sweep(env: &Env) -> Result<Report> {
             continue;
         }
         info!(instance_id = %id, age, budget, execution_over, "sweeping instance");
-        match (ec2::tag(&instance, tags::JOB), ec2::tag(&instance, tags::RUN_ID)) {
-            (Some(job), Some(run_id)) if naming::check_run_id(run_id).is_ok() && naming::check_name(job).is_ok() => {
+        match (
+            ec2::tag(&instance, tags::JOB),
+            ec2::tag(&instance, tags::RUN_ID),
+        ) {
+            (Some(job), Some(run_id))
+                if naming::check_run_id(run_id).is_ok() && naming::check_name(job).is_ok() =>
+            {
                 let cleaned = clean_run(env, job, run_id, execution_over).await?;
                 report.terminated.extend(cleaned.terminated);
                 report.deleted_objects += cleaned.deleted_objects;

@@ -1,13 +1,13 @@
 //! launch: validate the run, refuse a concurrent one, launch one spot instance across the
 //! capacity pools, and stage the job's config for it.
 
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, InstanceMarketOptionsRequest,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType, ResourceType,
-    ShutdownBehavior, InstanceInterruptionBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
-    VolumeType,
-};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceType, MarketType, ResourceType, ShutdownBehavior,
+    SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
+};
 use aws_sdk_sfn::types::ExecutionStatus;
 use base64::Engine;
 use serde::Deserialize;
@@ -40,15 +40,22 @@ pub struct Input {
 /// Handles one launch request.
 pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
     let input: Input = parse("launch input", input)?;
-    let Input { run, job, previous, redrive_count } = input;
+    let Input {
+        run,
+        job,
+        previous,
+        redrive_count,
+    } = input;
     run.validate(&job)?;
-    let (attempt, round, round_attempts) = next_attempt(&previous, redrive_count, job.max_attempts)?;
+    let (attempt, round, round_attempts) =
+        next_attempt(&previous, redrive_count, job.max_attempts)?;
     let first = previous.attempt == 0;
     if first {
         refuse_concurrent(env, &run).await?;
     }
     env.settings.require(&[Need::Bucket, Need::Launch])?;
-    let (config_bucket, config_key) = naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
+    let (config_bucket, config_key) =
+        naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
     check_config(env, &config_bucket, &config_key).await?;
 
     let mut launch = match existing_instance(env, &run, attempt).await? {
@@ -65,7 +72,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         return Err(e);
     }
     if round_attempts > 1 {
-        telemetry::emit_count("AlphaEngine", "SpotInterruptionRetry", ("Process", &job.name), env.clock.now());
+        telemetry::emit_count(
+            "AlphaEngine",
+            "SpotInterruptionRetry",
+            ("Process", &job.name),
+            env.clock.now(),
+        );
     }
     info!(
         instance_id = %launch.instance_id,
@@ -119,13 +131,19 @@ async fn refuse_concurrent(env: &Env, run: &Run) -> Result<()> {
 async fn check_config(env: &Env, bucket: &str, key: &str) -> Result<()> {
     match env.s3.head_object().bucket(bucket).key(key).send().await {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) || e.code() == Some("NotFound") => {
+        Err(e)
+            if e.as_service_error().is_some_and(|s| s.is_not_found())
+                || e.code() == Some("NotFound") =>
+        {
             Err(Error::ConfigMissing(format!(
                 "the job's config s3://{bucket}/{key} does not exist; nothing was launched. \
                  Upload it (or fix config_source in the job manifest) and start the run again"
             )))
         }
-        Err(e) => Err(Error::from_sdk(&format!("HeadObject s3://{bucket}/{key}"), &e)),
+        Err(e) => Err(Error::from_sdk(
+            &format!("HeadObject s3://{bucket}/{key}"),
+            &e,
+        )),
     }
 }
 
@@ -138,31 +156,53 @@ async fn stage_config(env: &Env, run: &Run, bucket: &str, key: &str) -> Result<(
         .key(&target)
         .send()
         .await
-        .map_err(|e| Error::from_sdk(&format!("CopyObject to s3://{}/{target}", env.settings.bucket), &e))?;
+        .map_err(|e| {
+            Error::from_sdk(
+                &format!("CopyObject to s3://{}/{target}", env.settings.bucket),
+                &e,
+            )
+        })?;
     Ok(())
 }
 
 /// An instance an earlier try of this same launch already started (found by its tags).
 async fn existing_instance(env: &Env, run: &Run, attempt: u32) -> Result<Option<Launch>> {
     let attempt = attempt.to_string();
-    let found = ec2::tagged_instances(&env.ec2, &[(tags::EXECUTION, &run.execution), (tags::ATTEMPT, &attempt)]).await?;
+    let found = ec2::tagged_instances(
+        &env.ec2,
+        &[(tags::EXECUTION, &run.execution), (tags::ATTEMPT, &attempt)],
+    )
+    .await?;
     Ok(found.first().map(|i| Launch {
         instance_id: i.instance_id().unwrap_or_default().to_string(),
-        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
         availability_zone: i
             .placement()
             .and_then(|p| p.availability_zone())
             .unwrap_or_default()
             .to_string(),
         subnet_id: i.subnet_id().unwrap_or_default().to_string(),
-        market: if i.instance_lifecycle().is_some() { "spot" } else { "on-demand" }.to_string(),
+        market: if i.instance_lifecycle().is_some() {
+            "spot"
+        } else {
+            "on-demand"
+        }
+        .to_string(),
         ..Launch::default()
     }))
 }
 
 async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: u32) -> Result<Launch> {
     let pinned = Some(run.instance_type.as_str()).filter(|t| !t.is_empty());
-    let pools = capacity::plan(&job.instance_types, pinned, &env.settings.subnets, job.on_demand_fallback);
+    let pools = capacity::plan(
+        &job.instance_types,
+        pinned,
+        &env.settings.subnets,
+        job.on_demand_fallback,
+    );
     let mut tried: Vec<PoolTried> = Vec::new();
     let mut spot_quota_hit = false;
     for (index, pool) in pools.iter().enumerate() {
@@ -200,7 +240,9 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: u32) -> R
                     LaunchAnswer::NoCapacity => {
                         info!(instance_type = %pool.instance_type, subnet = %pool.subnet_id, %code, "no capacity in pool");
                     }
-                    LaunchAnswer::Quota if pool.market == Market::Spot && job.on_demand_fallback => {
+                    LaunchAnswer::Quota
+                        if pool.market == Market::Spot && job.on_demand_fallback =>
+                    {
                         spot_quota_hit = true;
                     }
                     LaunchAnswer::Quota | LaunchAnswer::Rejected => {
@@ -223,7 +265,10 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: u32) -> R
         tried.len(),
         tried
             .iter()
-            .map(|p| format!("{}@{}/{}: {}", p.instance_type, p.subnet_id, p.market, p.error))
+            .map(|p| format!(
+                "{}@{}/{}: {}",
+                p.instance_type, p.subnet_id, p.market, p.error
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     )))
@@ -259,7 +304,10 @@ fn run_instances(
 ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
     let s = &env.settings;
     let instance_tags: Vec<Tag> = [
-        (tags::NAME, naming::instance_name(&job.instance_name_prefix, &run.run_date)),
+        (
+            tags::NAME,
+            naming::instance_name(&job.instance_name_prefix, &run.run_date),
+        ),
         (tags::JOB, job.name.clone()),
         (tags::RUN_ID, run.run_id.clone()),
         (tags::EXECUTION, run.execution.clone()),
@@ -270,9 +318,13 @@ fn run_instances(
     .map(|(k, v)| Tag::builder().key(k).value(v).build())
     .collect();
     let profile = if s.instance_profile.starts_with("arn:") {
-        IamInstanceProfileSpecification::builder().arn(&s.instance_profile).build()
+        IamInstanceProfileSpecification::builder()
+            .arn(&s.instance_profile)
+            .build()
     } else {
-        IamInstanceProfileSpecification::builder().name(&s.instance_profile).build()
+        IamInstanceProfileSpecification::builder()
+            .name(&s.instance_profile)
+            .build()
     };
     let mut request = env
         .ec2

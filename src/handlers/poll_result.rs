@@ -47,7 +47,13 @@ pub struct StepResult {
 
 /// Handles one poll.
 pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
-    let Input { run, job, instance, step, command } = parse("poll-result input", input)?;
+    let Input {
+        run,
+        job,
+        instance,
+        step,
+        command,
+    } = parse("poll-result input", input)?;
     env.settings.require(&[Need::Bucket])?;
     let id = instance.instance_id.as_str();
     let invocation = env
@@ -59,9 +65,13 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
         .await;
     let invocation = match invocation {
         Ok(inv) => inv,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_invocation_does_not_exist()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_invocation_does_not_exist()) =>
+        {
             ec2::ensure_alive(&env.ec2, id).await?;
-            let age = parse_rfc3339(&command.sent_at).map_or(0, |t| (env.clock.now() - t).whole_seconds());
+            let age = parse_rfc3339(&command.sent_at)
+                .map_or(0, |t| (env.clock.now() - t).whole_seconds());
             if age < env.settings.registration_grace_seconds {
                 return Err(Error::StillRunning(format!(
                     "step {} was sent {age}s ago and is not registered yet",
@@ -74,7 +84,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
                 step.name, command.command_id
             )));
         }
-        Err(e) => return Err(Error::from_sdk(&format!("GetCommandInvocation of step {}", step.name), &e)),
+        Err(e) => {
+            return Err(Error::from_sdk(
+                &format!("GetCommandInvocation of step {}", step.name),
+                &e,
+            ))
+        }
     };
     let status = invocation.status().map_or("", |s| s.as_str()).to_string();
     let details = invocation.status_details().unwrap_or_default().to_string();
@@ -82,12 +97,17 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
     match classify(&status, &details, code) {
         Verdict::Running => {
             ec2::ensure_alive(&env.ec2, id).await?;
-            Err(Error::StillRunning(format!("step {} is {status} ({details})", step.name)))
+            Err(Error::StillRunning(format!(
+                "step {} is {status} ({details})",
+                step.name
+            )))
         }
         Verdict::Succeeded => {
             let output = stdout_uri(env, &job, &run, &step, &command, id);
             let duration = match (
-                invocation.execution_start_date_time().and_then(parse_rfc3339),
+                invocation
+                    .execution_start_date_time()
+                    .and_then(parse_rfc3339),
                 invocation.execution_end_date_time().and_then(parse_rfc3339),
             ) {
                 (Some(start), Some(end)) => (end - start).whole_seconds(),
@@ -95,7 +115,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
             };
             if step.kind == StepKind::Workload && !run.preflight {
                 for process in &step.heartbeats {
-                    telemetry::emit_count("AlphaEngine", "Heartbeat", ("Process", process), env.clock.now());
+                    telemetry::emit_count(
+                        "AlphaEngine",
+                        "Heartbeat",
+                        ("Process", process),
+                        env.clock.now(),
+                    );
                 }
             }
             info!(step = %step.name, instance_id = %id, duration_seconds = duration, "step succeeded");
@@ -111,7 +136,16 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
         }
         Verdict::Failed(failure) => {
             ec2::ensure_alive(&env.ec2, id).await?;
-            let tail = output_tail(env, &job, &run, &step, &command, id, invocation.standard_output_content()).await;
+            let tail = output_tail(
+                env,
+                &job,
+                &run,
+                &step,
+                &command,
+                id,
+                invocation.standard_output_content(),
+            )
+            .await;
             Err(Error::StepFailed(failure_message(
                 &step.name,
                 &status,
@@ -125,7 +159,13 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
     }
 }
 
-fn stdout_key(job: &JobSpec, run: &Run, step: &StepSpec, command: &Command, instance_id: &str) -> String {
+fn stdout_key(
+    job: &JobSpec,
+    run: &Run,
+    step: &StepSpec,
+    command: &Command,
+    instance_id: &str,
+) -> String {
     naming::ssm_stdout_key(
         &naming::step_log_prefix(&job.name, &run.run_id, &step.name),
         &command.command_id,
@@ -133,8 +173,19 @@ fn stdout_key(job: &JobSpec, run: &Run, step: &StepSpec, command: &Command, inst
     )
 }
 
-fn stdout_uri(env: &Env, job: &JobSpec, run: &Run, step: &StepSpec, command: &Command, instance_id: &str) -> String {
-    format!("s3://{}/{}", env.settings.bucket, stdout_key(job, run, step, command, instance_id))
+fn stdout_uri(
+    env: &Env,
+    job: &JobSpec,
+    run: &Run,
+    step: &StepSpec,
+    command: &Command,
+    instance_id: &str,
+) -> String {
+    format!(
+        "s3://{}/{}",
+        env.settings.bucket,
+        stdout_key(job, run, step, command, instance_id)
+    )
 }
 
 /// The last lines of the step's full output from S3; the truncated head SSM returns is the

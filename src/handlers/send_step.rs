@@ -34,7 +34,13 @@ pub const DOCUMENT: &str = "AWS-RunShellScript";
 
 /// Handles one send-step request.
 pub async fn handle(env: &Env, input: Value) -> Result<Command> {
-    let Input { run, job, instance, step, redrive_count } = parse("send-step input", input)?;
+    let Input {
+        run,
+        job,
+        instance,
+        step,
+        redrive_count,
+    } = parse("send-step input", input)?;
     run.validate(&job)?;
     env.settings.require(&[Need::Bucket, Need::Region])?;
     let id = instance.instance_id.as_str();
@@ -82,26 +88,35 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
     }
     match request.send().await {
         Ok(out) => {
-            let command_id = out
-                .command()
-                .and_then(|c| c.command_id())
-                .ok_or_else(|| Error::AwsError("SendCommand answered without a command id".into()))?;
+            let command_id = out.command().and_then(|c| c.command_id()).ok_or_else(|| {
+                Error::AwsError("SendCommand answered without a command id".into())
+            })?;
             info!(step = %step.name, instance_id = %id, %command_id, timeout = step.timeout_seconds, "step sent");
             Ok(record(command_id, rfc3339(env.clock.now()), false))
         }
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_invalid_instance_id()) => {
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_invalid_instance_id()) =>
+        {
             ec2::ensure_alive(&env.ec2, id).await?;
             Err(Error::AgentNotOnline(format!(
                 "SSM does not accept commands for instance {id} yet (InvalidInstanceId: its agent is not registered); \
                  the state machine retries the send"
             )))
         }
-        Err(e) => Err(Error::from_sdk(&format!("SendCommand of step {} to {id}", step.name), &e)),
+        Err(e) => Err(Error::from_sdk(
+            &format!("SendCommand of step {} to {id}", step.name),
+            &e,
+        )),
     }
 }
 
 /// The command an earlier try of this send already sent (its id and request time).
-async fn earlier_command(env: &Env, instance_id: &str, comment: &str) -> Result<Option<(String, String)>> {
+async fn earlier_command(
+    env: &Env,
+    instance_id: &str,
+    comment: &str,
+) -> Result<Option<(String, String)>> {
     let out = env
         .ssm
         .list_commands()
@@ -110,8 +125,18 @@ async fn earlier_command(env: &Env, instance_id: &str, comment: &str) -> Result<
         .await;
     let out = match out {
         Ok(out) => out,
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_invalid_instance_id()) => return Ok(None),
-        Err(e) => return Err(Error::from_sdk(&format!("ListCommands on {instance_id}"), &e)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_invalid_instance_id()) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(Error::from_sdk(
+                &format!("ListCommands on {instance_id}"),
+                &e,
+            ))
+        }
     };
     Ok(out
         .commands()

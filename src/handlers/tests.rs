@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_ec2::types::{Instance, InstanceState, InstanceStateName, Placement, Reservation, StateReason, Tag};
+use aws_sdk_ec2::types::{
+    Instance, InstanceState, InstanceStateName, Placement, Reservation, StateReason, Tag,
+};
 use aws_smithy_mocks::{mock, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::DateTime;
@@ -16,7 +18,8 @@ use crate::run::fixtures;
 
 macro_rules! client {
     ($krate:ident, $rules:expr) => {{
-        let mut interceptor = aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        let mut interceptor =
+            aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
         for rule in $rules.iter() {
             interceptor = interceptor.with_rule(rule);
         }
@@ -24,7 +27,9 @@ macro_rules! client {
             $krate::Config::builder()
                 .behavior_version($krate::config::BehaviorVersion::latest())
                 .region($krate::config::Region::new("us-east-1"))
-                .credentials_provider($krate::config::Credentials::new("test", "test", None, None, "test"))
+                .credentials_provider($krate::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
                 .retry_config($krate::config::retry::RetryConfig::disabled())
                 .http_client(aws_smithy_mocks::create_mock_http_client())
                 .interceptor(interceptor)
@@ -72,7 +77,10 @@ impl Mocks {
 }
 
 /// Records the inputs a mock rule saw.
-fn recorder<T: Clone + Send + 'static>() -> (Arc<Mutex<Vec<T>>>, impl Fn(&T) -> bool + Send + Sync + 'static) {
+fn recorder<T: Clone + Send + 'static>() -> (
+    Arc<Mutex<Vec<T>>>,
+    impl Fn(&T) -> bool + Send + Sync + 'static,
+) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     (seen, move |req: &T| {
@@ -82,7 +90,10 @@ fn recorder<T: Clone + Send + 'static>() -> (Arc<Mutex<Vec<T>>>, impl Fn(&T) -> 
 }
 
 fn meta(code: &str) -> ErrorMetadata {
-    ErrorMetadata::builder().code(code).message(format!("{code} (mocked)")).build()
+    ErrorMetadata::builder()
+        .code(code)
+        .message(format!("{code} (mocked)"))
+        .build()
 }
 
 fn instance(id: &str, state: InstanceStateName, tags: &[(&str, &str)]) -> Instance {
@@ -100,18 +111,25 @@ fn instance(id: &str, state: InstanceStateName, tags: &[(&str, &str)]) -> Instan
 }
 
 fn describe_instances(instances: Vec<Instance>) -> Rule {
-    mock!(aws_sdk_ec2::Client::describe_instances)
-        .then_output(move || {
-            aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
-                .reservations(Reservation::builder().set_instances(Some(instances.clone())).build())
-                .build()
-        })
+    mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
+        aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+            .reservations(
+                Reservation::builder()
+                    .set_instances(Some(instances.clone()))
+                    .build(),
+            )
+            .build()
+    })
 }
 
 fn terminated_by(reason: &str) -> Instance {
     Instance::builder()
         .instance_id("i-1")
-        .state(InstanceState::builder().name(InstanceStateName::Terminated).build())
+        .state(
+            InstanceState::builder()
+                .name(InstanceStateName::Terminated)
+                .build(),
+        )
         .state_reason(StateReason::builder().code(reason).build())
         .build()
 }
@@ -132,7 +150,9 @@ fn launch_json() -> Value {
 
 mod launch_tests {
     use super::*;
-    use aws_sdk_ec2::operation::run_instances::{RunInstancesError, RunInstancesInput, RunInstancesOutput};
+    use aws_sdk_ec2::operation::run_instances::{
+        RunInstancesError, RunInstancesInput, RunInstancesOutput,
+    };
     use aws_sdk_s3::operation::copy_object::{CopyObjectInput, CopyObjectOutput};
     use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
     use aws_sdk_sfn::operation::list_executions::ListExecutionsOutput;
@@ -144,7 +164,12 @@ mod launch_tests {
     }
 
     fn no_other_executions() -> Rule {
-        mock!(aws_sdk_sfn::Client::list_executions).then_output(|| ListExecutionsOutput::builder().set_executions(Some(vec![])).build().unwrap())
+        mock!(aws_sdk_sfn::Client::list_executions).then_output(|| {
+            ListExecutionsOutput::builder()
+                .set_executions(Some(vec![]))
+                .build()
+                .unwrap()
+        })
     }
 
     fn config_exists() -> Rule {
@@ -175,7 +200,7 @@ mod launch_tests {
             ec2: vec![
                 describe_instances(vec![]),
                 mock!(aws_sdk_ec2::Client::run_instances)
-                    .match_requests(move |r| record_run(r) && false)
+                    .match_requests(move |r| !record_run(r))
                     .then_output(|| RunInstancesOutput::builder().build()),
                 no_capacity_in_subnet_a(),
                 run_instances_ok(),
@@ -194,7 +219,10 @@ mod launch_tests {
         assert_eq!(launch.instance_type, "t3.micro");
         assert_eq!(launch.subnet_id, "subnet-b");
         assert_eq!(launch.market, "spot");
-        assert_eq!((launch.attempt, launch.round, launch.round_attempts), (1, 0, 1));
+        assert_eq!(
+            (launch.attempt, launch.round, launch.round_attempts),
+            (1, 0, 1)
+        );
         assert_eq!(launch.pools_tried.len(), 2);
         assert_eq!(launch.pools_tried[0].error, "InsufficientInstanceCapacity");
         assert_eq!(launch.pools_tried[1].error, "");
@@ -207,20 +235,37 @@ mod launch_tests {
         assert_eq!(r.min_count(), Some(1));
         assert_eq!(r.max_count(), Some(1));
         assert_eq!(
-            r.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()),
+            r.metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str()),
             Some("required")
         );
         let ebs = r.block_device_mappings()[0].ebs().unwrap();
         assert_eq!((ebs.volume_size(), ebs.encrypted()), (Some(8), Some(true)));
         assert_eq!(ebs.volume_type().map(|t| t.as_str()), Some("gp3"));
-        assert_eq!(r.instance_initiated_shutdown_behavior().map(|b| b.as_str()), Some("terminate"));
+        assert_eq!(
+            r.instance_initiated_shutdown_behavior().map(|b| b.as_str()),
+            Some("terminate")
+        );
         let spot = r.instance_market_options().unwrap();
         assert_eq!(spot.market_type().map(|m| m.as_str()), Some("spot"));
         let opts = spot.spot_options().unwrap();
-        assert_eq!(opts.spot_instance_type().map(|t| t.as_str()), Some("one-time"));
-        assert_eq!(opts.instance_interruption_behavior().map(|b| b.as_str()), Some("terminate"));
-        assert_eq!(r.iam_instance_profile().and_then(|p| p.name()), Some("spotstep-instance"));
-        assert_eq!(r.client_token(), Some(crate::naming::client_token(&fixtures::run().execution, 1, 1).as_str()));
+        assert_eq!(
+            opts.spot_instance_type().map(|t| t.as_str()),
+            Some("one-time")
+        );
+        assert_eq!(
+            opts.instance_interruption_behavior().map(|b| b.as_str()),
+            Some("terminate")
+        );
+        assert_eq!(
+            r.iam_instance_profile().and_then(|p| p.name()),
+            Some("spotstep-instance")
+        );
+        assert_eq!(
+            r.client_token(),
+            Some(crate::naming::client_token(&fixtures::run().execution, 1, 1).as_str())
+        );
         assert_ne!(runs[0].client_token(), r.client_token());
         let tags: Vec<(String, String)> = r.tag_specifications()[0]
             .tags()
@@ -235,13 +280,18 @@ mod launch_tests {
             ("spotstep:attempt", "1"),
             ("spotstep:max-runtime", "1800"),
         ] {
-            assert!(tags.contains(&(expected.0.to_string(), expected.1.to_string())), "missing tag {expected:?}");
+            assert!(
+                tags.contains(&(expected.0.to_string(), expected.1.to_string())),
+                "missing tag {expected:?}"
+            );
         }
         let user_data = base64::engine::general_purpose::STANDARD
             .decode(r.user_data().unwrap())
             .unwrap();
         let user_data = String::from_utf8(user_data).unwrap();
-        assert!(user_data.contains("systemd-run --unit=spotstep-boot-watchdog --on-active=1800s /usr/sbin/shutdown -h now"));
+        assert!(user_data.contains(
+            "systemd-run --unit=spotstep-boot-watchdog --on-active=1800s /usr/sbin/shutdown -h now"
+        ));
 
         let copies = copies.lock().unwrap();
         assert_eq!(copies.len(), 1);
@@ -291,20 +341,29 @@ mod launch_tests {
         };
         let err = launch::handle(&mocks.env(), input()).await.unwrap_err();
         assert_eq!(err.name(), "ConcurrentRun");
-        assert!(err.to_string().contains("already running as execution `earlier`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("already running as execution `earlier`"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn a_missing_config_launches_nothing() {
         let mocks = Mocks {
-            s3: vec![mock!(aws_sdk_s3::Client::head_object)
-                .then_error(|| HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build()))],
+            s3: vec![mock!(aws_sdk_s3::Client::head_object).then_error(|| {
+                HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build())
+            })],
             sfn: vec![no_other_executions()],
             ..Mocks::default()
         };
         let err = launch::handle(&mocks.env(), input()).await.unwrap_err();
         assert_eq!(err.name(), "ConfigMissing");
-        assert!(err.to_string().contains("s3://cfg-bucket/demo/config.yaml does not exist"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("s3://cfg-bucket/demo/config.yaml does not exist"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -313,8 +372,9 @@ mod launch_tests {
         let mocks = Mocks {
             ec2: vec![
                 describe_instances(vec![]),
-                mock!(aws_sdk_ec2::Client::run_instances)
-                    .then_error(|| RunInstancesError::generic(meta("InsufficientInstanceCapacity"))),
+                mock!(aws_sdk_ec2::Client::run_instances).then_error(|| {
+                    RunInstancesError::generic(meta("InsufficientInstanceCapacity"))
+                }),
             ],
             s3: vec![
                 config_exists(),
@@ -360,7 +420,10 @@ mod launch_tests {
                 describe_instances(vec![instance(
                     "i-earlier",
                     InstanceStateName::Running,
-                    &[("spotstep:execution", &execution), ("spotstep:attempt", "1")],
+                    &[
+                        ("spotstep:execution", &execution),
+                        ("spotstep:attempt", "1"),
+                    ],
                 )]),
                 mock!(aws_sdk_ec2::Client::run_instances)
                     .match_requests(record_run)
@@ -368,7 +431,8 @@ mod launch_tests {
             ],
             s3: vec![
                 config_exists(),
-                mock!(aws_sdk_s3::Client::copy_object).then_output(|| CopyObjectOutput::builder().build()),
+                mock!(aws_sdk_s3::Client::copy_object)
+                    .then_output(|| CopyObjectOutput::builder().build()),
             ],
             sfn: vec![no_other_executions()],
             ..Mocks::default()
@@ -381,8 +445,11 @@ mod launch_tests {
     #[tokio::test]
     async fn relaunches_are_bounded_per_round() {
         let mut input = input();
-        input["previous"] = json!({"attempt": 2, "round": 0, "round_attempts": 2, "instance_id": "i-2"});
-        let err = launch::handle(&Mocks::default().env(), input).await.unwrap_err();
+        input["previous"] =
+            json!({"attempt": 2, "round": 0, "round_attempts": 2, "instance_id": "i-2"});
+        let err = launch::handle(&Mocks::default().env(), input)
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "RelaunchLimit");
     }
 }
@@ -400,9 +467,13 @@ mod wait_online_tests {
 
     fn agent(status: Option<PingStatus>) -> Rule {
         mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(move || {
-            let list = status
-                .clone()
-                .map(|s| InstanceInformation::builder().instance_id("i-1").ping_status(s).agent_version("3.3").build());
+            let list = status.clone().map(|s| {
+                InstanceInformation::builder()
+                    .instance_id("i-1")
+                    .ping_status(s)
+                    .agent_version("3.3")
+                    .build()
+            });
             DescribeInstanceInformationOutput::builder()
                 .set_instance_information_list(list.map(|i| vec![i]))
                 .build()
@@ -411,7 +482,10 @@ mod wait_online_tests {
 
     #[tokio::test]
     async fn online_agent() {
-        let mocks = Mocks { ssm: vec![agent(Some(PingStatus::Online))], ..Mocks::default() };
+        let mocks = Mocks {
+            ssm: vec![agent(Some(PingStatus::Online))],
+            ..Mocks::default()
+        };
         let online = wait_online::handle(&mocks.env(), input()).await.unwrap();
         assert_eq!(online.instance_id, "i-1");
         assert_eq!(online.agent_version, "3.3");
@@ -422,10 +496,16 @@ mod wait_online_tests {
         for status in [None, Some(PingStatus::ConnectionLost)] {
             let mocks = Mocks {
                 ssm: vec![agent(status)],
-                ec2: vec![describe_instances(vec![instance("i-1", InstanceStateName::Running, &[])])],
+                ec2: vec![describe_instances(vec![instance(
+                    "i-1",
+                    InstanceStateName::Running,
+                    &[],
+                )])],
                 ..Mocks::default()
             };
-            let err = wait_online::handle(&mocks.env(), input()).await.unwrap_err();
+            let err = wait_online::handle(&mocks.env(), input())
+                .await
+                .unwrap_err();
             assert_eq!(err.name(), "AgentNotOnline");
         }
     }
@@ -434,24 +514,37 @@ mod wait_online_tests {
     async fn a_reclaimed_instance_is_reported_as_such() {
         let mocks = Mocks {
             ssm: vec![agent(None)],
-            ec2: vec![describe_instances(vec![terminated_by("Server.SpotInstanceTermination")])],
+            ec2: vec![describe_instances(vec![terminated_by(
+                "Server.SpotInstanceTermination",
+            )])],
             ..Mocks::default()
         };
-        let err = wait_online::handle(&mocks.env(), input()).await.unwrap_err();
+        let err = wait_online::handle(&mocks.env(), input())
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "InstanceReclaimed");
-        assert!(err.to_string().contains("Server.SpotInstanceTermination"), "{err}");
+        assert!(
+            err.to_string().contains("Server.SpotInstanceTermination"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn a_vanished_instance_is_lost() {
         let mocks = Mocks {
             ssm: vec![agent(None)],
-            ec2: vec![mock!(aws_sdk_ec2::Client::describe_instances).then_error(|| {
-                aws_sdk_ec2::operation::describe_instances::DescribeInstancesError::generic(meta("InvalidInstanceID.NotFound"))
-            })],
+            ec2: vec![
+                mock!(aws_sdk_ec2::Client::describe_instances).then_error(|| {
+                    aws_sdk_ec2::operation::describe_instances::DescribeInstancesError::generic(
+                        meta("InvalidInstanceID.NotFound"),
+                    )
+                }),
+            ],
             ..Mocks::default()
         };
-        let err = wait_online::handle(&mocks.env(), input()).await.unwrap_err();
+        let err = wait_online::handle(&mocks.env(), input())
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "InstanceLost");
         assert!(err.to_string().contains("no longer knows"), "{err}");
     }
@@ -462,7 +555,9 @@ mod wait_online_tests {
 mod send_step_tests {
     use super::*;
     use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
-    use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandInput, SendCommandOutput};
+    use aws_sdk_ssm::operation::send_command::{
+        SendCommandError, SendCommandInput, SendCommandOutput,
+    };
     use aws_sdk_ssm::types::Command;
 
     fn input(redrive_count: u32) -> Value {
@@ -473,8 +568,11 @@ mod send_step_tests {
     }
 
     fn listed(commands: Vec<Command>) -> Rule {
-        mock!(aws_sdk_ssm::Client::list_commands)
-            .then_output(move || ListCommandsOutput::builder().set_commands(Some(commands.clone())).build())
+        mock!(aws_sdk_ssm::Client::list_commands).then_output(move || {
+            ListCommandsOutput::builder()
+                .set_commands(Some(commands.clone()))
+                .build()
+        })
     }
 
     #[tokio::test]
@@ -483,17 +581,22 @@ mod send_step_tests {
         let mocks = Mocks {
             ssm: vec![
                 listed(vec![]),
-                mock!(aws_sdk_ssm::Client::send_command).match_requests(record).then_output(|| {
-                    SendCommandOutput::builder()
-                        .command(Command::builder().command_id("cmd-1").build())
-                        .build()
-                }),
+                mock!(aws_sdk_ssm::Client::send_command)
+                    .match_requests(record)
+                    .then_output(|| {
+                        SendCommandOutput::builder()
+                            .command(Command::builder().command_id("cmd-1").build())
+                            .build()
+                    }),
             ],
             ..Mocks::default()
         };
         let command = send_step::handle(&mocks.env(), input(0)).await.unwrap();
         assert_eq!(command.command_id, "cmd-1");
-        assert_eq!(command.output_prefix, "s3://spotstep-bucket/logs/demo/run-1/quoting");
+        assert_eq!(
+            command.output_prefix,
+            "s3://spotstep-bucket/logs/demo/run-1/quoting"
+        );
         assert!(!command.reused);
         assert_eq!(command.sent_at, "2026-11-28T09:00:00Z");
 
@@ -503,16 +606,27 @@ mod send_step_tests {
         assert_eq!(req.instance_ids(), ["i-1"]);
         let params = req.parameters().unwrap();
         assert_eq!(params["executionTimeout"], ["5400"]);
-        assert_eq!(req.timeout_seconds(), Some(300), "delivery bound, not the step timeout");
+        assert_eq!(
+            req.timeout_seconds(),
+            Some(300),
+            "delivery bound, not the step timeout"
+        );
         assert_eq!(req.output_s3_bucket_name(), Some("spotstep-bucket"));
         assert_eq!(req.output_s3_key_prefix(), Some("logs/demo/run-1/quoting"));
         assert_eq!(
-            req.cloud_watch_output_config().and_then(|c| c.cloud_watch_log_group_name()),
+            req.cloud_watch_output_config()
+                .and_then(|c| c.cloud_watch_log_group_name()),
             Some("/spotstep/steps")
         );
-        assert_eq!(req.comment(), Some(crate::naming::command_comment("run-1", "quoting", 0).as_str()));
+        assert_eq!(
+            req.comment(),
+            Some(crate::naming::command_comment("run-1", "quoting", 0).as_str())
+        );
         let commands = &params["commands"];
-        assert!(commands.iter().all(|l| !l.contains("it's")), "the body never crosses SSM in clear");
+        assert!(
+            commands.iter().all(|l| !l.contains("it's")),
+            "the body never crosses SSM in clear"
+        );
     }
 
     #[tokio::test]
@@ -522,7 +636,10 @@ mod send_step_tests {
         let mocks = Mocks {
             ssm: vec![
                 listed(vec![
-                    Command::builder().command_id("cmd-other").comment("someone else").build(),
+                    Command::builder()
+                        .command_id("cmd-other")
+                        .comment("someone else")
+                        .build(),
                     Command::builder()
                         .command_id("cmd-earlier")
                         .comment(comment)
@@ -539,7 +656,10 @@ mod send_step_tests {
         assert_eq!(command.command_id, "cmd-earlier");
         assert!(command.reused);
         assert_eq!(command.sent_at, "2026-11-28T08:59:30Z");
-        assert!(sent.lock().unwrap().is_empty(), "the script must not run twice");
+        assert!(
+            sent.lock().unwrap().is_empty(),
+            "the script must not run twice"
+        );
     }
 
     #[tokio::test]
@@ -551,11 +671,13 @@ mod send_step_tests {
                     .command_id("cmd-round-0")
                     .comment(crate::naming::command_comment("run-1", "quoting", 0))
                     .build()]),
-                mock!(aws_sdk_ssm::Client::send_command).match_requests(record).then_output(|| {
-                    SendCommandOutput::builder()
-                        .command(Command::builder().command_id("cmd-round-1").build())
-                        .build()
-                }),
+                mock!(aws_sdk_ssm::Client::send_command)
+                    .match_requests(record)
+                    .then_output(|| {
+                        SendCommandOutput::builder()
+                            .command(Command::builder().command_id("cmd-round-1").build())
+                            .build()
+                    }),
             ],
             ..Mocks::default()
         };
@@ -567,21 +689,46 @@ mod send_step_tests {
 
     #[tokio::test]
     async fn unregistered_agent_or_gone_instance() {
-        let invalid = || SendCommandError::InvalidInstanceId(aws_sdk_ssm::types::error::InvalidInstanceId::builder().build());
+        let invalid = || {
+            SendCommandError::InvalidInstanceId(
+                aws_sdk_ssm::types::error::InvalidInstanceId::builder().build(),
+            )
+        };
         let running = Mocks {
-            ssm: vec![listed(vec![]), mock!(aws_sdk_ssm::Client::send_command).then_error(invalid)],
-            ec2: vec![describe_instances(vec![instance("i-1", InstanceStateName::Running, &[])])],
+            ssm: vec![
+                listed(vec![]),
+                mock!(aws_sdk_ssm::Client::send_command).then_error(invalid),
+            ],
+            ec2: vec![describe_instances(vec![instance(
+                "i-1",
+                InstanceStateName::Running,
+                &[],
+            )])],
             ..Mocks::default()
         };
-        assert_eq!(send_step::handle(&running.env(), input(0)).await.unwrap_err().name(), "AgentNotOnline");
+        assert_eq!(
+            send_step::handle(&running.env(), input(0))
+                .await
+                .unwrap_err()
+                .name(),
+            "AgentNotOnline"
+        );
         let gone = Mocks {
-            ssm: vec![listed(vec![]), mock!(aws_sdk_ssm::Client::send_command).then_error(invalid)],
-            ec2: vec![describe_instances(vec![terminated_by("Client.UserInitiatedShutdown")])],
+            ssm: vec![
+                listed(vec![]),
+                mock!(aws_sdk_ssm::Client::send_command).then_error(invalid),
+            ],
+            ec2: vec![describe_instances(vec![terminated_by(
+                "Client.UserInitiatedShutdown",
+            )])],
             ..Mocks::default()
         };
         let err = send_step::handle(&gone.env(), input(0)).await.unwrap_err();
         assert_eq!(err.name(), "InstanceLost");
-        assert!(err.to_string().contains("Client.UserInitiatedShutdown"), "{err}");
+        assert!(
+            err.to_string().contains("Client.UserInitiatedShutdown"),
+            "{err}"
+        );
     }
 }
 
@@ -590,7 +737,9 @@ mod send_step_tests {
 mod poll_result_tests {
     use super::*;
     use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectInput, GetObjectOutput};
-    use aws_sdk_ssm::operation::get_command_invocation::{GetCommandInvocationError, GetCommandInvocationOutput};
+    use aws_sdk_ssm::operation::get_command_invocation::{
+        GetCommandInvocationError, GetCommandInvocationOutput,
+    };
     use aws_sdk_ssm::types::CommandInvocationStatus;
 
     fn input(sent_at: &str) -> Value {
@@ -632,9 +781,13 @@ mod poll_result_tests {
             ec2: vec![running_instance()],
             ..Mocks::default()
         };
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z")).await.unwrap_err();
+        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "StillRunning");
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:00:00Z")).await.unwrap_err();
+        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:00:00Z"))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "StepFailed");
         assert!(err.to_string().contains("never registered"), "{err}");
     }
@@ -652,7 +805,9 @@ mod poll_result_tests {
                 ec2: vec![running_instance()],
                 ..Mocks::default()
             };
-            let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z")).await.unwrap_err();
+            let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
+                .await
+                .unwrap_err();
             assert_eq!(err.name(), "StillRunning", "{status:?}");
         }
     }
@@ -660,11 +815,19 @@ mod poll_result_tests {
     #[tokio::test]
     async fn a_reclaim_mid_step_is_noticed_while_running() {
         let mocks = Mocks {
-            ssm: vec![invocation(CommandInvocationStatus::InProgress, "InProgress", -1)],
-            ec2: vec![describe_instances(vec![terminated_by("Server.SpotInstanceTermination")])],
+            ssm: vec![invocation(
+                CommandInvocationStatus::InProgress,
+                "InProgress",
+                -1,
+            )],
+            ec2: vec![describe_instances(vec![terminated_by(
+                "Server.SpotInstanceTermination",
+            )])],
             ..Mocks::default()
         };
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z")).await.unwrap_err();
+        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "InstanceReclaimed");
     }
 
@@ -674,7 +837,9 @@ mod poll_result_tests {
             ssm: vec![invocation(CommandInvocationStatus::Success, "Success", 0)],
             ..Mocks::default()
         };
-        let result = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z")).await.unwrap();
+        let result = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
+            .await
+            .unwrap();
         assert_eq!(result.exit_code, 0);
         assert_eq!(result.duration_seconds, 500);
         assert_eq!(
@@ -690,21 +855,36 @@ mod poll_result_tests {
         let mocks = Mocks {
             ssm: vec![invocation(CommandInvocationStatus::Failed, "Failed", 3)],
             ec2: vec![running_instance()],
-            s3: vec![mock!(aws_sdk_s3::Client::get_object).match_requests(record).then_output(move || {
-                GetObjectOutput::builder()
-                    .body(aws_sdk_s3::primitives::ByteStream::from(output.clone().into_bytes()))
-                    .build()
-            })],
+            s3: vec![mock!(aws_sdk_s3::Client::get_object)
+                .match_requests(record)
+                .then_output(move || {
+                    GetObjectOutput::builder()
+                        .body(aws_sdk_s3::primitives::ByteStream::from(
+                            output.clone().into_bytes(),
+                        ))
+                        .build()
+                })],
             ..Mocks::default()
         };
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z")).await.unwrap_err();
+        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "StepFailed");
         let message = err.to_string();
-        assert!(message.starts_with("step `slow` failed: status Failed (Failed), exit code 3"), "{message}");
+        assert!(
+            message.starts_with("step `slow` failed: status Failed (Failed), exit code 3"),
+            "{message}"
+        );
         assert!(message.contains("redrive"), "{message}");
-        let tail = message.split("--- last 40 lines of output ---\n").nth(1).unwrap();
+        let tail = message
+            .split("--- last 40 lines of output ---\n")
+            .nth(1)
+            .unwrap();
         assert_eq!(tail.lines().count(), 40);
-        assert!(tail.starts_with("output line 61\n") && tail.ends_with("output line 100"), "{tail}");
+        assert!(
+            tail.starts_with("output line 61\n") && tail.ends_with("output line 100"),
+            "{tail}"
+        );
         let gets = gets.lock().unwrap();
         assert_eq!(
             gets[0].key(),
@@ -716,15 +896,25 @@ mod poll_result_tests {
     #[tokio::test]
     async fn unreadable_output_falls_back_to_the_head_and_says_so() {
         let mocks = Mocks {
-            ssm: vec![invocation(CommandInvocationStatus::TimedOut, "Execution Timed Out", 124)],
+            ssm: vec![invocation(
+                CommandInvocationStatus::TimedOut,
+                "Execution Timed Out",
+                124,
+            )],
             ec2: vec![running_instance()],
-            s3: vec![mock!(aws_sdk_s3::Client::get_object)
-                .then_error(|| GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build()))],
+            s3: vec![mock!(aws_sdk_s3::Client::get_object).then_error(|| {
+                GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
+            })],
             ..Mocks::default()
         };
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z")).await.unwrap_err();
+        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
+            .await
+            .unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("ran longer than its timeout_seconds"), "{message}");
+        assert!(
+            message.contains("ran longer than its timeout_seconds"),
+            "{message}"
+        );
         assert!(message.contains("could not be read from S3"), "{message}");
         assert!(message.ends_with("head line 1\nhead line 2"), "{message}");
     }
@@ -732,11 +922,19 @@ mod poll_result_tests {
     #[tokio::test]
     async fn a_delivery_time_out_on_a_reclaimed_instance_is_a_reclaim() {
         let mocks = Mocks {
-            ssm: vec![invocation(CommandInvocationStatus::TimedOut, "Delivery Timed Out", -1)],
-            ec2: vec![describe_instances(vec![terminated_by("Server.SpotInstanceTermination")])],
+            ssm: vec![invocation(
+                CommandInvocationStatus::TimedOut,
+                "Delivery Timed Out",
+                -1,
+            )],
+            ec2: vec![describe_instances(vec![terminated_by(
+                "Server.SpotInstanceTermination",
+            )])],
             ..Mocks::default()
         };
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z")).await.unwrap_err();
+        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "InstanceReclaimed");
     }
 }
@@ -745,11 +943,15 @@ mod poll_result_tests {
 
 mod cleanup_tests {
     use super::*;
-    use aws_sdk_ec2::operation::terminate_instances::{TerminateInstancesInput, TerminateInstancesOutput};
+    use aws_sdk_ec2::operation::terminate_instances::{
+        TerminateInstancesInput, TerminateInstancesOutput,
+    };
     use aws_sdk_s3::operation::delete_objects::{DeleteObjectsInput, DeleteObjectsOutput};
     use aws_sdk_s3::operation::list_objects_v2::{ListObjectsV2Input, ListObjectsV2Output};
     use aws_sdk_s3::types::Object;
-    use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionError, DescribeExecutionOutput};
+    use aws_sdk_sfn::operation::describe_execution::{
+        DescribeExecutionError, DescribeExecutionOutput,
+    };
     use aws_sdk_sfn::types::ExecutionStatus;
     use aws_sdk_ssm::operation::cancel_command::{CancelCommandInput, CancelCommandOutput};
     use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
@@ -787,19 +989,28 @@ mod cleanup_tests {
                     .then_output(|| TerminateInstancesOutput::builder().build()),
             ],
             s3: vec![
-                mock!(aws_sdk_s3::Client::list_objects_v2).match_requests(record_list).then_output(|| {
-                    ListObjectsV2Output::builder()
-                        .contents(Object::builder().key("tmp/demo/run-1/config.yaml").build())
-                        .contents(Object::builder().key("tmp/demo/run-10/config.yaml").build())
-                        .build()
-                }),
+                mock!(aws_sdk_s3::Client::list_objects_v2)
+                    .match_requests(record_list)
+                    .then_output(|| {
+                        ListObjectsV2Output::builder()
+                            .contents(Object::builder().key("tmp/demo/run-1/config.yaml").build())
+                            .contents(Object::builder().key("tmp/demo/run-10/config.yaml").build())
+                            .build()
+                    }),
                 mock!(aws_sdk_s3::Client::delete_objects)
                     .match_requests(record_delete)
                     .then_output(|| DeleteObjectsOutput::builder().build()),
             ],
             ..Mocks::default()
         };
-        (mocks, Recorded { terminated, listed, deleted })
+        (
+            mocks,
+            Recorded {
+                terminated,
+                listed,
+                deleted,
+            },
+        )
     }
 
     fn deleted_keys(r: &Recorded) -> Vec<String> {
@@ -807,29 +1018,45 @@ mod cleanup_tests {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|d| d.delete().unwrap().objects().iter().map(|o| o.key().to_string()).collect::<Vec<_>>())
+            .flat_map(|d| {
+                d.delete()
+                    .unwrap()
+                    .objects()
+                    .iter()
+                    .map(|o| o.key().to_string())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
     #[tokio::test]
     async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
         let (mocks, rec) = mocks(vec![run_tags("i-1")]);
-        let report = cleanup::handle(&mocks.env(), json!({"action": "end-of-run", "run": run_json()}))
-            .await
-            .unwrap();
+        let report = cleanup::handle(
+            &mocks.env(),
+            json!({"action": "end-of-run", "run": run_json()}),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.terminated, ["i-1"]);
         assert_eq!(report.deleted_objects, 1);
         assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
-        assert_eq!(rec.listed.lock().unwrap()[0].prefix(), Some("tmp/demo/run-1/"));
+        assert_eq!(
+            rec.listed.lock().unwrap()[0].prefix(),
+            Some("tmp/demo/run-1/")
+        );
         assert_eq!(deleted_keys(&rec), ["tmp/demo/run-1/config.yaml"]);
     }
 
     #[tokio::test]
     async fn end_of_run_with_nothing_left_is_fine() {
         let (mocks, rec) = mocks(vec![]);
-        let report = cleanup::handle(&mocks.env(), json!({"action": "end-of-run", "run": run_json()}))
-            .await
-            .unwrap();
+        let report = cleanup::handle(
+            &mocks.env(),
+            json!({"action": "end-of-run", "run": run_json()}),
+        )
+        .await
+        .unwrap();
         assert!(report.terminated.is_empty());
         assert!(rec.terminated.lock().unwrap().is_empty());
     }
@@ -848,7 +1075,9 @@ mod cleanup_tests {
     #[tokio::test]
     async fn a_failed_step_cleans_up_and_fails_with_its_own_error() {
         let (mocks, rec) = mocks(vec![run_tags("i-1")]);
-        let err = cleanup::handle(&mocks.env(), step_failed(0)).await.unwrap_err();
+        let err = cleanup::handle(&mocks.env(), step_failed(0))
+            .await
+            .unwrap_err();
         assert_eq!(err.name(), "StepFailed");
         assert_eq!(err.to_string(), "step `slow` failed: exit code 3");
         assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
@@ -870,8 +1099,18 @@ mod cleanup_tests {
         mocks.ssm = vec![
             mock!(aws_sdk_ssm::Client::list_commands).then_output(|| {
                 ListCommandsOutput::builder()
-                    .commands(Command::builder().command_id("cmd-live").status(CommandStatus::InProgress).build())
-                    .commands(Command::builder().command_id("cmd-done").status(CommandStatus::Success).build())
+                    .commands(
+                        Command::builder()
+                            .command_id("cmd-live")
+                            .status(CommandStatus::InProgress)
+                            .build(),
+                    )
+                    .commands(
+                        Command::builder()
+                            .command_id("cmd-done")
+                            .status(CommandStatus::Success)
+                            .build(),
+                    )
                     .build()
             }),
             mock!(aws_sdk_ssm::Client::cancel_command)
@@ -895,7 +1134,9 @@ mod cleanup_tests {
     async fn a_succeeded_execution_needs_nothing() {
         let event = json!({"detail-type": "Step Functions Execution Status Change",
                            "detail": {"executionArn": "arn:x", "status": "SUCCEEDED"}});
-        let report = cleanup::handle(&Mocks::default().env(), event).await.unwrap();
+        let report = cleanup::handle(&Mocks::default().env(), event)
+            .await
+            .unwrap();
         assert!(report.terminated.is_empty());
     }
 
@@ -903,22 +1144,51 @@ mod cleanup_tests {
     async fn sweep_reaps_finished_executions_and_overdue_instances_only() {
         let old = Instance::builder()
             .instance_id("i-overdue")
-            .state(InstanceState::builder().name(InstanceStateName::Running).build())
+            .state(
+                InstanceState::builder()
+                    .name(InstanceStateName::Running)
+                    .build(),
+            )
             .launch_time(DateTime::from_secs(NOW - 1800 - 1800 - 60))
             .tags(Tag::builder().key("spotstep:job").value("demo").build())
-            .tags(Tag::builder().key("spotstep:run-id").value("run-old").build())
-            .tags(Tag::builder().key("spotstep:execution").value("arn:live").build())
-            .tags(Tag::builder().key("spotstep:max-runtime").value("1800").build())
+            .tags(
+                Tag::builder()
+                    .key("spotstep:run-id")
+                    .value("run-old")
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("spotstep:execution")
+                    .value("arn:live")
+                    .build(),
+            )
+            .tags(
+                Tag::builder()
+                    .key("spotstep:max-runtime")
+                    .value("1800")
+                    .build(),
+            )
             .build();
         let live = instance(
             "i-live",
             InstanceStateName::Running,
-            &[("spotstep:job", "demo"), ("spotstep:run-id", "run-live"), ("spotstep:execution", "arn:live"), ("spotstep:max-runtime", "1800")],
+            &[
+                ("spotstep:job", "demo"),
+                ("spotstep:run-id", "run-live"),
+                ("spotstep:execution", "arn:live"),
+                ("spotstep:max-runtime", "1800"),
+            ],
         );
         let orphan = instance(
             "i-orphan",
             InstanceStateName::Running,
-            &[("spotstep:job", "demo"), ("spotstep:run-id", "run-gone"), ("spotstep:execution", "arn:gone"), ("spotstep:max-runtime", "1800")],
+            &[
+                ("spotstep:job", "demo"),
+                ("spotstep:run-id", "run-gone"),
+                ("spotstep:execution", "arn:gone"),
+                ("spotstep:max-runtime", "1800"),
+            ],
         );
         let (terminated, record_terminate) = recorder::<TerminateInstancesInput>();
         let all = vec![old, live, orphan];
@@ -926,7 +1196,11 @@ mod cleanup_tests {
             ec2: vec![
                 mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
                     aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
-                        .reservations(Reservation::builder().set_instances(Some(all.clone())).build())
+                        .reservations(
+                            Reservation::builder()
+                                .set_instances(Some(all.clone()))
+                                .build(),
+                        )
                         .build()
                 }),
                 mock!(aws_sdk_ec2::Client::terminate_instances)
@@ -951,28 +1225,44 @@ mod cleanup_tests {
                     )
                 }),
             ],
-            s3: vec![
-                mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| ListObjectsV2Output::builder().build()),
-            ],
+            s3: vec![mock!(aws_sdk_s3::Client::list_objects_v2)
+                .then_output(|| ListObjectsV2Output::builder().build())],
             ..Mocks::default()
         };
-        let report = cleanup::handle(&mocks.env(), json!({"action": "sweep"})).await.unwrap();
+        let report = cleanup::handle(&mocks.env(), json!({"action": "sweep"}))
+            .await
+            .unwrap();
         let terminated: Vec<String> = terminated
             .lock()
             .unwrap()
             .iter()
             .flat_map(|t| t.instance_ids().to_vec())
             .collect();
-        assert!(terminated.contains(&"i-overdue".to_string()), "{terminated:?}");
-        assert!(terminated.contains(&"i-orphan".to_string()), "{terminated:?}");
-        assert!(!terminated.contains(&"i-live".to_string()), "{terminated:?}");
+        assert!(
+            terminated.contains(&"i-overdue".to_string()),
+            "{terminated:?}"
+        );
+        assert!(
+            terminated.contains(&"i-orphan".to_string()),
+            "{terminated:?}"
+        );
+        assert!(
+            !terminated.contains(&"i-live".to_string()),
+            "{terminated:?}"
+        );
         assert_eq!(report.action, "sweep");
     }
 
     #[tokio::test]
     async fn unknown_shapes_are_invalid_input() {
-        for input in [json!({"action": "explode"}), json!({"detail-type": "EC2 Instance State-change Notification"}), json!(42)] {
-            let err = cleanup::handle(&Mocks::default().env(), input).await.unwrap_err();
+        for input in [
+            json!({"action": "explode"}),
+            json!({"detail-type": "EC2 Instance State-change Notification"}),
+            json!(42),
+        ] {
+            let err = cleanup::handle(&Mocks::default().env(), input)
+                .await
+                .unwrap_err();
             assert_eq!(err.name(), "InvalidInput");
         }
     }

@@ -33,14 +33,24 @@ pub async fn handle(env: &Env, input: Value) -> Result<Online> {
     let Input { instance, .. } = parse("wait-online input", input)?;
     let id = &instance.instance_id;
     if id.is_empty() {
-        return Err(Error::InvalidInput("wait-online needs instance.instance_id".into()));
+        return Err(Error::InvalidInput(
+            "wait-online needs instance.instance_id".into(),
+        ));
     }
     let out = env
         .ssm
         .describe_instance_information()
-        .filters(InstanceInformationStringFilter::builder().key("InstanceIds").values(id).build().map_err(|e| {
-            Error::AwsError(format!("building the DescribeInstanceInformation filter: {e}"))
-        })?)
+        .filters(
+            InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .values(id)
+                .build()
+                .map_err(|e| {
+                    Error::AwsError(format!(
+                        "building the DescribeInstanceInformation filter: {e}"
+                    ))
+                })?,
+        )
         .send()
         .await
         .map_err(|e| Error::from_sdk(&format!("DescribeInstanceInformation {id}"), &e))?;
