@@ -30,7 +30,12 @@ impl Market {
 
 /// The pools to ask, in order: each type (or only the pinned one) across every subnet, spot
 /// first, then the same pools on demand when `on_demand_fallback` is set.
-pub fn plan(types: &[String], pinned: Option<&str>, subnets: &[String], on_demand_fallback: bool) -> Vec<Pool> {
+pub fn plan(
+    types: &[String],
+    pinned: Option<&str>,
+    subnets: &[String],
+    on_demand_fallback: bool,
+) -> Vec<Pool> {
     let types: Vec<&str> = match pinned {
         Some(t) => vec![t],
         None => types.iter().map(String::as_str).collect(),
@@ -115,7 +120,12 @@ mod tests {
         let subnets = vec!["a".to_string(), "b".to_string()];
         assert_eq!(
             names(&plan(&types, Some("c6i.large"), &subnets, true)),
-            ["c6i.large@a/spot", "c6i.large@b/spot", "c6i.large@a/on-demand", "c6i.large@b/on-demand"]
+            [
+                "c6i.large@a/spot",
+                "c6i.large@b/spot",
+                "c6i.large@a/on-demand",
+                "c6i.large@b/on-demand"
+            ]
         );
     }
 
@@ -130,10 +140,23 @@ mod tests {
             "InvalidAvailabilityZone",
             "UnfulfillableCapacity",
         ] {
-            assert_eq!(classify_launch_error(code), LaunchAnswer::NoCapacity, "{code}");
+            assert_eq!(
+                classify_launch_error(code),
+                LaunchAnswer::NoCapacity,
+                "{code}"
+            );
         }
-        assert_eq!(classify_launch_error("VcpuLimitExceeded"), LaunchAnswer::Quota);
-        assert_eq!(classify_launch_error("InvalidParameterValue"), LaunchAnswer::Rejected);
-        assert_eq!(classify_launch_error("UnauthorizedOperation"), LaunchAnswer::Rejected);
+        assert_eq!(
+            classify_launch_error("VcpuLimitExceeded"),
+            LaunchAnswer::Quota
+        );
+        assert_eq!(
+            classify_launch_error("InvalidParameterValue"),
+            LaunchAnswer::Rejected
+        );
+        assert_eq!(
+            classify_launch_error("UnauthorizedOperation"),
+            LaunchAnswer::Rejected
+        );
     }
 }

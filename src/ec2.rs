@@ -13,7 +13,11 @@ pub const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"]
 
 /// What EC2 says about `instance_id` and its spot request.
 pub async fn facts(ec2: &Client, instance_id: &str) -> Result<InstanceFacts> {
-    let described = ec2.describe_instances().instance_ids(instance_id).send().await;
+    let described = ec2
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await;
     let instance = match described {
         Ok(out) => out
             .reservations()
@@ -21,8 +25,18 @@ pub async fn facts(ec2: &Client, instance_id: &str) -> Result<InstanceFacts> {
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(instance_id))
             .cloned(),
-        Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("InvalidInstanceID.NotFound") => None,
-        Err(e) => return Err(Error::from_sdk(&format!("DescribeInstances {instance_id}"), &e)),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.meta().code())
+                == Some("InvalidInstanceID.NotFound") =>
+        {
+            None
+        }
+        Err(e) => {
+            return Err(Error::from_sdk(
+                &format!("DescribeInstances {instance_id}"),
+                &e,
+            ))
+        }
     };
     let Some(instance) = instance else {
         return Ok(InstanceFacts::default());
@@ -44,8 +58,14 @@ pub async fn facts(ec2: &Client, instance_id: &str) -> Result<InstanceFacts> {
         None => None,
     };
     Ok(InstanceFacts {
-        state: instance.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()),
-        state_reason_code: instance.state_reason().and_then(|r| r.code()).map(String::from),
+        state: instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string()),
+        state_reason_code: instance
+            .state_reason()
+            .and_then(|r| r.code())
+            .map(String::from),
         state_transition_reason: instance.state_transition_reason().map(String::from),
         spot_status_code,
     })
@@ -73,7 +93,12 @@ pub async fn tagged_instances(ec2: &Client, wanted: &[(&str, &str)]) -> Result<V
             .build(),
     );
     for (key, value) in wanted {
-        request = request.filters(Filter::builder().name(format!("tag:{key}")).values(*value).build());
+        request = request.filters(
+            Filter::builder()
+                .name(format!("tag:{key}"))
+                .values(*value)
+                .build(),
+        );
     }
     let out = request
         .send()
@@ -84,10 +109,12 @@ pub async fn tagged_instances(ec2: &Client, wanted: &[(&str, &str)]) -> Result<V
         .iter()
         .flat_map(|r| r.instances())
         .filter(|i| {
-            let live = i
-                .state()
-                .and_then(|s| s.name())
-                .is_some_and(|n| !matches!(n, InstanceStateName::Terminated | InstanceStateName::ShuttingDown));
+            let live = i.state().and_then(|s| s.name()).is_some_and(|n| {
+                !matches!(
+                    n,
+                    InstanceStateName::Terminated | InstanceStateName::ShuttingDown
+                )
+            });
             live && wanted.iter().all(|(k, v)| tag(i, k) == Some(*v))
         })
         .cloned()
@@ -114,9 +141,12 @@ pub async fn spotstep_instances(ec2: &Client) -> Result<Vec<Instance>> {
         .flat_map(|r| r.instances())
         .filter(|i| tag(i, tags::JOB).is_some())
         .filter(|i| {
-            i.state()
-                .and_then(|s| s.name())
-                .is_some_and(|n| !matches!(n, InstanceStateName::Terminated | InstanceStateName::ShuttingDown))
+            i.state().and_then(|s| s.name()).is_some_and(|n| {
+                !matches!(
+                    n,
+                    InstanceStateName::Terminated | InstanceStateName::ShuttingDown
+                )
+            })
         })
         .cloned()
         .collect())
@@ -136,9 +166,22 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    match ec2.terminate_instances().set_instance_ids(Some(ids.to_vec())).send().await {
+    match ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+    {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("InvalidInstanceID.NotFound") => Ok(()),
-        Err(e) => Err(Error::from_sdk(&format!("TerminateInstances {}", ids.join(",")), &e)),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.meta().code())
+                == Some("InvalidInstanceID.NotFound") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Error::from_sdk(
+            &format!("TerminateInstances {}", ids.join(",")),
+            &e,
+        )),
     }
 }

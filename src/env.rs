@@ -39,15 +39,17 @@ pub struct Settings {
 impl Settings {
     /// Reads the settings from a map of environment variables.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings> {
-        let get = |k: &str| vars.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+        let get = |k: &str| {
+            vars.get(k)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
         let number = |k: &str, default: i64| -> Result<i64> {
             match vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
                 None => Ok(default),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| Error::Misconfigured(format!("{k}=`{v}` is not a positive number of seconds"))),
+                Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Error::Misconfigured(format!("{k}=`{v}` is not a positive number of seconds"))
+                }),
             }
         };
         let delivery = number("SPOTSTEP_DELIVERY_TIMEOUT", 300)?;
@@ -83,7 +85,9 @@ impl Settings {
                 Need::Bucket => self.bucket.is_empty(),
                 Need::Region => self.region.is_empty(),
                 Need::Launch => {
-                    self.subnets.is_empty() || self.security_group.is_empty() || self.image_id.is_empty()
+                    self.subnets.is_empty()
+                        || self.security_group.is_empty()
+                        || self.image_id.is_empty()
                 }
             })
             .map(|n| n.vars())
@@ -171,7 +175,10 @@ impl Env {
 
 /// Formats an instant as RFC 3339 (UTC, seconds).
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
@@ -186,7 +193,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -210,7 +220,10 @@ mod tests {
     #[test]
     fn bad_numbers_are_misconfigured() {
         let err = Settings::from_vars(&vars(&[("SPOTSTEP_DELIVERY_TIMEOUT", "soon")])).unwrap_err();
-        assert!(err.to_string().contains("SPOTSTEP_DELIVERY_TIMEOUT=`soon`"), "{err}");
+        assert!(
+            err.to_string().contains("SPOTSTEP_DELIVERY_TIMEOUT=`soon`"),
+            "{err}"
+        );
         let err = Settings::from_vars(&vars(&[("SPOTSTEP_DELIVERY_TIMEOUT", "5")])).unwrap_err();
         assert_eq!(err.name(), "Misconfigured");
     }

@@ -95,7 +95,10 @@ impl Error {
 
     /// Classifies a failed AWS SDK call: throttling is retryable, the rest is `AwsError`.
     /// `what` names the call and its target for the message.
-    pub fn from_sdk<E, R>(what: &str, err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Error
+    pub fn from_sdk<E, R>(
+        what: &str,
+        err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
@@ -103,10 +106,15 @@ impl Error {
         let code = err.code().unwrap_or("");
         let detail = match err.message() {
             Some(message) => format!("{code}: {message}"),
-            None => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(err)),
+            None => format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(err)
+            ),
         };
         if is_throttling(code) {
-            Error::Throttled(format!("{what} was throttled ({detail}); the state machine retries it"))
+            Error::Throttled(format!(
+                "{what} was throttled ({detail}); the state machine retries it"
+            ))
         } else {
             Error::AwsError(format!("{what} failed: {detail}"))
         }

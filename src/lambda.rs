@@ -30,7 +30,9 @@ where
             let span = invocation_span(&payload, &event.context.request_id);
             let result = handler(env, payload).instrument(span.clone()).await;
             if let Err(e) = &result {
-                span.in_scope(|| tracing::warn!(error_type = e.name(), error = %e, "invocation failed"));
+                span.in_scope(
+                    || tracing::warn!(error_type = e.name(), error = %e, "invocation failed"),
+                );
             }
             result.map_err(Diagnostic::from)
         }

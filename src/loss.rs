@@ -33,7 +33,10 @@ const RECLAIM_SPOT_CODES: [&str; 7] = [
     "marked-for-termination",
 ];
 
-const RECLAIM_REASON_CODES: [&str; 2] = ["Server.SpotInstanceTermination", "Server.InsufficientInstanceCapacity"];
+const RECLAIM_REASON_CODES: [&str; 2] = [
+    "Server.SpotInstanceTermination",
+    "Server.InsufficientInstanceCapacity",
+];
 
 /// Classifies an instance.
 pub fn fate(facts: &InstanceFacts) -> Fate {
@@ -66,8 +69,18 @@ pub fn fate(facts: &InstanceFacts) -> Fate {
     let reclaim = reclaim_by_spot.is_some() || reclaim_by_reason.is_some() || service_initiated;
     let why = reclaim_by_spot
         .map(|c| format!("spot request status {c}"))
-        .or_else(|| facts.state_reason_code.as_ref().map(|c| format!("state reason {c}")))
-        .or_else(|| facts.state_transition_reason.clone().filter(|r| !r.is_empty()))
+        .or_else(|| {
+            facts
+                .state_reason_code
+                .as_ref()
+                .map(|c| format!("state reason {c}"))
+        })
+        .or_else(|| {
+            facts
+                .state_transition_reason
+                .clone()
+                .filter(|r| !r.is_empty())
+        })
         .unwrap_or_else(|| "no reason given".into());
     Fate::Gone {
         reclaim,
@@ -79,7 +92,12 @@ pub fn fate(facts: &InstanceFacts) -> Fate {
 mod tests {
     use super::*;
 
-    fn facts(state: Option<&str>, reason: Option<&str>, transition: Option<&str>, spot: Option<&str>) -> InstanceFacts {
+    fn facts(
+        state: Option<&str>,
+        reason: Option<&str>,
+        transition: Option<&str>,
+        spot: Option<&str>,
+    ) -> InstanceFacts {
         InstanceFacts {
             state: state.map(Into::into),
             state_reason_code: reason.map(Into::into),
@@ -97,39 +115,96 @@ mod tests {
 
     #[test]
     fn alive_states() {
-        assert_eq!(fate(&facts(Some("running"), None, None, Some("fulfilled"))), Fate::Alive);
+        assert_eq!(
+            fate(&facts(Some("running"), None, None, Some("fulfilled"))),
+            Fate::Alive
+        );
         assert_eq!(fate(&facts(Some("pending"), None, None, None)), Fate::Alive);
     }
 
     #[test]
     fn every_spot_reclaim_code() {
         for code in RECLAIM_SPOT_CODES {
-            assert_eq!(reclaim(&facts(Some("terminated"), None, None, Some(code))), Some(true), "{code}");
+            assert_eq!(
+                reclaim(&facts(Some("terminated"), None, None, Some(code))),
+                Some(true),
+                "{code}"
+            );
         }
-        assert_eq!(reclaim(&facts(Some("running"), None, None, Some("marked-for-termination"))), Some(true));
+        assert_eq!(
+            reclaim(&facts(
+                Some("running"),
+                None,
+                None,
+                Some("marked-for-termination")
+            )),
+            Some(true)
+        );
     }
 
     #[test]
     fn state_reasons_and_transitions() {
-        assert_eq!(reclaim(&facts(Some("terminated"), Some("Server.SpotInstanceTermination"), None, None)), Some(true));
-        assert_eq!(reclaim(&facts(Some("shutting-down"), Some("Server.InsufficientInstanceCapacity"), None, None)), Some(true));
         assert_eq!(
-            reclaim(&facts(Some("terminated"), None, Some("Service initiated (2026-11-28 10:00:00 GMT)"), None)),
+            reclaim(&facts(
+                Some("terminated"),
+                Some("Server.SpotInstanceTermination"),
+                None,
+                None
+            )),
             Some(true)
         );
         assert_eq!(
-            reclaim(&facts(Some("terminated"), Some("Client.UserInitiatedShutdown"), Some("User initiated"), None)),
+            reclaim(&facts(
+                Some("shutting-down"),
+                Some("Server.InsufficientInstanceCapacity"),
+                None,
+                None
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            reclaim(&facts(
+                Some("terminated"),
+                None,
+                Some("Service initiated (2026-11-28 10:00:00 GMT)"),
+                None
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            reclaim(&facts(
+                Some("terminated"),
+                Some("Client.UserInitiatedShutdown"),
+                Some("User initiated"),
+                None
+            )),
             Some(false)
         );
-        assert_eq!(reclaim(&facts(Some("stopped"), Some("Client.InstanceInitiatedShutdown"), None, None)), Some(false));
+        assert_eq!(
+            reclaim(&facts(
+                Some("stopped"),
+                Some("Client.InstanceInitiatedShutdown"),
+                None,
+                None
+            )),
+            Some(false)
+        );
         assert_eq!(reclaim(&facts(None, None, None, None)), Some(false));
     }
 
     #[test]
     fn detail_names_the_evidence() {
-        let Fate::Gone { detail, .. } = fate(&facts(Some("terminated"), Some("Server.SpotInstanceTermination"), None, None)) else {
+        let Fate::Gone { detail, .. } = fate(&facts(
+            Some("terminated"),
+            Some("Server.SpotInstanceTermination"),
+            None,
+            None,
+        )) else {
             panic!()
         };
-        assert_eq!(detail, "the instance is terminated (state reason Server.SpotInstanceTermination)");
+        assert_eq!(
+            detail,
+            "the instance is terminated (state reason Server.SpotInstanceTermination)"
+        );
     }
 }

@@ -101,7 +101,13 @@ impl fmt::Display for ManifestError {
         if self.field.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.problem)
         } else {
-            write!(f, "{}: field `{}`: {}", self.file.display(), self.field, self.problem)
+            write!(
+                f,
+                "{}: field `{}`: {}",
+                self.file.display(),
+                self.field,
+                self.problem
+            )
         }
     }
 }
@@ -194,9 +200,13 @@ impl Job {
         })?;
 
         naming::check_name(&raw.name).map_err(|p| err("name", p))?;
-        naming::check_name_prefix(&raw.instance_name_prefix).map_err(|p| err("instance_name_prefix", p))?;
+        naming::check_name_prefix(&raw.instance_name_prefix)
+            .map_err(|p| err("instance_name_prefix", p))?;
         if raw.instance_types.is_empty() {
-            return Err(err("instance_types", "must list at least one instance type".into()));
+            return Err(err(
+                "instance_types",
+                "must list at least one instance type".into(),
+            ));
         }
         for (i, t) in raw.instance_types.iter().enumerate() {
             naming::check_instance_type(t).map_err(|p| err(&format!("instance_types[{i}]"), p))?;
@@ -230,7 +240,10 @@ impl Job {
             let field = |f: &str| format!("steps[{i}].{f}");
             naming::check_name(&s.name).map_err(|p| err(&field("name"), p))?;
             if steps.iter().any(|other| other.name == s.name) {
-                return Err(err(&field("name"), format!("step `{}` is listed twice", s.name)));
+                return Err(err(
+                    &field("name"),
+                    format!("step `{}` is listed twice", s.name),
+                ));
             }
             let (lo, hi) = STEP_TIMEOUT_RANGE;
             if !(lo..=hi).contains(&s.timeout_seconds) {
@@ -240,7 +253,10 @@ impl Job {
                 ));
             }
             if s.kind == StepKind::Setup && !s.heartbeats.is_empty() {
-                return Err(err(&field("heartbeats"), "only workload steps emit heartbeats".into()));
+                return Err(err(
+                    &field("heartbeats"),
+                    "only workload steps emit heartbeats".into(),
+                ));
             }
             for (j, h) in s.heartbeats.iter().enumerate() {
                 naming::check_name(h).map_err(|p| err(&field(&format!("heartbeats[{j}]")), p))?;
@@ -259,9 +275,12 @@ impl Job {
             });
         }
         let first_workload = steps.iter().position(|s| s.kind == StepKind::Workload);
-        if let Some(i) = first_workload
-            .and_then(|w| steps[w..].iter().position(|s| s.kind == StepKind::Setup).map(|j| w + j))
-        {
+        if let Some(i) = first_workload.and_then(|w| {
+            steps[w..]
+                .iter()
+                .position(|s| s.kind == StepKind::Setup)
+                .map(|j| w + j)
+        }) {
             return Err(err(
                 &format!("steps[{i}].kind"),
                 "setup steps must come before every workload step".into(),
@@ -282,12 +301,18 @@ impl Job {
         for (mode, spec) in &raw.modes {
             naming::check_name(mode).map_err(|p| err(&format!("modes.{mode}"), p))?;
             if spec.steps.is_empty() {
-                return Err(err(&format!("modes.{mode}.steps"), "must list at least one workload step".into()));
+                return Err(err(
+                    &format!("modes.{mode}.steps"),
+                    "must list at least one workload step".into(),
+                ));
             }
             for (j, step) in spec.steps.iter().enumerate() {
                 let field = format!("modes.{mode}.steps[{j}]");
                 if !workload_steps.contains(step) {
-                    return Err(err(&field, format!("`{step}` is not a workload step of this job")));
+                    return Err(err(
+                        &field,
+                        format!("`{step}` is not a workload step of this job"),
+                    ));
                 }
                 if spec.steps[..j].contains(step) {
                     return Err(err(&field, format!("`{step}` is listed twice")));
@@ -297,7 +322,11 @@ impl Job {
         if !raw.modes.contains_key(&raw.default_mode) {
             return Err(err(
                 "default_mode",
-                format!("`{}` is not one of the modes ({})", raw.default_mode, mode_list(&raw.modes)),
+                format!(
+                    "`{}` is not one of the modes ({})",
+                    raw.default_mode,
+                    mode_list(&raw.modes)
+                ),
             ));
         }
 
@@ -333,7 +362,9 @@ impl Job {
 impl JobSpec {
     /// Whether `mode` runs workload step `step`.
     pub fn mode_runs(&self, mode: &str, step: &str) -> bool {
-        self.modes.get(mode).is_some_and(|m| m.steps.iter().any(|s| s == step))
+        self.modes
+            .get(mode)
+            .is_some_and(|m| m.steps.iter().any(|s| s == step))
     }
 
     /// The mode names, comma separated, for messages.
@@ -343,7 +374,11 @@ impl JobSpec {
 }
 
 fn mode_list(modes: &BTreeMap<String, ModeSpec>) -> String {
-    modes.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    modes
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The dotted key of the TOML line holding byte offset `at`, best effort (for messages).
@@ -351,13 +386,11 @@ fn field_at(text: &str, at: usize) -> Option<String> {
     let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next()?;
     let key = line.split('=').next()?.trim();
-    let section = text[..line_start]
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let l = l.trim();
-            l.strip_prefix('[').map(|s| s.trim_matches(|c| c == '[' || c == ']').to_string())
-        });
+    let section = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')
+            .map(|s| s.trim_matches(|c| c == '[' || c == ']').to_string())
+    });
     match (key.is_empty() || key.starts_with('['), section) {
         (true, _) => None,
         (false, Some(section)) => Some(format!("{section}.{key}")),
@@ -396,11 +429,15 @@ steps = ["work"]
 "#;
 
     fn parse(text: &str) -> Result<Job, ManifestError> {
-        Job::parse(Path::new("jobs/demo/job.toml"), text, |script| match script {
-            "steps/missing.sh" => Err("No such file or directory".into()),
-            "steps/empty.sh" => Ok("  \n".into()),
-            _ => Ok(format!("echo {script}\n")),
-        })
+        Job::parse(
+            Path::new("jobs/demo/job.toml"),
+            text,
+            |script| match script {
+                "steps/missing.sh" => Err("No such file or directory".into()),
+                "steps/empty.sh" => Ok("  \n".into()),
+                _ => Ok(format!("echo {script}\n")),
+            },
+        )
     }
 
     fn error(text: &str) -> String {
@@ -424,10 +461,24 @@ steps = ["work"]
     fn the_shipped_jobs_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
         let weekly = Job::load(&root.join("data-weekly")).unwrap();
-        assert_eq!(weekly.spec.workload_steps[..3], ["morning-enrich", "data-phase1", "rag-ingestion"]);
+        assert_eq!(
+            weekly.spec.workload_steps[..3],
+            ["morning-enrich", "data-phase1", "rag-ingestion"]
+        );
         assert_eq!(weekly.steps[0].name, "bootstrap");
-        assert!(weekly.steps[0].script.contains("systemd-run"), "bootstrap arms the watchdog");
-        for mode in ["full", "data-only", "phase1-only", "morning-enrich-only", "rag-only", "smoke", "rag-smoke"] {
+        assert!(
+            weekly.steps[0].script.contains("systemd-run"),
+            "bootstrap arms the watchdog"
+        );
+        for mode in [
+            "full",
+            "data-only",
+            "phase1-only",
+            "morning-enrich-only",
+            "rag-only",
+            "smoke",
+            "rag-smoke",
+        ] {
             assert!(weekly.spec.modes.contains_key(mode), "{mode}");
         }
         let demo = Job::load(&root.join("demo")).unwrap();
@@ -437,20 +488,68 @@ steps = ["work"]
     #[test]
     fn errors_name_the_file_the_field_and_the_problem() {
         let cases = [
-            (GOOD.replace("name = \"demo\"", "name = \"Demo Job\""), "jobs/demo/job.toml: field `name`: `Demo Job` must be"),
-            (GOOD.replace("root_volume_gb = 8", "root_volume_gb = \"big\""), "jobs/demo/job.toml: field `root_volume_gb`: invalid type"),
-            (GOOD.replace("timeout_seconds = 600", "timeout_seconds = 5"), "field `steps[1].timeout_seconds`: must be between 30 and 172800"),
-            (GOOD.replace("steps/work.sh", "steps/missing.sh"), "field `steps[1].script`: cannot read `steps/missing.sh`"),
-            (GOOD.replace("steps/work.sh", "steps/empty.sh"), "field `steps[1].script`: `steps/empty.sh` is empty"),
-            (GOOD.replace("steps = [\"work\"]", "steps = [\"prepare\"]"), "field `modes.all.steps[0]`: `prepare` is not a workload step"),
-            (GOOD.replace("default_mode = \"all\"", "default_mode = \"full\""), "field `default_mode`: `full` is not one of the modes (all)"),
-            (GOOD.replace("config_source = \"s3://cfg/demo/config.yaml\"", "config_source = \"/etc/config.yaml\""), "field `config_source`"),
-            (GOOD.replace("instance_types = [\"t3.micro\"]", "instance_types = []"), "field `instance_types`: must list at least one"),
-            (GOOD.replace("kind = \"setup\"", "kind = \"setup\"\nheartbeats = [\"x\"]"), "field `steps[0].heartbeats`: only workload steps"),
-            (GOOD.replace("name = \"work\"", "name = \"prepare\""), "field `steps[1].name`: step `prepare` is listed twice"),
-            (GOOD.replace("default_mode = \"all\"", "default_mode = \"all\"\ncolour = \"red\""), "unknown field `colour`"),
-            (format!("{GOOD}\n[env]\nHOME = \"/root\"\n"), "field `env.HOME`: `HOME` is set by spotstep itself"),
-            (GOOD.replace("kind = \"setup\"", "kind = \"later\""), "unknown variant `later`"),
+            (
+                GOOD.replace("name = \"demo\"", "name = \"Demo Job\""),
+                "jobs/demo/job.toml: field `name`: `Demo Job` must be",
+            ),
+            (
+                GOOD.replace("root_volume_gb = 8", "root_volume_gb = \"big\""),
+                "jobs/demo/job.toml: field `root_volume_gb`: invalid type",
+            ),
+            (
+                GOOD.replace("timeout_seconds = 600", "timeout_seconds = 5"),
+                "field `steps[1].timeout_seconds`: must be between 30 and 172800",
+            ),
+            (
+                GOOD.replace("steps/work.sh", "steps/missing.sh"),
+                "field `steps[1].script`: cannot read `steps/missing.sh`",
+            ),
+            (
+                GOOD.replace("steps/work.sh", "steps/empty.sh"),
+                "field `steps[1].script`: `steps/empty.sh` is empty",
+            ),
+            (
+                GOOD.replace("steps = [\"work\"]", "steps = [\"prepare\"]"),
+                "field `modes.all.steps[0]`: `prepare` is not a workload step",
+            ),
+            (
+                GOOD.replace("default_mode = \"all\"", "default_mode = \"full\""),
+                "field `default_mode`: `full` is not one of the modes (all)",
+            ),
+            (
+                GOOD.replace(
+                    "config_source = \"s3://cfg/demo/config.yaml\"",
+                    "config_source = \"/etc/config.yaml\"",
+                ),
+                "field `config_source`",
+            ),
+            (
+                GOOD.replace("instance_types = [\"t3.micro\"]", "instance_types = []"),
+                "field `instance_types`: must list at least one",
+            ),
+            (
+                GOOD.replace("kind = \"setup\"", "kind = \"setup\"\nheartbeats = [\"x\"]"),
+                "field `steps[0].heartbeats`: only workload steps",
+            ),
+            (
+                GOOD.replace("name = \"work\"", "name = \"prepare\""),
+                "field `steps[1].name`: step `prepare` is listed twice",
+            ),
+            (
+                GOOD.replace(
+                    "default_mode = \"all\"",
+                    "default_mode = \"all\"\ncolour = \"red\"",
+                ),
+                "unknown field `colour`",
+            ),
+            (
+                format!("{GOOD}\n[env]\nHOME = \"/root\"\n"),
+                "field `env.HOME`: `HOME` is set by spotstep itself",
+            ),
+            (
+                GOOD.replace("kind = \"setup\"", "kind = \"later\""),
+                "unknown variant `later`",
+            ),
         ];
         for (text, expected) in cases {
             let e = error(&text);
@@ -462,8 +561,14 @@ steps = ["work"]
     #[test]
     fn setup_steps_come_first() {
         let swapped = GOOD
-            .replace("name = \"prepare\"\nkind = \"setup\"", "name = \"prepare\"\nkind = \"TMP\"")
-            .replace("name = \"work\"\nkind = \"workload\"", "name = \"work\"\nkind = \"setup\"")
+            .replace(
+                "name = \"prepare\"\nkind = \"setup\"",
+                "name = \"prepare\"\nkind = \"TMP\"",
+            )
+            .replace(
+                "name = \"work\"\nkind = \"workload\"",
+                "name = \"work\"\nkind = \"setup\"",
+            )
             .replace("kind = \"TMP\"", "kind = \"workload\"")
             .replace("heartbeats = [\"demo-work\"]\n", "")
             .replace("steps = [\"work\"]", "steps = [\"prepare\"]");

@@ -21,7 +21,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
@@ -35,11 +37,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
 pub fn check_name_prefix(prefix: &str) -> Result<(), String> {
     let ok = !prefix.is_empty()
         && prefix.len() <= 100
-        && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
-        Err(format!("`{prefix}` must be 1-100 characters of letters, digits, '-' and '_'"))
+        Err(format!(
+            "`{prefix}` must be 1-100 characters of letters, digits, '-' and '_'"
+        ))
     }
 }
 
@@ -52,7 +58,9 @@ pub fn check_instance_type(t: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("`{t}` is not an EC2 instance type (family.size, such as c5.large)"))
+        Err(format!(
+            "`{t}` is not an EC2 instance type (family.size, such as c5.large)"
+        ))
     }
 }
 
@@ -77,7 +85,9 @@ pub fn check_branch(branch: &str) -> Result<(), String> {
 /// Checks an environment variable name: `[A-Z_][A-Z0-9_]*`, and not one spotstep sets.
 pub fn check_env_name(name: &str) -> Result<(), String> {
     let ok = name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
     if !ok {
         return Err(format!("`{name}` must match [A-Z_][A-Z0-9_]*"));
     }
@@ -188,7 +198,17 @@ mod tests {
         for good in ["20261128T090000Z-i-0abc", "a", "run_1-2", &"x".repeat(80)] {
             assert!(check_run_id(good).is_ok(), "{good}");
         }
-        for bad in ["", "../etc", "a/b", "a b", "a.b", "run$(id)", "ü", &"x".repeat(81), "a\n"] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "a b",
+            "a.b",
+            "run$(id)",
+            "ü",
+            &"x".repeat(81),
+            "a\n",
+        ] {
             let e = check_run_id(bad).unwrap_err();
             assert!(e.contains("unsafe"), "{bad}: {e}");
         }
@@ -238,8 +258,14 @@ mod tests {
             ssm_stdout_key("logs/j/r/deps", "cmd-1", "i-1"),
             "logs/j/r/deps/cmd-1/i-1/awsrunShellScript/0.awsrunShellScript/stdout"
         );
-        assert_eq!(health_log_prefix("data-phase1", "2026-11-28"), "health/data-phase1_log/2026-11-28/");
-        assert_eq!(instance_name("alpha-engine-data-weekly", "2026-11-28"), "alpha-engine-data-weekly-20261128");
+        assert_eq!(
+            health_log_prefix("data-phase1", "2026-11-28"),
+            "health/data-phase1_log/2026-11-28/"
+        );
+        assert_eq!(
+            instance_name("alpha-engine-data-weekly", "2026-11-28"),
+            "alpha-engine-data-weekly-20261128"
+        );
     }
 
     #[test]
@@ -257,9 +283,15 @@ mod tests {
     #[test]
     fn state_machine_of_an_execution() {
         assert_eq!(
-            state_machine_arn("arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:run-1").as_deref(),
+            state_machine_arn(
+                "arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:run-1"
+            )
+            .as_deref(),
             Some("arn:aws:states:us-east-1:123456789012:stateMachine:spotstep-demo")
         );
-        assert_eq!(state_machine_arn("arn:aws:states:us-east-1:1:stateMachine:x"), None);
+        assert_eq!(
+            state_machine_arn("arn:aws:states:us-east-1:1:stateMachine:x"),
+            None
+        );
     }
 }

@@ -12,7 +12,13 @@ use crate::naming;
 use crate::run::Run;
 
 /// Variables the header sets that a job's `[env]` may not override.
-pub const RESERVED_ENV: [&str; 5] = ["HOME", "XDG_CACHE_HOME", "AWS_REGION", "AWS_DEFAULT_REGION", "PYTHON_BIN"];
+pub const RESERVED_ENV: [&str; 5] = [
+    "HOME",
+    "XDG_CACHE_HOME",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "PYTHON_BIN",
+];
 
 /// What the header needs to know besides the run, the job and the step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,25 +42,36 @@ pub fn render_step(run: &Run, job: &JobSpec, step: &StepSpec, at: &Placement) ->
     ];
     vars.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let staging = format!("s3://{}/{}", at.bucket, run.staging_prefix());
-    let flag = if run.preflight { job.preflight_flag.clone() } else { String::new() };
+    let flag = if run.preflight {
+        job.preflight_flag.clone()
+    } else {
+        String::new()
+    };
     vars.extend(
         [
             ("SPOTSTEP_JOB", job.name.clone()),
             ("SPOTSTEP_RUN_ID", run.run_id.clone()),
             ("SPOTSTEP_STEP", step.name.clone()),
             ("SPOTSTEP_MODE", run.mode.clone()),
-            ("SPOTSTEP_PREFLIGHT", if run.preflight { "1" } else { "0" }.to_string()),
+            (
+                "SPOTSTEP_PREFLIGHT",
+                if run.preflight { "1" } else { "0" }.to_string(),
+            ),
             ("SPOTSTEP_PREFLIGHT_FLAG", flag),
             ("SPOTSTEP_BRANCH", run.branch.clone()),
             ("SPOTSTEP_BUCKET", at.bucket.clone()),
             ("SPOTSTEP_STAGING", staging),
             ("SPOTSTEP_MAX_RUNTIME", job.max_runtime_seconds.to_string()),
             ("SPOTSTEP_RUN_DATE", run.run_date.clone()),
-            ("SPOTSTEP_WORKDIR", format!("{}/spotstep/{}", job.home, job.name)),
+            (
+                "SPOTSTEP_WORKDIR",
+                format!("{}/spotstep/{}", job.home, job.name),
+            ),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
-    let mut out = String::from("#!/bin/bash\n# spotstep step header\nset -eo pipefail\nexec 2>&1\n");
+    let mut out =
+        String::from("#!/bin/bash\n# spotstep step header\nset -eo pipefail\nexec 2>&1\n");
     for (k, v) in &vars {
         out.push_str(&format!("export {k}={}\n", shell_quote(v)));
     }
@@ -98,8 +115,14 @@ pub fn ssm_commands(run: &Run, job: &JobSpec, step: &StepSpec, at: &Placement) -
     vec![
         "set -e".to_string(),
         "d=\"$(mktemp -d /tmp/spotstep.XXXXXX)\"".to_string(),
-        format!("echo '{}' | base64 -d > \"$d/run.sh\"", b64(&render_runner(run, step, &at.bucket))),
-        format!("echo '{}' | base64 -d > \"$d/step.sh\"", b64(&render_step(run, job, step, at))),
+        format!(
+            "echo '{}' | base64 -d > \"$d/run.sh\"",
+            b64(&render_runner(run, step, &at.bucket))
+        ),
+        format!(
+            "echo '{}' | base64 -d > \"$d/step.sh\"",
+            b64(&render_step(run, job, step, at))
+        ),
         "exec bash \"$d/run.sh\" \"$d\"".to_string(),
     ]
 }
@@ -133,7 +156,10 @@ echo 'done: it'\''s over'
     }
 
     fn at() -> Placement {
-        Placement { bucket: "logs-bucket".into(), region: "eu-west-1".into() }
+        Placement {
+            bucket: "logs-bucket".into(),
+            region: "eu-west-1".into(),
+        }
     }
 
     fn sandbox(tag: &str) -> std::path::PathBuf {
@@ -144,7 +170,16 @@ echo 'done: it'\''s over'
 
     #[test]
     fn quoting_round_trips_through_sh() {
-        for value in ["plain", "it's", "a'b'c", "$(rm -rf /)", "`x`", "back\\slash", "new\nline", ""] {
+        for value in [
+            "plain",
+            "it's",
+            "a'b'c",
+            "$(rm -rf /)",
+            "`x`",
+            "back\\slash",
+            "new\nline",
+            "",
+        ] {
             let out = Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf %s {}", shell_quote(value)))
@@ -175,7 +210,10 @@ echo 'done: it'\''s over'
             "export SPOTSTEP_MAX_RUNTIME='1800'",
             "export SPOTSTEP_RUN_DATE='2026-11-28'",
         ] {
-            assert!(script.lines().any(|l| l == line), "missing {line} in\n{script}");
+            assert!(
+                script.lines().any(|l| l == line),
+                "missing {line} in\n{script}"
+            );
         }
         assert!(script.contains("command -v python3.12 || command -v python3"));
         assert!(script.ends_with(HOSTILE));
@@ -184,7 +222,9 @@ echo 'done: it'\''s over'
     #[test]
     fn preflight_flag_is_empty_outside_preflight() {
         let script = render_step(&run(), &job(), &step(StepKind::Workload, "true\n"), &at());
-        assert!(script.contains("export SPOTSTEP_PREFLIGHT='0'\nexport SPOTSTEP_PREFLIGHT_FLAG=''\n"));
+        assert!(
+            script.contains("export SPOTSTEP_PREFLIGHT='0'\nexport SPOTSTEP_PREFLIGHT_FLAG=''\n")
+        );
     }
 
     #[test]
@@ -195,12 +235,18 @@ echo 'done: it'\''s over'
         let commands = ssm_commands(&run(), &j, &step(StepKind::Workload, HOSTILE), &at());
         for line in &commands[2..4] {
             let payload = line.split('\'').nth(1).unwrap();
-            assert!(payload.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
+            assert!(payload
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)));
         }
         // Run the lines the way AWS-RunShellScript does: written to a file, run with sh.
         let file = dir.join("_script.sh");
         std::fs::write(&file, commands.join("\n")).unwrap();
-        let out = Command::new("sh").arg(&file).env("PATH", "/usr/bin:/bin").output().unwrap();
+        let out = Command::new("sh")
+            .arg(&file)
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert!(out.status.success(), "{stdout}");
         let expected = "it's a \"test\" with $HOME and `backticks`\nNESTED $(QUOTES)\nliteral $HOME 'single' \"double\" \\n\nexpanded quoting\ndone: it's over\n";
@@ -225,7 +271,10 @@ echo 'done: it'\''s over'
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert_eq!(out.status.code(), Some(2), "{kind:?}: {stdout}");
             assert!(stdout.starts_with("before\n"), "{stdout}");
-            assert!(stdout.contains("nonexistent-spotstep"), "stderr is merged, pipefail holds: {stdout}");
+            assert!(
+                stdout.contains("nonexistent-spotstep"),
+                "stderr is merged, pipefail holds: {stdout}"
+            );
             assert!(!stdout.contains("never"));
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -234,7 +283,9 @@ echo 'done: it'\''s over'
     #[test]
     fn workload_runner_ships_the_health_log_under_todays_key() {
         let runner = render_runner(&run(), &step(StepKind::Workload, "true"), "b");
-        assert!(runner.contains("s3://b/health/quoting_log/2026-11-28/$(date -u +%Y%m%dT%H%M%SZ)-exit$rc.log"));
+        assert!(runner.contains(
+            "s3://b/health/quoting_log/2026-11-28/$(date -u +%Y%m%dT%H%M%SZ)-exit$rc.log"
+        ));
         let setup = render_runner(&run(), &step(StepKind::Setup, "true"), "b");
         assert!(!setup.contains("health/"));
     }

@@ -61,7 +61,9 @@ pub fn classify(status: &str, details: &str, response_code: i32) -> Verdict {
         "Success" => Verdict::Succeeded,
         "Failed" if response_code == -1 => Verdict::Failed(Failure::AgentLost),
         "Failed" => Verdict::Failed(match details {
-            "Undeliverable" | "Invalid Platform" | "Access Denied" | "Terminated" => Failure::Undeliverable,
+            "Undeliverable" | "Invalid Platform" | "Access Denied" | "Terminated" => {
+                Failure::Undeliverable
+            }
             _ => Failure::ExitCode,
         }),
         "TimedOut" => Verdict::Failed(match details {
@@ -106,17 +108,41 @@ mod tests {
             ("Failed", "Failed", 3, Verdict::Failed(ExitCode)),
             ("Failed", "Failed", -1, Verdict::Failed(AgentLost)),
             ("Failed", "Undeliverable", 0, Verdict::Failed(Undeliverable)),
-            ("Failed", "Invalid Platform", 0, Verdict::Failed(Undeliverable)),
+            (
+                "Failed",
+                "Invalid Platform",
+                0,
+                Verdict::Failed(Undeliverable),
+            ),
             ("Failed", "Access Denied", 0, Verdict::Failed(Undeliverable)),
             ("Failed", "Terminated", 0, Verdict::Failed(Undeliverable)),
-            ("TimedOut", "Delivery Timed Out", -1, Verdict::Failed(DeliveryTimedOut)),
-            ("TimedOut", "Execution Timed Out", 124, Verdict::Failed(ExecutionTimedOut)),
-            ("TimedOut", "Execution Timed Out", -1, Verdict::Failed(ExecutionTimedOut)),
+            (
+                "TimedOut",
+                "Delivery Timed Out",
+                -1,
+                Verdict::Failed(DeliveryTimedOut),
+            ),
+            (
+                "TimedOut",
+                "Execution Timed Out",
+                124,
+                Verdict::Failed(ExecutionTimedOut),
+            ),
+            (
+                "TimedOut",
+                "Execution Timed Out",
+                -1,
+                Verdict::Failed(ExecutionTimedOut),
+            ),
             ("Cancelled", "Cancelled", -1, Verdict::Failed(Cancelled)),
             ("Exploded", "", 0, Verdict::Failed(Unknown)),
         ];
         for (status, details, code, verdict) in table {
-            assert_eq!(classify(status, details, code), verdict, "{status}/{details}/{code}");
+            assert_eq!(
+                classify(status, details, code),
+                verdict,
+                "{status}/{details}/{code}"
+            );
         }
     }
 

@@ -22,7 +22,12 @@ pub fn init_logs() {
 }
 
 /// One EMF line: a count of 1 for `metric` in `namespace`, with one dimension.
-pub fn emf_count(namespace: &str, metric: &str, dimension: (&str, &str), at: OffsetDateTime) -> String {
+pub fn emf_count(
+    namespace: &str,
+    metric: &str,
+    dimension: (&str, &str),
+    at: OffsetDateTime,
+) -> String {
     let (dim_name, dim_value) = dimension;
     let mut line = json!({
         "_aws": {
@@ -51,12 +56,26 @@ mod tests {
     #[test]
     fn emf_heartbeat_line() {
         let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let line: serde_json::Value =
-            serde_json::from_str(&emf_count("AlphaEngine", "Heartbeat", ("Process", "data-weekly-phase1"), at)).unwrap();
+        let line: serde_json::Value = serde_json::from_str(&emf_count(
+            "AlphaEngine",
+            "Heartbeat",
+            ("Process", "data-weekly-phase1"),
+            at,
+        ))
+        .unwrap();
         assert_eq!(line["_aws"]["Timestamp"], 1_800_000_000_000i64);
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "AlphaEngine");
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0], "Process");
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "Heartbeat");
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "AlphaEngine"
+        );
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
+            "Process"
+        );
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "Heartbeat"
+        );
         assert_eq!(line["Process"], "data-weekly-phase1");
         assert_eq!(line["Heartbeat"], 1);
     }
