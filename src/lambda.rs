@@ -29,10 +29,14 @@ where
             let payload = event.payload;
             let span = invocation_span(&payload, &event.context.request_id);
             let result = handler(env, payload).instrument(span.clone()).await;
-            if let Err(e) = &result {
-                span.in_scope(
+            match &result {
+                Err(e @ (Error::StillRunning(_) | Error::AgentNotOnline(_))) => span.in_scope(
+                    || tracing::info!(error_type = e.name(), detail = %e, "not ready yet"),
+                ),
+                Err(e) => span.in_scope(
                     || tracing::warn!(error_type = e.name(), error = %e, "invocation failed"),
-                );
+                ),
+                Ok(_) => {}
             }
             result.map_err(Diagnostic::from)
         }
