@@ -22,8 +22,8 @@ pub mod resource {
     pub const CLEANUP: &str = "${CleanupFunctionArn}";
 }
 
-/// Task `TimeoutSeconds` per function; each is at most that function's `Timeout` in
-/// `template.yaml`, so Lambda's own timeout never outlasts the Task.
+/// Task `TimeoutSeconds` per function: a bound on a hung invocation, each at most that
+/// function's `Timeout` in `template.yaml` (checked by `tests/template.rs`).
 pub mod task_timeout {
     pub const LAUNCH: u64 = 120;
     pub const WAIT_ONLINE: u64 = 30;
@@ -114,11 +114,6 @@ impl Backoff {
         let delay = self.interval_seconds as f64 * self.backoff_rate.powi(exponent);
         (delay.floor() as u64).min(self.max_delay_seconds)
     }
-
-    /// The seconds covered by the first `attempts` retries.
-    pub fn covered_seconds(&self, attempts: u64) -> u64 {
-        (0..attempts).map(|k| self.delay(k)).sum()
-    }
 }
 
 /// The intervals of a job's state machine: production, or fast ones for the emulator.
@@ -194,14 +189,135 @@ pub fn poll_attempts(seconds: u64, timing: &Timing) -> u64 {
 
 /// The whole definition of `job`'s state machine.
 pub fn definition(job: &Job, timing: &Timing) -> Value {
-    let mut states = Map::new();
-    let mut add = |name: String, body: Value| {
-        states.insert(name, body);
-    };
+    json!({
+        "Comment": comment(job),
+        "StartAt": state::APPLY_DEFAULTS,
+        "TimeoutSeconds": execution_timeout_seconds(job),
+        "States": states(job, timing).into_iter().collect::<Map<String, Value>>(),
+    })
+}
+
+/// The definition as committed in `statemachine/<job>.asl.json`: pretty JSON with a trailing
+/// newline, states in flow order and each state's fields in a fixed order, whatever the
+/// order of keys in `serde_json`'s maps.
+pub fn render(job: &Job, timing: &Timing) -> String {
+    let mut out = String::from("{\n");
+    let header = [
+        ("Comment", json!(comment(job))),
+        ("StartAt", json!(state::APPLY_DEFAULTS)),
+        ("TimeoutSeconds", json!(execution_timeout_seconds(job))),
+    ];
+    for (key, value) in &header {
+        out.push_str(&format!("  {}: ", json!(key)));
+        write_json(&mut out, value, 1);
+        out.push_str(",\n");
+    }
+    out.push_str("  \"States\": {\n");
+    let states = states(job, timing);
+    for (i, (name, body)) in states.iter().enumerate() {
+        out.push_str(&format!("    {}: ", json!(name)));
+        write_json(&mut out, body, 2);
+        out.push_str(if i + 1 < states.len() { ",\n" } else { "\n" });
+    }
+    out.push_str("  }\n}\n");
+    out
+}
+
+fn comment(job: &Job) -> String {
     let name = &job.spec.name;
-    let setup: Vec<&StepSpec> = job.steps.iter().filter(|s| s.kind == StepKind::Setup).collect();
-    let workload: Vec<&StepSpec> = job.steps.iter().filter(|s| s.kind == StepKind::Workload).collect();
-    let after_wait = setup.first().map_or(state::RESUME.to_string(), |s| state::send(&s.name));
+    format!(
+        "spotstep job `{name}`: {}. Generated from jobs/{name}/job.toml by `spotstep asl-all`; do not edit.",
+        job.description
+    )
+}
+
+/// The execution's own time limit: every launch of the job running its full max runtime,
+/// plus half an hour.
+fn execution_timeout_seconds(job: &Job) -> u64 {
+    job.spec.max_runtime_seconds * u64::from(job.spec.max_attempts) + 1800
+}
+
+/// The fields of states, retriers, catchers and choice rules, in the order they are written;
+/// other keys follow in alphabetical order.
+const FIELD_ORDER: [&str; 22] = [
+    "ErrorEquals",
+    "Type",
+    "Comment",
+    "Resource",
+    "Parameters",
+    "Result",
+    "ResultPath",
+    "Seconds",
+    "TimeoutSeconds",
+    "Choices",
+    "Default",
+    "Retry",
+    "Catch",
+    "IntervalSeconds",
+    "MaxAttempts",
+    "BackoffRate",
+    "MaxDelaySeconds",
+    "JitterStrategy",
+    "Variable",
+    "StringEquals",
+    "Or",
+    "Next",
+];
+
+/// Writes `value` as pretty JSON (two-space indent) at nesting depth `depth`.
+fn write_json(out: &mut String, value: &Value, depth: usize) {
+    let pad = |depth: usize| "  ".repeat(depth);
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&pad(depth + 1));
+                write_json(out, item, depth + 1);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(depth));
+            out.push(']');
+        }
+        Value::Object(fields) if !fields.is_empty() => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            let rank = |k: &str| {
+                FIELD_ORDER
+                    .iter()
+                    .position(|f| *f == k)
+                    .unwrap_or(FIELD_ORDER.len())
+            };
+            keys.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+            out.push_str("{\n");
+            for (i, key) in keys.iter().enumerate() {
+                out.push_str(&format!("{}{}: ", pad(depth + 1), json!(key)));
+                write_json(out, &fields[key.as_str()], depth + 1);
+                out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&pad(depth));
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The states of `job`'s state machine, in flow order.
+fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
+    let mut states = Vec::new();
+    let mut add = |name: String, body: Value| states.push((name, body));
+    let name = &job.spec.name;
+    let setup: Vec<&StepSpec> = job
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Setup)
+        .collect();
+    let workload: Vec<&StepSpec> = job
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Workload)
+        .collect();
+    let after_wait = setup
+        .first()
+        .map_or(state::RESUME.to_string(), |s| state::send(&s.name));
 
     add(
         state::APPLY_DEFAULTS.into(),
@@ -295,7 +411,9 @@ pub fn definition(job: &Job, timing: &Timing) -> Value {
     );
 
     for (i, step) in setup.iter().enumerate() {
-        let next = setup.get(i + 1).map_or(state::RESUME.to_string(), |s| state::send(&s.name));
+        let next = setup
+            .get(i + 1)
+            .map_or(state::RESUME.to_string(), |s| state::send(&s.name));
         for (name, body) in step_states(step, &next, state::RELAUNCH_CLEAN_UP, timing) {
             add(name, body);
         }
@@ -317,7 +435,9 @@ pub fn definition(job: &Job, timing: &Timing) -> Value {
     );
 
     for (i, step) in workload.iter().enumerate() {
-        let next = workload.get(i + 1).map_or(state::FINISH.to_string(), |s| state::in_mode(&s.name));
+        let next = workload
+            .get(i + 1)
+            .map_or(state::FINISH.to_string(), |s| state::in_mode(&s.name));
         let modes: Vec<&String> = job
             .spec
             .modes
@@ -386,16 +506,7 @@ pub fn definition(job: &Job, timing: &Timing) -> Value {
         .next(state::DONE),
     );
     add(state::DONE.into(), json!({"Type": "Succeed"}));
-
-    json!({
-        "Comment": format!(
-            "spotstep job `{name}`: {}. Generated from jobs/{name}/job.toml by `spotstep asl-all`; do not edit.",
-            job.description
-        ),
-        "StartAt": state::APPLY_DEFAULTS,
-        "TimeoutSeconds": job.spec.max_runtime_seconds * u64::from(job.spec.max_attempts) + 1800,
-        "States": states,
-    })
+    states
 }
 
 /// The send, poll and failed states of one step. `next` follows a success; `lost` is where
@@ -405,7 +516,8 @@ fn step_states(step: &StepSpec, next: &str, lost: &str, timing: &Timing) -> Vec<
     let poll = state::poll(&step.name);
     let failed = state::failed(&step.name);
     let with_script = serde_json::to_value(step).expect("a StepSpec always serializes");
-    let identity = serde_json::to_value(step.without_script()).expect("a StepSpec always serializes");
+    let identity =
+        serde_json::to_value(step.without_script()).expect("a StepSpec always serializes");
     vec![
         (
             send.clone(),
@@ -496,14 +608,25 @@ struct TaskState {
 
 /// A Task calling `resource` with `parameters`, its result at `result_path`, with the
 /// transient retry first.
-fn task(resource: &str, timeout_seconds: u64, parameters: Value, result_path: &str, timing: &Timing) -> TaskState {
+fn task(
+    resource: &str,
+    timeout_seconds: u64,
+    parameters: Value,
+    result_path: &str,
+    timing: &Timing,
+) -> TaskState {
     let mut body = Map::new();
     body.insert("Type".into(), json!("Task"));
     body.insert("Resource".into(), json!(resource));
     body.insert("Parameters".into(), parameters);
     body.insert("ResultPath".into(), json!(result_path));
     body.insert("TimeoutSeconds".into(), json!(timeout_seconds));
-    TaskState { body, retry: Vec::new(), catch: Vec::new() }.retry(
+    TaskState {
+        body,
+        retry: Vec::new(),
+        catch: Vec::new(),
+    }
+    .retry(
         &TRANSIENT_ERRORS,
         json!({
             "IntervalSeconds": timing.transient_interval_seconds,
@@ -552,8 +675,20 @@ impl TaskState {
 pub fn successors(state: &Value) -> Vec<String> {
     let mut out: Vec<String> = [&state["Next"], &state["Default"]]
         .into_iter()
-        .chain(state["Choices"].as_array().into_iter().flatten().map(|c| &c["Next"]))
-        .chain(state["Catch"].as_array().into_iter().flatten().map(|c| &c["Next"]))
+        .chain(
+            state["Choices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| &c["Next"]),
+        )
+        .chain(
+            state["Catch"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| &c["Next"]),
+        )
         .filter_map(Value::as_str)
         .map(String::from)
         .collect();
@@ -585,7 +720,10 @@ mod tests {
     use super::*;
 
     fn job(manifest: &str) -> Job {
-        Job::parse(Path::new("jobs/t/job.toml"), manifest, |_| Ok("echo hi\n".into())).unwrap()
+        Job::parse(Path::new("jobs/t/job.toml"), manifest, |_| {
+            Ok("echo hi\n".into())
+        })
+        .unwrap()
     }
 
     const SMALL: &str = r#"
@@ -617,13 +755,18 @@ mod tests {
         steps = ["two"]
     "#;
 
+    /// The seconds the first `attempts` retries wait.
+    fn covered(poll: &Backoff, attempts: u64) -> u64 {
+        (0..attempts).map(|k| poll.delay(k)).sum()
+    }
+
     #[test]
     fn backoff_delays_are_capped_and_rounded_down() {
         let poll = Timing::production().poll;
         let delays: Vec<u64> = (0..9).map(|k| poll.delay(k)).collect();
         assert_eq!(delays, [10, 15, 22, 33, 50, 75, 113, 120, 120]);
-        assert_eq!(poll.covered_seconds(3), 47);
-        assert_eq!(poll.covered_seconds(0), 0);
+        assert_eq!(covered(&poll, 3), 47);
+        assert_eq!(covered(&poll, 0), 0);
     }
 
     #[test]
@@ -636,8 +779,8 @@ mod tests {
         assert_eq!(poll_attempts(0, &production), 1);
         for seconds in [30, 420, 1_000, 5_820, 7_620, 173_220] {
             let n = poll_attempts(seconds, &production);
-            assert!(production.poll.covered_seconds(n) >= seconds, "{seconds}");
-            assert!(production.poll.covered_seconds(n - 1) < seconds, "{seconds}");
+            assert!(covered(&production.poll, n) >= seconds, "{seconds}");
+            assert!(covered(&production.poll, n - 1) < seconds, "{seconds}");
         }
         let local = Timing::local();
         assert_eq!(local.poll.delay(0), 1);
@@ -656,7 +799,10 @@ mod tests {
             script: String::new(),
         };
         assert_eq!(poll_budget_seconds(&step), 5820);
-        assert_eq!(poll_attempts(poll_budget_seconds(&step), &Timing::production()), 53);
+        assert_eq!(
+            poll_attempts(poll_budget_seconds(&step), &Timing::production()),
+            53
+        );
     }
 
     #[test]
@@ -667,7 +813,10 @@ mod tests {
         assert_eq!(def["TimeoutSeconds"], 3600 * 2 + 1800);
         assert_eq!(states[state::WAIT_FOR_AGENT]["Next"], "setup: send");
         assert_eq!(states["setup: poll"]["Next"], state::RESUME);
-        assert_eq!(states["setup: send"]["Catch"][0]["Next"], state::RELAUNCH_CLEAN_UP);
+        assert_eq!(
+            states["setup: send"]["Catch"][0]["Next"],
+            state::RELAUNCH_CLEAN_UP
+        );
         assert_eq!(states["one: send"]["Catch"][0]["Next"], "one: resume here");
         assert_eq!(states["one: poll"]["Next"], "two: in mode?");
         assert_eq!(states["two: poll"]["Next"], state::FINISH);
@@ -685,10 +834,18 @@ mod tests {
             ])
         );
         assert_eq!(states["one: resume here"]["Result"], "one");
-        assert_eq!(states["one: send"]["Parameters"]["step"]["script"], "echo hi\n");
-        assert!(states["one: poll"]["Parameters"]["step"].get("script").is_none());
+        assert_eq!(
+            states["one: send"]["Parameters"]["step"]["script"],
+            "echo hi\n"
+        );
+        assert!(states["one: poll"]["Parameters"]["step"]
+            .get("script")
+            .is_none());
         assert_eq!(states["one: poll"]["Retry"][1]["MaxAttempts"], 53);
-        assert_eq!(states["Name the run"]["Parameters"]["job"]["workload_steps"], json!(["one", "two"]));
+        assert_eq!(
+            states["Name the run"]["Parameters"]["job"]["workload_steps"],
+            json!(["one", "two"])
+        );
     }
 
     #[test]
@@ -711,7 +868,52 @@ mod tests {
             shape(&definition(&j, &Timing::production())),
             shape(&definition(&j, &Timing::local()))
         );
-        assert_ne!(definition(&j, &Timing::production()), definition(&j, &Timing::local()));
+        assert_ne!(
+            definition(&j, &Timing::production()),
+            definition(&j, &Timing::local())
+        );
+    }
+
+    #[test]
+    fn a_workload_step_no_mode_lists_is_only_reached_by_resuming() {
+        let manifest = SMALL.replace(r#"steps = ["one", "two"]"#, r#"steps = ["two"]"#);
+        let def = definition(&job(&manifest), &Timing::production());
+        let in_mode = &def["States"]["one: in mode?"];
+        assert_eq!(in_mode["Type"], "Pass");
+        assert_eq!(in_mode["Next"], "two: in mode?");
+        assert_eq!(
+            def["States"][state::RESUME]["Choices"][0]["Next"],
+            "one: send"
+        );
+    }
+
+    #[test]
+    fn rendered_text_is_the_definition_in_flow_order() {
+        let j = job(SMALL);
+        let text = render(&j, &Timing::production());
+        assert!(text.ends_with("}\n"));
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, definition(&j, &Timing::production()));
+        let position = |name: &str| text.find(&format!("\n    \"{name}\": {{")).unwrap();
+        let flow = [
+            "Apply defaults",
+            "Init",
+            "Name the run",
+            "Launch",
+            "Wait for agent",
+            "setup: send",
+            "Resume",
+        ];
+        assert!(
+            flow.windows(2).all(|w| position(w[0]) < position(w[1])),
+            "{text}"
+        );
+        assert!(position("two: resume here") < position(state::FINISH));
+        assert!(
+            !text.contains("\"ResultPath\": \"$.lost\",\n            \"ErrorEquals\""),
+            "{text}"
+        );
+        assert!(text.contains("{\n          \"ErrorEquals\": [\n"), "{text}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use spotstep::asl::{definition, Timing};
+use spotstep::asl::{render, Timing};
 use spotstep::manifest::Job;
 
 const USAGE: &str = "usage:\n  spotstep asl jobs/<job> [--local]   print the job's state machine definition \
@@ -22,7 +22,9 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["asl", dir] => print(Path::new(dir), &Timing::production()),
-        ["asl", dir, "--local"] | ["asl", "--local", dir] => print(Path::new(dir), &Timing::local()),
+        ["asl", dir, "--local"] | ["asl", "--local", dir] => {
+            print(Path::new(dir), &Timing::local())
+        }
         ["asl-all"] => regenerate_all(Path::new("jobs"), Path::new("statemachine")),
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
@@ -39,18 +41,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The definition as committed: pretty JSON with a trailing newline.
-fn render(job: &Job, timing: &Timing) -> Result<String, String> {
-    let text = serde_json::to_string_pretty(&definition(job, timing)).map_err(|e| e.to_string())?;
-    Ok(text + "\n")
-}
-
 fn load(dir: &Path) -> Result<Job, String> {
     Job::load(dir).map_err(|e| e.to_string())
 }
 
 fn print(dir: &Path, timing: &Timing) -> Result<(), String> {
-    print!("{}", render(&load(dir)?, timing)?);
+    print!("{}", render(&load(dir)?, timing));
     Ok(())
 }
 
@@ -58,7 +54,12 @@ fn print(dir: &Path, timing: &Timing) -> Result<(), String> {
 /// gone.
 fn regenerate_all(jobs: &Path, out: &Path) -> Result<(), String> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(jobs)
-        .map_err(|e| format!("cannot list {}: {e} (run from the repository root)", jobs.display()))?
+        .map_err(|e| {
+            format!(
+                "cannot list {}: {e} (run from the repository root)",
+                jobs.display()
+            )
+        })?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
@@ -68,17 +69,19 @@ fn regenerate_all(jobs: &Path, out: &Path) -> Result<(), String> {
     for dir in &dirs {
         let job = load(dir)?;
         let file = out.join(format!("{}.asl.json", job.spec.name));
-        std::fs::write(&file, render(&job, &Timing::production())?)
+        std::fs::write(&file, render(&job, &Timing::production()))
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         println!("wrote {}", file.display());
         written.push(file);
     }
-    let entries = std::fs::read_dir(out).map_err(|e| format!("cannot list {}: {e}", out.display()))?;
+    let entries =
+        std::fs::read_dir(out).map_err(|e| format!("cannot list {}: {e}", out.display()))?;
     for stale in entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".asl.json") && !written.contains(p))
     {
-        std::fs::remove_file(&stale).map_err(|e| format!("cannot remove {}: {e}", stale.display()))?;
+        std::fs::remove_file(&stale)
+            .map_err(|e| format!("cannot remove {}: {e}", stale.display()))?;
         println!("removed {} (no such job)", stale.display());
     }
     Ok(())
