@@ -46,7 +46,7 @@ pub const LOST_ERRORS: [&str; 2] = ["InstanceLost", "InstanceReclaimed"];
 
 /// How long a sent command may wait for delivery (SendCommand `TimeoutSeconds`, the
 /// functions' `SPOTSTEP_DELIVERY_TIMEOUT` default) before its execution time starts.
-pub const DELIVERY_MARGIN_SECONDS: u64 = 300;
+pub const DELIVERY_MARGIN_SECONDS: u64 = crate::env::DEFAULT_DELIVERY_TIMEOUT_SECONDS;
 
 /// Slack past the delivery margin and the step timeout before a poll gives up, so that SSM's
 /// `executionTimeout` always ends the command first.

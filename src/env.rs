@@ -9,6 +9,9 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 
+/// The default SendCommand delivery bound (`SPOTSTEP_DELIVERY_TIMEOUT`), in seconds.
+pub const DEFAULT_DELIVERY_TIMEOUT_SECONDS: u64 = 300;
+
 /// The deployment settings, from `SPOTSTEP_*` environment variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -52,7 +55,10 @@ impl Settings {
                 }),
             }
         };
-        let delivery = number("SPOTSTEP_DELIVERY_TIMEOUT", 300)?;
+        let delivery = number(
+            "SPOTSTEP_DELIVERY_TIMEOUT",
+            DEFAULT_DELIVERY_TIMEOUT_SECONDS as i64,
+        )?;
         if !(30..=2_592_000).contains(&delivery) {
             return Err(Error::Misconfigured(format!(
                 "SPOTSTEP_DELIVERY_TIMEOUT={delivery} must be between 30 and 2592000"
@@ -158,7 +164,9 @@ impl Env {
         if settings.region.is_empty() {
             settings.region = config.region().map(|r| r.to_string()).unwrap_or_default();
         }
-        let emulated = vars.contains_key("AWS_ENDPOINT_URL");
+        let emulated = vars
+            .get("AWS_ENDPOINT_URL")
+            .is_some_and(|v| !v.trim().is_empty());
         let s3_config = aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(emulated)
             .build();

@@ -317,7 +317,26 @@ impl Job {
                 if spec.steps[..j].contains(step) {
                     return Err(err(&field, format!("`{step}` is listed twice")));
                 }
+                let position = |name: &String| workload_steps.iter().position(|w| w == name);
+                if j > 0 && position(step) < position(&spec.steps[j - 1]) {
+                    return Err(err(
+                        &field,
+                        format!(
+                            "`{step}` comes before `{}` in the manifest: a mode lists its steps in manifest order (the order they run in)",
+                            spec.steps[j - 1]
+                        ),
+                    ));
+                }
             }
+        }
+        if let Some(unused) = workload_steps
+            .iter()
+            .find(|w| !raw.modes.values().any(|m| m.steps.contains(w)))
+        {
+            return Err(err(
+                "modes",
+                format!("no mode runs workload step `{unused}`"),
+            ));
         }
         if !raw.modes.contains_key(&raw.default_mode) {
             return Err(err(
@@ -573,5 +592,49 @@ steps = ["work"]
             .replace("heartbeats = [\"demo-work\"]\n", "")
             .replace("steps = [\"work\"]", "steps = [\"prepare\"]");
         assert!(error(&swapped).contains("setup steps must come before every workload step"));
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    const TWO: &str = r#"
+name = "demo"
+instance_name_prefix = "spotstep-demo"
+instance_types = ["t3.micro"]
+root_volume_gb = 8
+max_runtime_seconds = 1800
+config_source = "s3://cfg/demo/config.yaml"
+default_mode = "all"
+
+[[steps]]
+name = "a"
+kind = "workload"
+script = "a.sh"
+timeout_seconds = 60
+
+[[steps]]
+name = "b"
+kind = "workload"
+script = "b.sh"
+timeout_seconds = 60
+
+[modes.all]
+steps = ["a", "b"]
+"#;
+
+    fn error(text: &str) -> String {
+        Job::parse(Path::new("job.toml"), text, |_| Ok("true\n".into()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn modes_follow_manifest_order_and_every_workload_step_has_a_mode() {
+        assert!(error(&TWO.replace("[\"a\", \"b\"]", "[\"b\", \"a\"]"))
+            .contains("field `modes.all.steps[1]`: `a` comes before `b` in the manifest"));
+        assert!(error(&TWO.replace("[\"a\", \"b\"]", "[\"a\"]"))
+            .contains("no mode runs workload step `b`"));
     }
 }
