@@ -593,48 +593,16 @@ steps = ["work"]
             .replace("steps = [\"work\"]", "steps = [\"prepare\"]");
         assert!(error(&swapped).contains("setup steps must come before every workload step"));
     }
-}
-
-#[cfg(test)]
-mod order_tests {
-    use super::*;
-
-    const TWO: &str = r#"
-name = "demo"
-instance_name_prefix = "spotstep-demo"
-instance_types = ["t3.micro"]
-root_volume_gb = 8
-max_runtime_seconds = 1800
-config_source = "s3://cfg/demo/config.yaml"
-default_mode = "all"
-
-[[steps]]
-name = "a"
-kind = "workload"
-script = "a.sh"
-timeout_seconds = 60
-
-[[steps]]
-name = "b"
-kind = "workload"
-script = "b.sh"
-timeout_seconds = 60
-
-[modes.all]
-steps = ["a", "b"]
-"#;
-
-    fn error(text: &str) -> String {
-        Job::parse(Path::new("job.toml"), text, |_| Ok("true\n".into()))
-            .unwrap_err()
-            .to_string()
-    }
 
     #[test]
     fn modes_follow_manifest_order_and_every_workload_step_has_a_mode() {
-        assert!(error(&TWO.replace("[\"a\", \"b\"]", "[\"b\", \"a\"]"))
-            .contains("field `modes.all.steps[1]`: `a` comes before `b` in the manifest"));
-        assert!(error(&TWO.replace("[\"a\", \"b\"]", "[\"a\"]"))
-            .contains("no mode runs workload step `b`"));
+        let two = format!(
+            "{GOOD}\n[[steps]]\nname = \"more\"\nkind = \"workload\"\nscript = \"steps/more.sh\"\ntimeout_seconds = 60\n"
+        );
+        assert!(error(&two).contains("field `modes`: no mode runs workload step `more`"));
+        let reversed = two.replace("steps = [\"work\"]", "steps = [\"more\", \"work\"]");
+        assert!(error(&reversed)
+            .contains("field `modes.all.steps[1]`: `work` comes before `more` in the manifest"));
+        parse(&two.replace("steps = [\"work\"]", "steps = [\"work\", \"more\"]")).unwrap();
     }
 }

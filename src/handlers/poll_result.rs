@@ -56,6 +56,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
     } = parse("poll-result input", input)?;
     env.settings.require(&[Need::Bucket])?;
     let id = instance.instance_id.as_str();
+    let stdout_key = naming::ssm_stdout_key(
+        &naming::step_log_prefix(&job.name, &run.run_id, &step.name),
+        &command.command_id,
+        id,
+    );
+    let output = format!("s3://{}/{stdout_key}", env.settings.bucket);
     let invocation = env
         .ssm
         .get_command_invocation()
@@ -103,7 +109,6 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
             )))
         }
         Verdict::Succeeded => {
-            let output = stdout_uri(env, &job, &run, &step, &command, id);
             let duration = match (
                 invocation
                     .execution_start_date_time()
@@ -136,75 +141,22 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
         }
         Verdict::Failed(failure) => {
             ec2::ensure_alive(&env.ec2, id).await?;
-            let tail = output_tail(
-                env,
-                &job,
-                &run,
-                &step,
-                &command,
-                id,
-                invocation.standard_output_content(),
-            )
-            .await;
+            let tail = output_tail(env, &stdout_key, invocation.standard_output_content()).await;
             Err(Error::StepFailed(failure_message(
-                &step.name,
-                &status,
-                &details,
-                code,
-                failure,
-                &stdout_uri(env, &job, &run, &step, &command, id),
-                &tail,
+                &step.name, &status, &details, code, failure, &output, &tail,
             )))
         }
     }
 }
 
-fn stdout_key(
-    job: &JobSpec,
-    run: &Run,
-    step: &StepSpec,
-    command: &Command,
-    instance_id: &str,
-) -> String {
-    naming::ssm_stdout_key(
-        &naming::step_log_prefix(&job.name, &run.run_id, &step.name),
-        &command.command_id,
-        instance_id,
-    )
-}
-
-fn stdout_uri(
-    env: &Env,
-    job: &JobSpec,
-    run: &Run,
-    step: &StepSpec,
-    command: &Command,
-    instance_id: &str,
-) -> String {
-    format!(
-        "s3://{}/{}",
-        env.settings.bucket,
-        stdout_key(job, run, step, command, instance_id)
-    )
-}
-
 /// The last lines of the step's full output from S3; the truncated head SSM returns is the
 /// fallback, and the message says so.
-async fn output_tail(
-    env: &Env,
-    job: &JobSpec,
-    run: &Run,
-    step: &StepSpec,
-    command: &Command,
-    instance_id: &str,
-    head: Option<&str>,
-) -> String {
-    let key = stdout_key(job, run, step, command, instance_id);
+async fn output_tail(env: &Env, key: &str, head: Option<&str>) -> String {
     let object = env
         .s3
         .get_object()
         .bucket(&env.settings.bucket)
-        .key(&key)
+        .key(key)
         .range(format!("bytes=-{TAIL_BYTES}"))
         .send()
         .await;
