@@ -813,22 +813,23 @@ mod poll_result_tests {
     }
 
     #[tokio::test]
-    async fn a_reclaim_mid_step_is_noticed_while_running() {
-        let mocks = Mocks {
-            ssm: vec![invocation(
-                CommandInvocationStatus::InProgress,
-                "InProgress",
-                -1,
-            )],
-            ec2: vec![describe_instances(vec![terminated_by(
-                "Server.SpotInstanceTermination",
-            )])],
-            ..Mocks::default()
-        };
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
-            .await
-            .unwrap_err();
-        assert_eq!(err.name(), "InstanceReclaimed");
+    async fn a_reclaim_is_reported_whether_running_or_timed_out() {
+        for (status, details) in [
+            (CommandInvocationStatus::InProgress, "InProgress"),
+            (CommandInvocationStatus::TimedOut, "Delivery Timed Out"),
+        ] {
+            let mocks = Mocks {
+                ssm: vec![invocation(status, details, -1)],
+                ec2: vec![describe_instances(vec![terminated_by(
+                    "Server.SpotInstanceTermination",
+                )])],
+                ..Mocks::default()
+            };
+            let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
+                .await
+                .unwrap_err();
+            assert_eq!(err.name(), "InstanceReclaimed", "{details}");
+        }
     }
 
     #[tokio::test]
@@ -917,25 +918,6 @@ mod poll_result_tests {
         );
         assert!(message.contains("could not be read from S3"), "{message}");
         assert!(message.ends_with("head line 1\nhead line 2"), "{message}");
-    }
-
-    #[tokio::test]
-    async fn a_delivery_time_out_on_a_reclaimed_instance_is_a_reclaim() {
-        let mocks = Mocks {
-            ssm: vec![invocation(
-                CommandInvocationStatus::TimedOut,
-                "Delivery Timed Out",
-                -1,
-            )],
-            ec2: vec![describe_instances(vec![terminated_by(
-                "Server.SpotInstanceTermination",
-            )])],
-            ..Mocks::default()
-        };
-        let err = poll_result::handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
-            .await
-            .unwrap_err();
-        assert_eq!(err.name(), "InstanceReclaimed");
     }
 }
 
