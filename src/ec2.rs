@@ -121,6 +121,36 @@ pub async fn tagged_instances(ec2: &Client, wanted: &[(&str, &str)]) -> Result<V
         .collect())
 }
 
+/// The (job, run id) pairs of every instance an execution launched, in any state.
+pub async fn runs_of_execution(ec2: &Client, execution: &str) -> Result<Vec<(String, String)>> {
+    let out = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::EXECUTION))
+                .values(execution)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk("DescribeInstances of an execution", &e))?;
+    let mut runs: Vec<(String, String)> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| tag(i, tags::EXECUTION) == Some(execution))
+        .filter_map(|i| {
+            Some((
+                tag(i, tags::JOB)?.to_string(),
+                tag(i, tags::RUN_ID)?.to_string(),
+            ))
+        })
+        .collect();
+    runs.sort();
+    runs.dedup();
+    Ok(runs)
+}
+
 /// All live instances spotstep launched (any job).
 pub async fn spotstep_instances(ec2: &Client) -> Result<Vec<Instance>> {
     let out = ec2

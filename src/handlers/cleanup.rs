@@ -167,17 +167,9 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                     .cancelled_commands
                     .extend(cancel_commands(env, id).await?);
             }
-            let mut runs: Vec<(String, String)> = instances
-                .iter()
-                .filter_map(|i| {
-                    Some((
-                        ec2::tag(i, tags::JOB)?.to_string(),
-                        ec2::tag(i, tags::RUN_ID)?.to_string(),
-                    ))
-                })
-                .collect();
-            runs.dedup();
-            for (job, run_id) in runs {
+            // The runs come from every instance the execution launched, terminated ones too:
+            // after a relaunch limit all of them are gone but the staging is still there.
+            for (job, run_id) in ec2::runs_of_execution(&env.ec2, &execution).await? {
                 let cleaned = Box::pin(clean_run(env, &job, &run_id, true)).await?;
                 report.terminated.extend(cleaned.terminated);
                 report.deleted_objects += cleaned.deleted_objects;

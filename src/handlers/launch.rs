@@ -49,9 +49,10 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
     run.validate(&job)?;
     let (attempt, round, round_attempts) =
         next_attempt(&previous, redrive_count, job.max_attempts)?;
-    let first = previous.attempt == 0;
+    let redriven = redrive_count > previous.round;
+    let first = previous.attempt == 0 || redriven;
     if first {
-        refuse_concurrent(env, &run).await?;
+        refuse_concurrent(env, &run, redriven).await?;
     }
     env.settings.require(&[Need::Bucket, Need::Launch])?;
     let (config_bucket, config_key) =
@@ -91,7 +92,8 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
 
 /// `ConcurrentRun` when another execution of the same state machine started before this one
 /// and is still running.
-async fn refuse_concurrent(env: &Env, run: &Run) -> Result<()> {
+/// A redriven run is always the newcomer: any other running execution refuses it.
+async fn refuse_concurrent(env: &Env, run: &Run, redriven: bool) -> Result<()> {
     let Some(machine) = naming::state_machine_arn(&run.execution) else {
         return Err(Error::InvalidInput(format!(
             "execution `{}` is not a Step Functions execution ARN",
@@ -113,6 +115,7 @@ async fn refuse_concurrent(env: &Env, run: &Run) -> Result<()> {
         }
         let theirs = other.start_date().as_nanos();
         match ours {
+            _ if redriven => true,
             Some(ours) => theirs < ours || theirs == ours && other.name() < run.run_id.as_str(),
             None => true,
         }

@@ -349,6 +349,40 @@ mod launch_tests {
     }
 
     #[tokio::test]
+    async fn a_redrive_is_refused_while_a_newer_run_is_running() {
+        let later = || {
+            ListExecutionsOutput::builder()
+                .executions(
+                    ExecutionListItem::builder()
+                        .execution_arn(
+                            "arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:newer",
+                        )
+                        .state_machine_arn(
+                            "arn:aws:states:us-east-1:123456789012:stateMachine:spotstep-demo",
+                        )
+                        .name("newer")
+                        .status(ExecutionStatus::Running)
+                        .start_date(DateTime::from_secs(NOW + 3600))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        let mut redriven = input();
+        redriven["previous"] =
+            json!({"attempt": 1, "round": 0, "round_attempts": 1, "instance_id": "i-old"});
+        redriven["redrive_count"] = json!(1);
+        let mocks = Mocks {
+            sfn: vec![mock!(aws_sdk_sfn::Client::list_executions).then_output(later)],
+            ..Mocks::default()
+        };
+        let err = launch::handle(&mocks.env(), redriven).await.unwrap_err();
+        assert_eq!(err.name(), "ConcurrentRun");
+        assert!(err.to_string().contains("`newer`"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_missing_config_launches_nothing() {
         let mocks = Mocks {
             s3: vec![mock!(aws_sdk_s3::Client::head_object).then_error(|| {
@@ -1109,6 +1143,35 @@ mod cleanup_tests {
         assert_eq!(report.cancelled_commands, ["cmd-live"]);
         assert_eq!(cancelled.lock().unwrap()[0].command_id(), Some("cmd-live"));
         assert_eq!(report.terminated, ["i-1"]);
+        assert_eq!(deleted_keys(&rec), ["tmp/demo/run-1/config.yaml"]);
+    }
+
+    #[tokio::test]
+    async fn execution_ended_deletes_the_staging_of_runs_whose_instances_are_gone() {
+        let gone = Instance::builder()
+            .instance_id("i-gone")
+            .state(
+                InstanceState::builder()
+                    .name(InstanceStateName::Terminated)
+                    .build(),
+            )
+            .tags(Tag::builder().key("spotstep:job").value("demo").build())
+            .tags(Tag::builder().key("spotstep:run-id").value("run-1").build())
+            .tags(
+                Tag::builder()
+                    .key("spotstep:execution")
+                    .value(fixtures::run().execution)
+                    .build(),
+            )
+            .build();
+        let (mut mocks, rec) = mocks(vec![gone]);
+        mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
+            .then_output(|| ListCommandsOutput::builder().build())];
+        let event = json!({"detail-type": "Step Functions Execution Status Change",
+                           "detail": {"executionArn": fixtures::run().execution, "status": "FAILED"}});
+        let report = cleanup::handle(&mocks.env(), event).await.unwrap();
+        assert!(report.terminated.is_empty());
+        assert!(rec.terminated.lock().unwrap().is_empty());
         assert_eq!(deleted_keys(&rec), ["tmp/demo/run-1/config.yaml"]);
     }
 
