@@ -8,6 +8,12 @@ file in a per-instance sandbox folder and run with `sh`, `executionTimeout` enfo
 `GetCommandInvocation` (real status and exit code; `InvocationDoesNotExist` for a moment after
 the send; stdout/stderr truncated to 24,000/8,000 characters) and the full output written
 to the S3 output prefix, `ListCommands` and `CancelCommand`.
+
+The "instance" has an `aws` CLI that reaches the local stack, never the real AWS (`env`,
+set by the stack: endpoint, region, dummy credentials). `aws s3 cp FILE s3://...` and
+`aws s3 cp s3://... FILE` (what the step runner and the job scripts use) are served by a
+small stub that talks to the local S3 directly, because the real CLI takes 1-3 s to start on
+these machines; every other `aws` command goes to the real CLI on PATH, if there is one.
 """
 
 import datetime
@@ -15,12 +21,79 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
 
 STDOUT_LIMIT = 24_000
 STDERR_LIMIT = 8_000
+
+
+AWS_STUB = r'''#!{python}
+"""aws on a spotstep local instance: `s3 cp` between a file and the local S3, served here;
+anything else goes to the real aws CLI further down PATH (pointed at the local stack)."""
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+QUIET = ("--quiet", "--only-show-errors", "--no-progress")
+
+
+def real_cli():
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if os.path.abspath(p or ".") != here)
+    exe = shutil.which("aws", path=path)
+    if not exe:
+        print("aws: command not found (spotstep local instance: only `aws s3 cp` is emulated)", file=sys.stderr)
+        sys.exit(127)
+    os.environ["PATH"] = path
+    os.execv(exe, [exe] + sys.argv[1:])
+
+
+def request(uri, method, data=None):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    url = os.environ["AWS_ENDPOINT_URL"].rstrip("/") + "/" + bucket + "/" + urllib.parse.quote(key)
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    headers = {{
+        # moto routes by the credential scope and does not check signatures
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=local/20260101/{{region}}/s3/aws4_request, SignedHeaders=host, Signature=0",
+        "x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+        "Content-Type": "application/octet-stream",
+    }}
+    return urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=60)
+
+
+args = sys.argv[1:]
+rest = [a for a in args[2:] if a not in QUIET]
+if args[:2] != ["s3", "cp"] or len(rest) != 2 or any(a.startswith("-") for a in rest):
+    real_cli()
+src, dst = rest
+quiet = any(a in QUIET for a in args)
+try:
+    if dst.startswith("s3://") and not src.startswith("s3://"):
+        if dst.endswith("/"):
+            dst += os.path.basename(src)
+        with open(src, "rb") as f:
+            request(dst, "PUT", f.read()).read()
+    elif src.startswith("s3://") and not dst.startswith("s3://"):
+        if dst.endswith("/") or os.path.isdir(dst):
+            dst = os.path.join(dst, os.path.basename(src))
+        data = request(src, "GET").read()
+        with open(dst, "wb") as f:
+            f.write(data)
+    else:
+        real_cli()
+except (OSError, urllib.error.URLError) as e:
+    code = getattr(e, "code", "")
+    print(f"fatal error: copying {{src}} to {{dst}}: {{code}} {{e}}", file=sys.stderr)
+    sys.exit(1)
+if not quiet:
+    print(f"copy: {{src}} to {{dst}}")
+'''
 
 
 def _now_iso() -> str:
@@ -59,6 +132,27 @@ class CommandRun:
         parts = (self.comment or "").split()
         return parts[1] if len(parts) > 1 and parts[0] == "spotstep" else ""
 
+    @property
+    def round(self):
+        parts = (self.comment or "").split()
+        return int(parts[5]) if len(parts) > 5 and parts[4] == "round" and parts[5].isdigit() else None
+
+    def _prefix_part(self, index: int) -> str:
+        # Output prefix: "logs/<job>/<run_id>/<step>"
+        parts = (self.s3_prefix or "").strip("/").split("/")
+        return parts[index] if len(parts) == 4 and parts[0] == "logs" else ""
+
+    @property
+    def job(self) -> str:
+        return self._prefix_part(1)
+
+    @property
+    def run_id(self) -> str:
+        return self._prefix_part(2)
+
+    def __repr__(self):
+        return f"<CommandRun {self.step} run={self.run_id} on {self.instance_id}: {self.status} ({self.response_code})>"
+
 
 class Agent:
     def __init__(self, ec2_instances, s3_put, sandbox_root: str, faults):
@@ -71,6 +165,15 @@ class Agent:
         self.lock = threading.Lock()
         self.registration_delay = 1.0
         self.invocation_visible_after = 1.0
+        # Extra environment of every command (what an instance's role and region give its
+        # `aws` CLI: the stack sets the local endpoint, so nothing reaches the real AWS).
+        self.env: dict = {}
+        self.tools = os.path.join(sandbox_root, "_bin")
+        os.makedirs(self.tools, exist_ok=True)
+        stub = os.path.join(self.tools, "aws")
+        with open(stub, "w") as f:
+            f.write(AWS_STUB.format(python=sys.executable))
+        os.chmod(stub, 0o755)
 
     # ------------------------------------------------------------------ helpers
 
@@ -226,11 +329,22 @@ class Agent:
         sandbox = os.path.join(self.sandbox_root, run.instance_id)
         os.makedirs(sandbox, exist_ok=True)
         script = os.path.join(sandbox, f"_script-{run.command_id}.sh")
+        # The instance's own /tmp, for the temporary folder each command makes
+        # (`mktemp -d /tmp/spotstep.XXXXXX`): the sandbox, so that the host's /tmp does not
+        # fill up with them. Only that literal in the command lines is moved; the step
+        # script itself (base64 inside them) is untouched.
+        tmp = os.path.join(sandbox, "tmp")
+        os.makedirs(tmp, exist_ok=True)
+        lines = [line.replace("mktemp -d /tmp/", f"mktemp -d {tmp}/") for line in run.commands]
         with open(script, "w") as f:
-            f.write("\n".join(run.commands) + "\n")
+            f.write("\n".join(lines) + "\n")
         out_path, err_path = script + ".stdout", script + ".stderr"
         run.status, run.details, run.started = "InProgress", "InProgress", _now_iso()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        env = {
+            "PATH": self.tools + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            **self.env,
+        }
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             run.process = subprocess.Popen(
                 ["sh", script], cwd=sandbox, env=env, stdout=out, stderr=err, start_new_session=True
@@ -274,9 +388,13 @@ class Agent:
             run.response_code = code
             run.status = run.details = "Success" if code == 0 else "Failed"
 
-    def runs(self):
+    def runs(self, run_id: str = None, step: str = None):
+        """The commands sent so far, in order: all, or one run's (and one step's)."""
         with self.lock:
-            return list(self.commands.values())
+            runs = list(self.commands.values())
+        return [
+            r for r in runs if (run_id is None or r.run_id == run_id) and (step is None or r.step == step)
+        ]
 
 
 def parse_json_body(raw: bytes) -> dict:

@@ -7,13 +7,16 @@ original input, the execution goes on from there, and `$$.Execution.RedriveCount
 higher. moto cannot restart an execution, so the harness starts the same definition at the
 failed state (a copy whose `StartAt` is that state) with that state's original input, and
 gives it the original execution's context object (`Id`, `Name`, `StartTime`) plus the higher
-`RedriveCount`.
+`RedriveCount`. While the redrive runs, the original execution reads `RUNNING` again (as it
+does on AWS: for ListExecutions, DescribeExecution, the concurrency check and the sweep), and
+it takes the redrive's final status, error, cause and output when the redrive ends.
 """
 
 import datetime
 import json
 import os
 import subprocess
+import threading
 import time
 
 from .stack import ACCOUNT, REGION, FUNCTIONS
@@ -46,6 +49,26 @@ def _patch_moto_context():
     ExecutionWorker._spotstep_patched = True
 
 
+def _moto_execution(arn: str):
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    return stepfunctions_parser_backends[ACCOUNT][REGION].describe_execution(arn)
+
+
+def _mirror_redrive(logical: str, derived: str) -> bool:
+    """Gives the logical execution the derived one's status (and, once it ended, its end).
+    Returns True once the derived execution has ended."""
+    from moto.stepfunctions.parser.api import ExecutionStatus
+
+    source, target = _moto_execution(derived), _moto_execution(logical)
+    ended = source.exec_status != ExecutionStatus.RUNNING
+    target.exec_status = source.exec_status
+    target.stop_date = source.stop_date if ended else None
+    target.error, target.cause = (source.error, source.cause) if ended else (None, None)
+    target.output = source.output if ended else None
+    return ended
+
+
 def function_arn(name: str) -> str:
     return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
 
@@ -71,6 +94,8 @@ class Outcome:
         self.cause = cause
         self.output = output
         self.events = events
+        # What the status-change rule's cleanup reported (None when it did not run).
+        self.rule_report = None
 
     def entered(self):
         return [e["stateEnteredEventDetails"]["name"] for e in self.events if "stateEnteredEventDetails" in e]
@@ -87,11 +112,14 @@ class Outcome:
 
 
 class Harness:
-    def __init__(self, stack, repo: str, target_dir: str = None):
+    def __init__(self, stack, repo: str, target_dir: str = None, jobs_dirs: list = None):
+        """`jobs_dirs`: the folders holding job folders, searched in order for `<job>/job.toml`
+        (default: `<repo>/jobs`)."""
         _patch_moto_context()
         self.stack = stack
         self.repo = repo
         self.target = target_dir or os.path.join(repo, "target", "debug")
+        self.jobs_dirs = list(jobs_dirs or [os.path.join(repo, "jobs")])
         self.sfn = stack.client("stepfunctions")
         self.machines = {}
         self.definitions = {}
@@ -102,16 +130,30 @@ class Harness:
         target = target_dir or os.path.join(repo, "target", "debug")
         return {name: os.path.join(target, name) for name in FUNCTIONS}
 
+    def job_dir(self, job: str) -> str:
+        for folder in self.jobs_dirs:
+            candidate = os.path.join(folder, job)
+            if os.path.isfile(os.path.join(candidate, "job.toml")):
+                return candidate
+        raise FileNotFoundError(f"no job `{job}` in {', '.join(self.jobs_dirs)}")
+
     def definition(self, job: str) -> str:
-        text = subprocess.run(
-            [os.path.join(self.target, "spotstep"), "asl", os.path.join(self.repo, "jobs", job), "--local"],
-            check=True,
+        done = subprocess.run(
+            [os.path.join(self.target, "spotstep"), "asl", self.job_dir(job), "--local"],
             capture_output=True,
             text=True,
-        ).stdout
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"spotstep asl {self.job_dir(job)} failed: {done.stderr.strip()}")
+        text = done.stdout
         for placeholder, arn in SUBSTITUTIONS.items():
             text = text.replace(placeholder, arn)
         return text
+
+    def config_source(self, job: str) -> str:
+        """The job's `config_source`, as its state machine carries it."""
+        self.deploy(job)
+        return self.definitions[job]["States"]["Name the run"]["Parameters"]["job"]["config_source"]
 
     def deploy(self, job: str) -> str:
         if job in self.machines:
@@ -149,36 +191,70 @@ class Harness:
         deadline = time.time() + timeout
         while True:
             desc = self.sfn.describe_execution(executionArn=arn)
-            events = self.history(arn)
             if on_event:
+                # The history carries every state's input (the job record with its scripts):
+                # fetch it while running only when someone follows the events.
+                events = self.history(arn)
                 for e in events[seen:]:
                     on_event(e)
-            seen = len(events)
+                seen = len(events)
             if desc["status"] in TERMINAL:
                 break
             if time.time() > deadline:
                 raise TimeoutError(f"execution {arn} still {desc['status']} after {timeout}s")
-            time.sleep(0.3)
+            time.sleep(0.3 if on_event else 0.2)
+        events = self.history(arn)
+        if on_event:
+            for e in events[seen:]:
+                on_event(e)
+        if arn in self.redrives:
+            _mirror_redrive(self.redrives[arn], arn)
         outcome = Outcome(arn, desc["status"], desc.get("error"), desc.get("cause"), desc.get("output"), events)
         if rule and outcome.status in ("FAILED", "TIMED_OUT", "ABORTED"):
-            self.status_change_rule(self.logical_arn(arn), outcome.status)
+            outcome.rule_report = self.status_change_rule(self.logical_arn(arn), outcome.status, desc)
         return outcome
 
     def logical_arn(self, arn: str) -> str:
         return self.redrives.get(arn, arn)
 
-    def status_change_rule(self, execution_arn: str, status: str):
+    def status_change_rule(self, execution_arn: str, status: str, desc: dict = None):
+        """The EventBridge rule's cleanup target, with the event EventBridge delivers: `desc` is
+        the DescribeExecution answer of the execution that ended (for an emulated redrive,
+        the derived execution's; the event names the logical execution)."""
+        desc = desc or self.sfn.describe_execution(executionArn=execution_arn)
+
+        def millis(value):
+            return int(value.timestamp() * 1000) if isinstance(value, datetime.datetime) else None
+
+        logical = execution_arn
+        machine = logical.rsplit(":", 1)[0].replace(":execution:", ":stateMachine:")
+        redrive_count = _CONTEXT_OVERRIDES.get(desc.get("executionArn", ""), {}).get("RedriveCount", 0)
         event = {
             "version": "0",
             "id": "local",
             "detail-type": "Step Functions Execution Status Change",
             "source": "aws.states",
             "account": ACCOUNT,
+            "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "region": REGION,
-            "resources": [execution_arn],
-            "detail": {"executionArn": execution_arn, "status": status},
+            "resources": [logical],
+            "detail": {
+                "executionArn": logical,
+                "stateMachineArn": machine,
+                "name": logical.rsplit(":", 1)[1],
+                "status": status,
+                "startDate": millis(desc.get("startDate")),
+                "stopDate": millis(desc.get("stopDate")),
+                "input": desc.get("input"),
+                "output": desc.get("output"),
+                "inputDetails": {"included": True},
+                "outputDetails": {"included": True} if desc.get("output") is not None else None,
+                "error": desc.get("error"),
+                "cause": desc.get("cause"),
+                "redriveCount": redrive_count,
+            },
         }
-        self.invoke("cleanup", event)
+        return self.invoke("cleanup", event)
 
     def invoke(self, function: str, payload: dict):
         status, body, error = self.stack.lambdas.invoke(function, json.dumps(payload).encode())
@@ -188,7 +264,10 @@ class Harness:
         return result
 
     def stop(self, arn: str):
-        self.sfn.stop_execution(executionArn=arn, error="Operator.Stop", cause="stopped by the operator")
+        """StopExecution; stopping a redriven execution stops the redrive that carries it on."""
+        running = [d for d, l in self.redrives.items() if l == arn and self.sfn.describe_execution(executionArn=d)["status"] == "RUNNING"]
+        for target in running or [arn]:
+            self.sfn.stop_execution(executionArn=target, error="Operator.Stop", cause="stopped by the operator")
 
     def redrive(self, arn: str) -> str:
         """Emulated console redrive of a failed execution; returns the execution that carries on."""
@@ -204,8 +283,11 @@ class Harness:
         job = machine_name[len("spotstep-"):]
         definition = dict(self.definitions[job])
         definition["StartAt"] = failed["name"]
+        # One derived machine per redrive: moto's CreateStateMachine returns an existing machine
+        # of the same name whatever its definition.
+        self._derived = getattr(self, "_derived", 0) + 1
         derived = self.sfn.create_state_machine(
-            name=f"{machine_name}-redrive-{count}",
+            name=f"{machine_name}-redrive-{self._derived}",
             definition=json.dumps(definition),
             roleArn=f"arn:aws:iam::{ACCOUNT}:role/spotstep-states",
         )["stateMachineArn"]
@@ -219,4 +301,11 @@ class Harness:
         }
         self.redrives[new_arn] = logical
         started = self.sfn.start_execution(stateMachineArn=derived, name=name, input=failed["input"])
+        _mirror_redrive(logical, new_arn)
+        threading.Thread(target=self._follow_redrive, args=(logical, new_arn), daemon=True).start()
         return started["executionArn"]
+
+    @staticmethod
+    def _follow_redrive(logical: str, derived: str):
+        while not _mirror_redrive(logical, derived):
+            time.sleep(0.2)

@@ -79,9 +79,58 @@ class Faults:
         self.reclaim_hook(instance_id)
 
 
+def _patch_moto_terminate():
+    """TerminateInstances on an instance that is already terminated changes nothing on AWS (its
+    state reason stays, say, `Server.SpotInstanceTermination`); moto rewrites it to
+    `Client.UserInitiatedShutdown`, which would turn a reclaim into a plain loss for whoever
+    looks at the instance after a cleanup."""
+    import copy
+
+    from moto.ec2.models.instances import Instance
+
+    if getattr(Instance, "_spotstep_patched", False):
+        return
+    original = Instance.terminate
+
+    def terminate(self):
+        if self._state.name == "terminated":
+            return copy.copy(self._state)
+        return original(self)
+
+    Instance.terminate = terminate
+    Instance._spotstep_patched = True
+
+
+def _patch_moto_state_machine_clone():
+    """moto's executing StartExecution deep-copies the state machine, executions included; a
+    finished execution keeps its interpreter environment (which holds an RLock), so every
+    StartExecution after the first on the same state machine fails with HTTP 500 ("cannot
+    pickle '_thread.RLock' object"). The clone only needs the definition and settings: copy it
+    without the executions."""
+    import copy
+
+    from moto.stepfunctions.models import StateMachine
+
+    if getattr(StateMachine, "_spotstep_patched", False):
+        return
+
+    def __deepcopy__(self, memo):
+        clone = self.__class__.__new__(self.__class__)
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            setattr(clone, key, [] if key == "executions" else copy.deepcopy(value, memo))
+        return clone
+
+    StateMachine.__deepcopy__ = __deepcopy__
+    StateMachine._spotstep_patched = True
+
+
 class LocalStack:
     def __init__(self, root: str, binaries: dict, bucket: str = "spotstep-local"):
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        _patch_moto_terminate()
+        _patch_moto_state_machine_clone()
 
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -101,6 +150,14 @@ class LocalStack:
         self._post_moto("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
         self.agent = Agent(self._instances, self._s3_put, os.path.join(root, "instances"), self.faults)
         self.world = self._create_world()
+        self.agent.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "AWS_REGION": REGION,
@@ -194,6 +251,36 @@ class LocalStack:
 
     def live_instances(self) -> list:
         return [i for i in self._ec2_backend().all_instances() if i.state in ("pending", "running", "stopping", "stopped")]
+
+    def instances(self, run_id: str = None, job: str = None) -> list:
+        """Every instance moto's EC2 ever launched (terminated ones too); only those tagged with
+        `run_id` / `job` when given."""
+        found = []
+        for instance in self._ec2_backend().all_instances():
+            tags = {t["key"]: t["value"] for t in instance.get_tags()}
+            if run_id is not None and tags.get("spotstep:run-id") != run_id:
+                continue
+            if job is not None and tags.get("spotstep:job") != job:
+                continue
+            found.append(instance)
+        return found
+
+    def keys(self, prefix: str, bucket: str = None) -> list:
+        """The object keys under `prefix` in the stack's bucket (or `bucket`)."""
+        s3 = self.client("s3")
+        keys, token = [], None
+        while True:
+            kwargs = {"Bucket": bucket or self.bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = s3.list_objects_v2(**kwargs)
+            keys.extend(o["Key"] for o in page.get("Contents", []))
+            token = page.get("NextContinuationToken")
+            if not token:
+                return keys
+
+    def read(self, key: str, bucket: str = None) -> str:
+        return self.client("s3").get_object(Bucket=bucket or self.bucket, Key=key)["Body"].read().decode()
 
     def stop(self):
         self.lambdas.stop()
