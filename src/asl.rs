@@ -438,31 +438,23 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
         let next = workload
             .get(i + 1)
             .map_or(state::FINISH.to_string(), |s| state::in_mode(&s.name));
-        let modes: Vec<&String> = job
+        // The manifest guarantees every workload step is in at least one mode.
+        let tests: Vec<Value> = job
             .spec
             .modes
             .iter()
             .filter(|(_, m)| m.steps.contains(&step.name))
-            .map(|(mode, _)| mode)
-            .collect();
-        let tests: Vec<Value> = modes
-            .iter()
-            .map(|mode| json!({"Variable": "$.run.mode", "StringEquals": mode}))
+            .map(|(mode, _)| json!({"Variable": "$.run.mode", "StringEquals": mode}))
             .collect();
         let mut rule = match tests.as_slice() {
             [single] => single.clone(),
             _ => json!({"Or": tests}),
         };
         rule["Next"] = json!(state::send(&step.name));
-        let choices = if modes.is_empty() { vec![] } else { vec![rule] };
         let resume_here = state::resume_here(&step.name);
         add(
             state::in_mode(&step.name),
-            if choices.is_empty() {
-                json!({"Type": "Pass", "Comment": "No mode runs this step", "Next": next})
-            } else {
-                json!({"Type": "Choice", "Choices": choices, "Default": next})
-            },
+            json!({"Type": "Choice", "Choices": [rule], "Default": next}),
         );
         for (name, body) in step_states(step, &next, &resume_here, timing) {
             add(name, body);
@@ -871,19 +863,6 @@ mod tests {
         assert_ne!(
             definition(&j, &Timing::production()),
             definition(&j, &Timing::local())
-        );
-    }
-
-    #[test]
-    fn a_workload_step_no_mode_lists_is_only_reached_by_resuming() {
-        let manifest = SMALL.replace(r#"steps = ["one", "two"]"#, r#"steps = ["two"]"#);
-        let def = definition(&job(&manifest), &Timing::production());
-        let in_mode = &def["States"]["one: in mode?"];
-        assert_eq!(in_mode["Type"], "Pass");
-        assert_eq!(in_mode["Next"], "two: in mode?");
-        assert_eq!(
-            def["States"][state::RESUME]["Choices"][0]["Next"],
-            "one: send"
         );
     }
 
