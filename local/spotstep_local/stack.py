@@ -296,6 +296,9 @@ class LocalStack:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's
+            # algorithm and delayed ACKs stall some answers by ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
