@@ -378,6 +378,19 @@ impl Job {
     }
 }
 
+/// The job folders under `jobs_root` (each holds a `job.toml`), sorted by name.
+pub fn job_dirs(jobs_root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(jobs_root)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
 impl JobSpec {
     /// Whether `mode` runs workload step `step`.
     pub fn mode_runs(&self, mode: &str, step: &str) -> bool {

@@ -15,12 +15,7 @@ fn root() -> PathBuf {
 
 /// Every job under jobs/, by folder name.
 fn jobs() -> Vec<(String, Job)> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("jobs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
+    let dirs = spotstep::manifest::job_dirs(&root().join("jobs")).unwrap();
     let jobs: Vec<(String, Job)> = dirs
         .iter()
         .map(|dir| {

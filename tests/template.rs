@@ -82,13 +82,11 @@ fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a String, &'a Value)> 
 }
 
 fn jobs() -> Vec<Job> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("jobs"))
+    spotstep::manifest::job_dirs(&root().join("jobs"))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs.iter().map(|d| Job::load(d).unwrap()).collect()
+        .iter()
+        .map(|d| Job::load(d).unwrap())
+        .collect()
 }
 
 /// The five functions: logical id, binary, timeout.

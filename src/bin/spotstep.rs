@@ -7,7 +7,7 @@
 //!
 //! Run from the repository root (`cargo run --bin spotstep -- asl-all`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use spotstep::asl::{render, Timing};
@@ -53,17 +53,12 @@ fn print(dir: &Path, timing: &Timing) -> Result<(), String> {
 /// Writes `<out>/<job>.asl.json` for every job folder and removes definitions whose job is
 /// gone.
 fn regenerate_all(jobs: &Path, out: &Path) -> Result<(), String> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(jobs)
-        .map_err(|e| {
-            format!(
-                "cannot list {}: {e} (run from the repository root)",
-                jobs.display()
-            )
-        })?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
+    let dirs = spotstep::manifest::job_dirs(jobs).map_err(|e| {
+        format!(
+            "cannot list {}: {e} (run from the repository root)",
+            jobs.display()
+        )
+    })?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut written = Vec::new();
     for dir in &dirs {

@@ -172,6 +172,29 @@ mod launch_tests {
         })
     }
 
+    /// ListExecutions answers with one other running execution of the job.
+    fn running_elsewhere(name: &'static str, started: i64) -> Rule {
+        mock!(aws_sdk_sfn::Client::list_executions).then_output(move || {
+            ListExecutionsOutput::builder()
+                .executions(
+                    ExecutionListItem::builder()
+                        .execution_arn(format!(
+                            "arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:{name}"
+                        ))
+                        .state_machine_arn(
+                            "arn:aws:states:us-east-1:123456789012:stateMachine:spotstep-demo",
+                        )
+                        .name(name)
+                        .status(ExecutionStatus::Running)
+                        .start_date(DateTime::from_secs(started))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        })
+    }
+
     fn config_exists() -> Rule {
         mock!(aws_sdk_s3::Client::head_object).then_output(|| HeadObjectOutput::builder().build())
     }
@@ -322,21 +345,7 @@ mod launch_tests {
     #[tokio::test]
     async fn a_second_concurrent_run_is_refused() {
         let mocks = Mocks {
-            sfn: vec![mock!(aws_sdk_sfn::Client::list_executions).then_output(|| {
-                ListExecutionsOutput::builder()
-                    .executions(
-                        ExecutionListItem::builder()
-                            .execution_arn("arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:earlier")
-                            .state_machine_arn("arn:aws:states:us-east-1:123456789012:stateMachine:spotstep-demo")
-                            .name("earlier")
-                            .status(ExecutionStatus::Running)
-                            .start_date(DateTime::from_secs(NOW - 3600))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap()
-            })],
+            sfn: vec![running_elsewhere("earlier", NOW - 3600)],
             ..Mocks::default()
         };
         let err = launch::handle(&mocks.env(), input()).await.unwrap_err();
@@ -350,31 +359,12 @@ mod launch_tests {
 
     #[tokio::test]
     async fn a_redrive_is_refused_while_a_newer_run_is_running() {
-        let later = || {
-            ListExecutionsOutput::builder()
-                .executions(
-                    ExecutionListItem::builder()
-                        .execution_arn(
-                            "arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:newer",
-                        )
-                        .state_machine_arn(
-                            "arn:aws:states:us-east-1:123456789012:stateMachine:spotstep-demo",
-                        )
-                        .name("newer")
-                        .status(ExecutionStatus::Running)
-                        .start_date(DateTime::from_secs(NOW + 3600))
-                        .build()
-                        .unwrap(),
-                )
-                .build()
-                .unwrap()
-        };
         let mut redriven = input();
         redriven["previous"] =
             json!({"attempt": 1, "round": 0, "round_attempts": 1, "instance_id": "i-old"});
         redriven["redrive_count"] = json!(1);
         let mocks = Mocks {
-            sfn: vec![mock!(aws_sdk_sfn::Client::list_executions).then_output(later)],
+            sfn: vec![running_elsewhere("newer", NOW + 3600)],
             ..Mocks::default()
         };
         let err = launch::handle(&mocks.env(), redriven).await.unwrap_err();
