@@ -300,11 +300,9 @@ fn write_json(out: &mut String, value: &Value, depth: usize) {
     }
 }
 
-/// The states of `job`'s state machine, in flow order.
+/// The states of `job`'s state machine, in flow order: the run's record, the launch, the
+/// setup steps, the resume choice, the workload steps, then relaunch and finish.
 fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
-    let mut states = Vec::new();
-    let mut add = |name: String, body: Value| states.push((name, body));
-    let name = &job.spec.name;
     let setup: Vec<&StepSpec> = job
         .steps
         .iter()
@@ -318,7 +316,23 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
     let after_wait = setup
         .first()
         .map_or(state::RESUME.to_string(), |s| state::send(&s.name));
+    [
+        run_record_states(job),
+        launch_states(&after_wait, timing),
+        setup_states(&setup, timing),
+        resume_states(&workload),
+        workload_states(job, &workload, timing),
+        relaunch_and_finish_states(timing),
+    ]
+    .concat()
+}
 
+/// Apply defaults, Init, Name the run: the execution input merged over the job's defaults,
+/// then the run record every later state passes on.
+fn run_record_states(job: &Job) -> Vec<(String, Value)> {
+    let mut states = Vec::new();
+    let mut add = |name: String, body: Value| states.push((name, body));
+    let name = &job.spec.name;
     add(
         state::APPLY_DEFAULTS.into(),
         json!({
@@ -369,6 +383,13 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
             "Next": state::LAUNCH,
         }),
     );
+    states
+}
+
+/// Launch and Wait for agent; `after_wait` is the first setup step's send (or Resume).
+fn launch_states(after_wait: &str, timing: &Timing) -> Vec<(String, Value)> {
+    let mut states = Vec::new();
+    let mut add = |name: String, body: Value| states.push((name, body));
     add(
         state::LAUNCH.into(),
         task(
@@ -407,9 +428,16 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
             }),
         )
         .catch(&LOST_ERRORS, "$.lost", state::RELAUNCH_CLEAN_UP)
-        .next(&after_wait),
+        .next(after_wait),
     );
 
+    states
+}
+
+/// The setup steps, in order, on every fresh instance; the last one leads to Resume.
+fn setup_states(setup: &[&StepSpec], timing: &Timing) -> Vec<(String, Value)> {
+    let mut states = Vec::new();
+    let mut add = |name: String, body: Value| states.push((name, body));
     for (i, step) in setup.iter().enumerate() {
         let next = setup
             .get(i + 1)
@@ -419,6 +447,13 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
         }
     }
 
+    states
+}
+
+/// Resume: after a relaunch, straight to the workload step that lost its instance.
+fn resume_states(workload: &[&StepSpec]) -> Vec<(String, Value)> {
+    let mut states = Vec::new();
+    let mut add = |name: String, body: Value| states.push((name, body));
     let first_in_mode = state::in_mode(&workload[0].name);
     let rules: Vec<Value> = workload
         .iter()
@@ -434,6 +469,13 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
         }),
     );
 
+    states
+}
+
+/// Each workload step: `in mode?`, its send/poll/failed states, and `resume here`.
+fn workload_states(job: &Job, workload: &[&StepSpec], timing: &Timing) -> Vec<(String, Value)> {
+    let mut states = Vec::new();
+    let mut add = |name: String, body: Value| states.push((name, body));
     for (i, step) in workload.iter().enumerate() {
         let next = workload
             .get(i + 1)
@@ -470,6 +512,13 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
         );
     }
 
+    states
+}
+
+/// The relaunch path (clean up, pause, back to Launch), Finish and Done.
+fn relaunch_and_finish_states(timing: &Timing) -> Vec<(String, Value)> {
+    let mut states = Vec::new();
+    let mut add = |name: String, body: Value| states.push((name, body));
     add(
         state::RELAUNCH_CLEAN_UP.into(),
         task(

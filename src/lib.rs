@@ -1,22 +1,28 @@
 //! spotstep: run a job's steps on an EC2 spot instance through SSM, one Step Functions
 //! state per step.
 //!
-//! The Lambda functions (`functions/*`) are wiring only; everything they do lives here:
-//! pure rules that need no AWS ([`manifest`], [`naming`], [`script`], [`status`],
-//! [`capacity`], [`loss`], [`run`]) and the handlers that make the AWS calls
-//! ([`handlers`]).
+//! The Lambda functions (`functions/*`) are wiring only; everything they do lives here, in
+//! three floors:
+//! - pure rules that need no AWS: [`manifest`], [`naming`], [`script`], [`status`],
+//!   [`capacity`], [`loss`], [`records`], [`input`], [`asl`];
+//! - one narrow module per AWS service, the only code that calls AWS: [`aws`];
+//! - the handlers, which read as decisions over both: [`handlers`];
+//!
+//! plus the wiring they share: [`env`](mod@env) (clients, settings, clock), [`lambda`] (the runtime
+//! loop), [`telemetry`] (logs and metrics), [`error`] (the stable error names).
 
 pub mod asl;
+pub mod aws;
 pub mod capacity;
-pub mod ec2;
 pub mod env;
 pub mod error;
 pub mod handlers;
+pub mod input;
 pub mod lambda;
 pub mod loss;
 pub mod manifest;
 pub mod naming;
-pub mod run;
+pub mod records;
 pub mod script;
 pub mod status;
 pub mod telemetry;

@@ -199,155 +199,14 @@ impl Job {
             err(&field, e.message().to_string())
         })?;
 
-        naming::check_name(&raw.name).map_err(|p| err("name", p))?;
-        naming::check_name_prefix(&raw.instance_name_prefix)
-            .map_err(|p| err("instance_name_prefix", p))?;
-        if raw.instance_types.is_empty() {
-            return Err(err(
-                "instance_types",
-                "must list at least one instance type".into(),
-            ));
-        }
-        for (i, t) in raw.instance_types.iter().enumerate() {
-            naming::check_instance_type(t).map_err(|p| err(&format!("instance_types[{i}]"), p))?;
-        }
-        if !(8..=16_384).contains(&raw.root_volume_gb) {
-            return Err(err("root_volume_gb", "must be between 8 and 16384".into()));
-        }
-        if !(600..=172_800).contains(&raw.max_runtime_seconds) {
-            return Err(err(
-                "max_runtime_seconds",
-                "must be between 600 and 172800 (the instance shuts itself down after it)".into(),
-            ));
-        }
-        naming::parse_s3_uri(&raw.config_source).map_err(|p| err("config_source", p))?;
-        if !(1..=5).contains(&raw.max_attempts) {
-            return Err(err("max_attempts", "must be between 1 and 5".into()));
-        }
-        naming::check_branch(&raw.default_branch).map_err(|p| err("default_branch", p))?;
-        if !raw.home.starts_with('/') {
-            return Err(err("home", "must be an absolute path".into()));
-        }
-        for name in raw.env.keys() {
-            naming::check_env_name(name).map_err(|p| err(&format!("env.{name}"), p))?;
-        }
-
-        let mut steps: Vec<StepSpec> = Vec::with_capacity(raw.steps.len());
-        if raw.steps.is_empty() {
-            return Err(err("steps", "must list at least one step".into()));
-        }
-        for (i, s) in raw.steps.into_iter().enumerate() {
-            let field = |f: &str| format!("steps[{i}].{f}");
-            naming::check_name(&s.name).map_err(|p| err(&field("name"), p))?;
-            if steps.iter().any(|other| other.name == s.name) {
-                return Err(err(
-                    &field("name"),
-                    format!("step `{}` is listed twice", s.name),
-                ));
-            }
-            let (lo, hi) = STEP_TIMEOUT_RANGE;
-            if !(lo..=hi).contains(&s.timeout_seconds) {
-                return Err(err(
-                    &field("timeout_seconds"),
-                    format!("must be between {lo} and {hi} (SSM executionTimeout)"),
-                ));
-            }
-            if s.kind == StepKind::Setup && !s.heartbeats.is_empty() {
-                return Err(err(
-                    &field("heartbeats"),
-                    "only workload steps emit heartbeats".into(),
-                ));
-            }
-            for (j, h) in s.heartbeats.iter().enumerate() {
-                naming::check_name(h).map_err(|p| err(&field(&format!("heartbeats[{j}]")), p))?;
-            }
-            let script = read_script(&s.script)
-                .map_err(|e| err(&field("script"), format!("cannot read `{}`: {e}", s.script)))?;
-            if script.trim().is_empty() {
-                return Err(err(&field("script"), format!("`{}` is empty", s.script)));
-            }
-            steps.push(StepSpec {
-                name: s.name,
-                kind: s.kind,
-                timeout_seconds: s.timeout_seconds,
-                heartbeats: s.heartbeats,
-                script,
-            });
-        }
-        let first_workload = steps.iter().position(|s| s.kind == StepKind::Workload);
-        if let Some(i) = first_workload.and_then(|w| {
-            steps[w..]
-                .iter()
-                .position(|s| s.kind == StepKind::Setup)
-                .map(|j| w + j)
-        }) {
-            return Err(err(
-                &format!("steps[{i}].kind"),
-                "setup steps must come before every workload step".into(),
-            ));
-        }
+        check_fields(&raw, &err)?;
+        let steps = check_steps(raw.steps, &read_script, &err)?;
         let workload_steps: Vec<String> = steps
             .iter()
             .filter(|s| s.kind == StepKind::Workload)
             .map(|s| s.name.clone())
             .collect();
-        if workload_steps.is_empty() {
-            return Err(err("steps", "must have at least one workload step".into()));
-        }
-
-        if raw.modes.is_empty() {
-            return Err(err("modes", "must define at least one mode".into()));
-        }
-        for (mode, spec) in &raw.modes {
-            naming::check_name(mode).map_err(|p| err(&format!("modes.{mode}"), p))?;
-            if spec.steps.is_empty() {
-                return Err(err(
-                    &format!("modes.{mode}.steps"),
-                    "must list at least one workload step".into(),
-                ));
-            }
-            for (j, step) in spec.steps.iter().enumerate() {
-                let field = format!("modes.{mode}.steps[{j}]");
-                if !workload_steps.contains(step) {
-                    return Err(err(
-                        &field,
-                        format!("`{step}` is not a workload step of this job"),
-                    ));
-                }
-                if spec.steps[..j].contains(step) {
-                    return Err(err(&field, format!("`{step}` is listed twice")));
-                }
-                let position = |name: &String| workload_steps.iter().position(|w| w == name);
-                if j > 0 && position(step) < position(&spec.steps[j - 1]) {
-                    return Err(err(
-                        &field,
-                        format!(
-                            "`{step}` comes before `{}` in the manifest: a mode lists its steps in manifest order (the order they run in)",
-                            spec.steps[j - 1]
-                        ),
-                    ));
-                }
-            }
-        }
-        if let Some(unused) = workload_steps
-            .iter()
-            .find(|w| !raw.modes.values().any(|m| m.steps.contains(w)))
-        {
-            return Err(err(
-                "modes",
-                format!("no mode runs workload step `{unused}`"),
-            ));
-        }
-        if !raw.modes.contains_key(&raw.default_mode) {
-            return Err(err(
-                "default_mode",
-                format!(
-                    "`{}` is not one of the modes ({})",
-                    raw.default_mode,
-                    mode_list(&raw.modes)
-                ),
-            ));
-        }
+        check_modes(&raw.modes, &workload_steps, &raw.default_mode, &err)?;
 
         Ok(Job {
             description: raw.description,
@@ -376,6 +235,176 @@ impl Job {
     pub fn step(&self, name: &str) -> Option<&StepSpec> {
         self.steps.iter().find(|s| s.name == name)
     }
+}
+
+/// The job-level fields: names, instance types, sizes, config source, attempts, env names.
+fn check_fields(
+    raw: &RawManifest,
+    err: &dyn Fn(&str, String) -> ManifestError,
+) -> Result<(), ManifestError> {
+    naming::check_name(&raw.name).map_err(|p| err("name", p))?;
+    naming::check_name_prefix(&raw.instance_name_prefix)
+        .map_err(|p| err("instance_name_prefix", p))?;
+    if raw.instance_types.is_empty() {
+        return Err(err(
+            "instance_types",
+            "must list at least one instance type".into(),
+        ));
+    }
+    for (i, t) in raw.instance_types.iter().enumerate() {
+        naming::check_instance_type(t).map_err(|p| err(&format!("instance_types[{i}]"), p))?;
+    }
+    if !(8..=16_384).contains(&raw.root_volume_gb) {
+        return Err(err("root_volume_gb", "must be between 8 and 16384".into()));
+    }
+    if !(600..=172_800).contains(&raw.max_runtime_seconds) {
+        return Err(err(
+            "max_runtime_seconds",
+            "must be between 600 and 172800 (the instance shuts itself down after it)".into(),
+        ));
+    }
+    naming::parse_s3_uri(&raw.config_source).map_err(|p| err("config_source", p))?;
+    if !(1..=5).contains(&raw.max_attempts) {
+        return Err(err("max_attempts", "must be between 1 and 5".into()));
+    }
+    naming::check_branch(&raw.default_branch).map_err(|p| err("default_branch", p))?;
+    if !raw.home.starts_with('/') {
+        return Err(err("home", "must be an absolute path".into()));
+    }
+    for name in raw.env.keys() {
+        naming::check_env_name(name).map_err(|p| err(&format!("env.{name}"), p))?;
+    }
+    Ok(())
+}
+
+/// The steps: names, kinds (setup before workload), timeouts, heartbeats, scripts read.
+fn check_steps(
+    raw_steps: Vec<RawStep>,
+    read_script: &impl Fn(&str) -> Result<String, String>,
+    err: &dyn Fn(&str, String) -> ManifestError,
+) -> Result<Vec<StepSpec>, ManifestError> {
+    let mut steps: Vec<StepSpec> = Vec::with_capacity(raw_steps.len());
+    if raw_steps.is_empty() {
+        return Err(err("steps", "must list at least one step".into()));
+    }
+    for (i, s) in raw_steps.into_iter().enumerate() {
+        let field = |f: &str| format!("steps[{i}].{f}");
+        naming::check_name(&s.name).map_err(|p| err(&field("name"), p))?;
+        if steps.iter().any(|other| other.name == s.name) {
+            return Err(err(
+                &field("name"),
+                format!("step `{}` is listed twice", s.name),
+            ));
+        }
+        let (lo, hi) = STEP_TIMEOUT_RANGE;
+        if !(lo..=hi).contains(&s.timeout_seconds) {
+            return Err(err(
+                &field("timeout_seconds"),
+                format!("must be between {lo} and {hi} (SSM executionTimeout)"),
+            ));
+        }
+        if s.kind == StepKind::Setup && !s.heartbeats.is_empty() {
+            return Err(err(
+                &field("heartbeats"),
+                "only workload steps emit heartbeats".into(),
+            ));
+        }
+        for (j, h) in s.heartbeats.iter().enumerate() {
+            naming::check_name(h).map_err(|p| err(&field(&format!("heartbeats[{j}]")), p))?;
+        }
+        let script = read_script(&s.script)
+            .map_err(|e| err(&field("script"), format!("cannot read `{}`: {e}", s.script)))?;
+        if script.trim().is_empty() {
+            return Err(err(&field("script"), format!("`{}` is empty", s.script)));
+        }
+        steps.push(StepSpec {
+            name: s.name,
+            kind: s.kind,
+            timeout_seconds: s.timeout_seconds,
+            heartbeats: s.heartbeats,
+            script,
+        });
+    }
+    let first_workload = steps.iter().position(|s| s.kind == StepKind::Workload);
+    if let Some(i) = first_workload.and_then(|w| {
+        steps[w..]
+            .iter()
+            .position(|s| s.kind == StepKind::Setup)
+            .map(|j| w + j)
+    }) {
+        return Err(err(
+            &format!("steps[{i}].kind"),
+            "setup steps must come before every workload step".into(),
+        ));
+    }
+    if !steps.iter().any(|s| s.kind == StepKind::Workload) {
+        return Err(err("steps", "must have at least one workload step".into()));
+    }
+    Ok(steps)
+}
+
+/// The modes: each lists workload steps of this job in manifest order, every workload step
+/// is in a mode, and the default mode exists.
+fn check_modes(
+    modes: &BTreeMap<String, ModeSpec>,
+    workload_steps: &[String],
+    default_mode: &str,
+    err: &dyn Fn(&str, String) -> ManifestError,
+) -> Result<(), ManifestError> {
+    if modes.is_empty() {
+        return Err(err("modes", "must define at least one mode".into()));
+    }
+    for (mode, spec) in modes {
+        naming::check_name(mode).map_err(|p| err(&format!("modes.{mode}"), p))?;
+        if spec.steps.is_empty() {
+            return Err(err(
+                &format!("modes.{mode}.steps"),
+                "must list at least one workload step".into(),
+            ));
+        }
+        for (j, step) in spec.steps.iter().enumerate() {
+            let field = format!("modes.{mode}.steps[{j}]");
+            if !workload_steps.contains(step) {
+                return Err(err(
+                    &field,
+                    format!("`{step}` is not a workload step of this job"),
+                ));
+            }
+            if spec.steps[..j].contains(step) {
+                return Err(err(&field, format!("`{step}` is listed twice")));
+            }
+            let position = |name: &String| workload_steps.iter().position(|w| w == name);
+            if j > 0 && position(step) < position(&spec.steps[j - 1]) {
+                return Err(err(
+                    &field,
+                    format!(
+                        "`{step}` comes before `{}` in the manifest: a mode lists its steps in manifest order (the order they run in)",
+                        spec.steps[j - 1]
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(unused) = workload_steps
+        .iter()
+        .find(|w| !modes.values().any(|m| m.steps.contains(w)))
+    {
+        return Err(err(
+            "modes",
+            format!("no mode runs workload step `{unused}`"),
+        ));
+    }
+    if !modes.contains_key(default_mode) {
+        return Err(err(
+            "default_mode",
+            format!(
+                "`{}` is not one of the modes ({})",
+                default_mode,
+                mode_list(modes)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The job folders under `jobs_root` (each holds a `job.toml`), sorted by name.

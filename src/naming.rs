@@ -82,6 +82,16 @@ pub fn check_branch(branch: &str) -> Result<(), String> {
     }
 }
 
+/// Variables the step header sets that a job's `[env]` may not override (besides every
+/// `SPOTSTEP_*` name).
+pub const RESERVED_ENV: [&str; 5] = [
+    "HOME",
+    "XDG_CACHE_HOME",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "PYTHON_BIN",
+];
+
 /// Checks an environment variable name: `[A-Z_][A-Z0-9_]*`, and not one spotstep sets.
 pub fn check_env_name(name: &str) -> Result<(), String> {
     let ok = name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
@@ -91,7 +101,7 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
     if !ok {
         return Err(format!("`{name}` must match [A-Z_][A-Z0-9_]*"));
     }
-    if name.starts_with("SPOTSTEP_") || crate::script::RESERVED_ENV.contains(&name) {
+    if name.starts_with("SPOTSTEP_") || RESERVED_ENV.contains(&name) {
         return Err(format!("`{name}` is set by spotstep itself"));
     }
     Ok(())
@@ -141,6 +151,18 @@ pub fn staging_config_key(job: &str, run_id: &str) -> String {
 /// deleted by cleanup.
 pub fn step_log_prefix(job: &str, run_id: &str, step: &str) -> String {
     format!("logs/{job}/{run_id}/{step}")
+}
+
+/// The bucket and key of a command's full stdout, from the command's output prefix
+/// (`s3://<bucket>/logs/<job>/<run_id>/<step>`, as send-step records it).
+pub fn ssm_stdout_object(
+    output_prefix: &str,
+    command_id: &str,
+    instance_id: &str,
+) -> Result<(String, String), String> {
+    let (bucket, log_prefix) =
+        parse_s3_uri(output_prefix).map_err(|e| format!("command.output_prefix: {e}"))?;
+    Ok((bucket, ssm_stdout_key(&log_prefix, command_id, instance_id)))
 }
 
 /// The key SSM writes a command's full stdout to, under its output prefix.

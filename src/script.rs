@@ -9,16 +9,7 @@ use base64::Engine;
 
 use crate::manifest::{JobSpec, StepKind, StepSpec};
 use crate::naming;
-use crate::run::Run;
-
-/// Variables the header sets that a job's `[env]` may not override.
-pub const RESERVED_ENV: [&str; 5] = [
-    "HOME",
-    "XDG_CACHE_HOME",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "PYTHON_BIN",
-];
+use crate::records::Run;
 
 /// What the header needs to know besides the run, the job and the step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +121,7 @@ pub fn ssm_commands(run: &Run, job: &JobSpec, step: &StepSpec, at: &Placement) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::fixtures::{job, run};
+    use crate::records::fixtures::{job, run};
     use std::process::Command;
 
     const HOSTILE: &str = r#"msg="it's a \"test\" with \$HOME and \`backticks\`"

@@ -519,6 +519,7 @@ fn every_task_input_is_what_its_handler_reads() {
             "resume_at": "",
         });
         data["run"]["job"] = json!(job.spec.name);
+        data["run"]["mode"] = json!(job.default_mode);
         for (name, s) in states(&def) {
             if s["Type"] != "Task" {
                 continue;

@@ -13,18 +13,17 @@
 //! - `sweep` (or a `Scheduled Event`): terminate spotstep instances whose execution is no
 //!   longer running, or that outlived their max runtime plus grace.
 
-use aws_sdk_sfn::types::ExecutionStatus;
-use aws_sdk_ssm::types::CommandStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::ec2;
+use crate::aws::{ec2, s3, sfn, ssm};
 use crate::env::{Env, Need};
 use crate::error::{Error, Result};
+use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepSpec};
 use crate::naming::{self, tags};
-use crate::run::{parse, Command, Launch, Run};
+use crate::records::{Command, Launch, Run};
 
 /// The error a caught step failure carries (`Catch` with `ResultPath`).
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +60,16 @@ pub enum Request {
         status: String,
     },
     Sweep,
+}
+
+impl Checked for Request {
+    fn check(&self) -> Result<()> {
+        match self {
+            Request::EndOfRun { run } | Request::Relaunch { run, .. } => run.check(),
+            Request::StepFailed { run, job, .. } => run.validate(job),
+            Request::ExecutionEnded { .. } | Request::Sweep => Ok(()),
+        }
+    }
 }
 
 /// What cleanup did.
@@ -103,14 +112,12 @@ pub fn request(input: Value) -> Result<Request> {
 pub async fn handle(env: &Env, input: Value) -> Result<Report> {
     match request(input)? {
         Request::EndOfRun { run } => {
-            naming::check_run_id(&run.run_id).map_err(Error::InvalidInput)?;
             env.settings.require(&[Need::Bucket])?;
             let mut report = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await?;
             report.action = "end-of-run".into();
             Ok(report)
         }
         Request::Relaunch { run, instance } => {
-            naming::check_run_id(&run.run_id).map_err(Error::InvalidInput)?;
             let mut ids =
                 instance_ids(env, &[(tags::RUN_ID, &run.run_id), (tags::JOB, &run.job)]).await?;
             if !instance.instance_id.is_empty() && !ids.contains(&instance.instance_id) {
@@ -126,13 +133,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
         }
         Request::StepFailed {
             run,
-            job,
             step,
             command,
             failure,
             redrive_count,
+            ..
         } => {
-            run.validate(&job)?;
             if redrive_count > command.round {
                 info!(step = %step.name, redrive_count, "redriven: sending the failed step again");
                 return Ok(Report {
@@ -200,14 +206,19 @@ async fn instance_ids(env: &Env, wanted: &[(&str, &str)]) -> Result<Vec<String>>
         .collect())
 }
 
-/// Terminates the run's instances and (when `staging`) deletes its staging prefix.
+/// Terminates the run's instances and (when `staging`) deletes its staging prefix. `job`
+/// and `run_id` are checked already: they come from a checked input or from
+/// [`ec2::run_of`].
 async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> Result<Report> {
-    naming::check_run_id(run_id).map_err(Error::InvalidInput)?;
-    naming::check_name(job).map_err(Error::InvalidInput)?;
     let ids = instance_ids(env, &[(tags::RUN_ID, run_id), (tags::JOB, job)]).await?;
     let terminated = ec2::terminate(&env.ec2, &ids).await;
     let deleted = if staging {
-        delete_prefix(env, &naming::staging_prefix(job, run_id)).await
+        s3::delete_prefix(
+            &env.s3,
+            &env.settings.bucket,
+            &naming::staging_prefix(job, run_id),
+        )
+        .await
     } else {
         Ok(0)
     };
@@ -220,89 +231,18 @@ async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> Result<
     })
 }
 
-/// Deletes every object under `prefix` (a run's staging prefix, never anything else).
-async fn delete_prefix(env: &Env, prefix: &str) -> Result<usize> {
-    let bucket = &env.settings.bucket;
-    let mut deleted = 0;
-    let mut token: Option<String> = None;
-    loop {
-        let page = env
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| Error::from_sdk(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), &e))?;
-        let keys: Vec<String> = page
-            .contents()
-            .iter()
-            .filter_map(|o| o.key())
-            .filter(|k| k.starts_with(prefix))
-            .map(String::from)
-            .collect();
-        if !keys.is_empty() {
-            let objects = keys
-                .iter()
-                .map(|k| {
-                    aws_sdk_s3::types::ObjectIdentifier::builder()
-                        .key(k)
-                        .build()
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::AwsError(format!("building the DeleteObjects request: {e}")))?;
-            let delete = aws_sdk_s3::types::Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .map_err(|e| Error::AwsError(format!("building the DeleteObjects request: {e}")))?;
-            env.s3
-                .delete_objects()
-                .bucket(bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| {
-                    Error::from_sdk(&format!("DeleteObjects under s3://{bucket}/{prefix}"), &e)
-                })?;
-            deleted += keys.len();
-        }
-        match page.next_continuation_token() {
-            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-            _ => return Ok(deleted),
-        }
-    }
-}
-
 /// Cancels the commands still pending or running on an instance.
 async fn cancel_commands(env: &Env, instance_id: &str) -> Result<Vec<String>> {
-    let out = env
-        .ssm
-        .list_commands()
-        .instance_id(instance_id)
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk(&format!("ListCommands on {instance_id}"), &e))?;
     let mut cancelled = Vec::new();
-    for command in out.commands() {
-        let live = matches!(
-            command.status(),
-            Some(CommandStatus::Pending | CommandStatus::InProgress)
-        );
-        let Some(id) = command.command_id().filter(|_| live) else {
+    for command in ssm::commands_on(&env.ssm, instance_id).await? {
+        if !command.live {
             continue;
-        };
-        match env
-            .ssm
-            .cancel_command()
-            .command_id(id)
-            .instance_ids(instance_id)
-            .send()
-            .await
-        {
-            Ok(_) => cancelled.push(id.to_string()),
-            Err(e) => warn!(command_id = id, error = %e, "could not cancel command"),
+        }
+        match ssm::cancel(&env.ssm, &command.command_id, instance_id).await {
+            Ok(()) => cancelled.push(command.command_id),
+            Err(e) => {
+                warn!(command_id = %command.command_id, error = %e, "could not cancel command")
+            }
         }
     }
     Ok(cancelled)
@@ -327,20 +267,8 @@ async fn sweep(env: &Env) -> Result<Report> {
             .unwrap_or(0)
             + env.settings.sweep_grace_seconds;
         let execution_over = match ec2::tag(&instance, tags::EXECUTION) {
-            Some(execution) => match env
-                .sfn
-                .describe_execution()
-                .execution_arn(execution)
-                .send()
-                .await
-            {
-                Ok(out) => out.status() != &ExecutionStatus::Running,
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_execution_does_not_exist()) =>
-                {
-                    true
-                }
+            Some(execution) => match sfn::is_running(&env.sfn, execution).await {
+                Ok(running) => running != Some(true),
                 Err(e) => {
                     warn!(instance_id = %id, error = %e, "could not describe the instance's execution");
                     false
@@ -352,18 +280,13 @@ async fn sweep(env: &Env) -> Result<Report> {
             continue;
         }
         info!(instance_id = %id, age, budget, execution_over, "sweeping instance");
-        match (
-            ec2::tag(&instance, tags::JOB),
-            ec2::tag(&instance, tags::RUN_ID),
-        ) {
-            (Some(job), Some(run_id))
-                if naming::check_run_id(run_id).is_ok() && naming::check_name(job).is_ok() =>
-            {
-                let cleaned = clean_run(env, job, run_id, execution_over).await?;
+        match ec2::run_of(&instance) {
+            Some((job, run_id)) => {
+                let cleaned = clean_run(env, &job, &run_id, execution_over).await?;
                 report.terminated.extend(cleaned.terminated);
                 report.deleted_objects += cleaned.deleted_objects;
             }
-            _ => {
+            None => {
                 ec2::terminate(&env.ec2, std::slice::from_ref(&id)).await?;
                 report.terminated.push(id);
             }

@@ -1,26 +1,20 @@
 //! launch: validate the run, refuse a concurrent one, launch one spot instance across the
 //! capacity pools, and stage the job's config for it.
 
-use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceType, MarketType, ResourceType, ShutdownBehavior,
-    SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
-};
-use aws_sdk_sfn::types::ExecutionStatus;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::aws::ec2::{self, InstanceRequest, Launched, Started};
+use crate::aws::{s3, sfn};
 use crate::capacity::{self, LaunchAnswer, Market, Pool};
-use crate::ec2;
 use crate::env::{parse_rfc3339, Env, Need};
 use crate::error::{Error, Result};
+use crate::input::{parse, Checked};
 use crate::manifest::JobSpec;
 use crate::naming::{self, tags};
-use crate::run::{next_attempt, parse, Launch, PoolTried, Run};
+use crate::records::{Launch, PoolTried, Run};
 use crate::telemetry;
 
 /// What the state machine passes to launch.
@@ -37,6 +31,12 @@ pub struct Input {
     pub redrive_count: u32,
 }
 
+impl Checked for Input {
+    fn check(&self) -> Result<()> {
+        self.run.validate(&self.job)
+    }
+}
+
 /// Handles one launch request.
 pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
     let input: Input = parse("launch input", input)?;
@@ -46,9 +46,8 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         previous,
         redrive_count,
     } = input;
-    run.validate(&job)?;
     let (attempt, round, round_attempts) =
-        next_attempt(&previous, redrive_count, job.max_attempts)?;
+        previous.next_attempt(redrive_count, job.max_attempts)?;
     let redriven = redrive_count > previous.round;
     let first = previous.attempt == 0 || redriven;
     if first {
@@ -59,8 +58,8 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
     check_config(env, &config_bucket, &config_key).await?;
 
-    let mut launch = match existing_instance(env, &run, attempt).await? {
-        Some(found) => found,
+    let mut launch = match ec2::started_by(&env.ec2, &run.execution, attempt).await? {
+        Some(found) => launch_record(found, Vec::new()),
         None => launch_instance(env, &run, &job, attempt).await?,
     };
     launch.attempt = attempt;
@@ -101,22 +100,17 @@ async fn refuse_concurrent(env: &Env, run: &Run, redriven: bool) -> Result<()> {
         )));
     };
     let ours = parse_rfc3339(&run.started_at).map(|t| t.unix_timestamp_nanos());
-    let out = env
-        .sfn
-        .list_executions()
-        .state_machine_arn(&machine)
-        .status_filter(ExecutionStatus::Running)
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk("ListExecutions", &e))?;
-    let earlier = out.executions().iter().find(|other| {
-        if other.execution_arn() == run.execution {
+    let running = sfn::running_executions(&env.sfn, &machine).await?;
+    let earlier = running.iter().find(|other| {
+        if other.arn == run.execution {
             return false;
         }
-        let theirs = other.start_date().as_nanos();
         match ours {
             _ if redriven => true,
-            Some(ours) => theirs < ours || theirs == ours && other.name() < run.run_id.as_str(),
+            Some(ours) => {
+                other.started_nanos < ours
+                    || other.started_nanos == ours && other.name.as_str() < run.run_id.as_str()
+            }
             None => true,
         }
     });
@@ -124,78 +118,44 @@ async fn refuse_concurrent(env: &Env, run: &Run, redriven: bool) -> Result<()> {
         Some(other) => Err(Error::ConcurrentRun(format!(
             "job `{}` is already running as execution `{}`; nothing was launched. \
              Wait for it to finish (or stop it) before starting another run",
-            run.job,
-            other.name()
+            run.job, other.name
         ))),
         None => Ok(()),
     }
 }
 
 async fn check_config(env: &Env, bucket: &str, key: &str) -> Result<()> {
-    match env.s3.head_object().bucket(bucket).key(key).send().await {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error().is_some_and(|s| s.is_not_found())
-                || e.code() == Some("NotFound") =>
-        {
-            Err(Error::ConfigMissing(format!(
-                "the job's config s3://{bucket}/{key} does not exist; nothing was launched. \
-                 Upload it (or fix config_source in the job manifest) and start the run again"
-            )))
-        }
-        Err(e) => Err(Error::from_sdk(
-            &format!("HeadObject s3://{bucket}/{key}"),
-            &e,
-        )),
+    if s3::exists(&env.s3, bucket, key).await? {
+        return Ok(());
     }
+    Err(Error::ConfigMissing(format!(
+        "the job's config s3://{bucket}/{key} does not exist; nothing was launched. \
+         Upload it (or fix config_source in the job manifest) and start the run again"
+    )))
 }
 
 async fn stage_config(env: &Env, run: &Run, bucket: &str, key: &str) -> Result<()> {
     let target = naming::staging_config_key(&run.job, &run.run_id);
-    env.s3
-        .copy_object()
-        .copy_source(format!("{bucket}/{key}"))
-        .bucket(&env.settings.bucket)
-        .key(&target)
-        .send()
-        .await
-        .map_err(|e| {
-            Error::from_sdk(
-                &format!("CopyObject to s3://{}/{target}", env.settings.bucket),
-                &e,
-            )
-        })?;
-    Ok(())
+    s3::copy(&env.s3, bucket, key, &env.settings.bucket, &target).await
 }
 
-/// An instance an earlier try of this same launch already started (found by its tags).
-async fn existing_instance(env: &Env, run: &Run, attempt: u32) -> Result<Option<Launch>> {
-    let attempt = attempt.to_string();
-    let found = ec2::tagged_instances(
-        &env.ec2,
-        &[(tags::EXECUTION, &run.execution), (tags::ATTEMPT, &attempt)],
-    )
-    .await?;
-    Ok(found.first().map(|i| Launch {
-        instance_id: i.instance_id().unwrap_or_default().to_string(),
-        instance_type: i
-            .instance_type()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_default(),
-        availability_zone: i
-            .placement()
-            .and_then(|p| p.availability_zone())
-            .unwrap_or_default()
-            .to_string(),
-        subnet_id: i.subnet_id().unwrap_or_default().to_string(),
-        market: if i.instance_lifecycle().is_some() {
-            "spot"
+/// The launch record of an instance: where it runs and in which market.
+fn launch_record(started: Started, pools_tried: Vec<PoolTried>) -> Launch {
+    Launch {
+        instance_id: started.instance_id,
+        instance_type: started.instance_type,
+        availability_zone: started.availability_zone,
+        subnet_id: started.subnet_id,
+        market: if started.spot {
+            Market::Spot
         } else {
-            "on-demand"
+            Market::OnDemand
         }
+        .as_str()
         .to_string(),
+        pools_tried,
         ..Launch::default()
-    }))
+    }
 }
 
 async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: u32) -> Result<Launch> {
@@ -212,53 +172,30 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: u32) -> R
         if spot_quota_hit && pool.market == Market::Spot {
             continue;
         }
-        let request = run_instances(env, run, job, pool, attempt, index);
-        match request.send().await {
-            Ok(out) => {
-                let instance = out.instances().first().ok_or_else(|| {
-                    Error::AwsError("RunInstances answered without an instance".to_string())
-                })?;
+        let request = instance_request(env, run, job, pool, attempt, index);
+        let (code, message) = match ec2::run_instance(&env.ec2, &request).await? {
+            Launched::Started(started) => {
                 tried.push(pool_tried(pool, ""));
-                return Ok(Launch {
-                    instance_id: instance.instance_id().unwrap_or_default().to_string(),
-                    instance_type: pool.instance_type.clone(),
-                    availability_zone: instance
-                        .placement()
-                        .and_then(|p| p.availability_zone())
-                        .unwrap_or_default()
-                        .to_string(),
-                    subnet_id: pool.subnet_id.clone(),
-                    market: pool.market.as_str().to_string(),
-                    pools_tried: tried,
-                    ..Launch::default()
-                });
+                return Ok(launch_record(started, tried));
             }
-            Err(e) => {
-                let code = e.code().unwrap_or("Unknown").to_string();
-                if crate::error::is_throttling(&code) {
-                    return Err(Error::from_sdk("RunInstances", &e));
-                }
-                tried.push(pool_tried(pool, &code));
-                match capacity::classify_launch_error(&code) {
-                    LaunchAnswer::NoCapacity => {
-                        info!(instance_type = %pool.instance_type, subnet = %pool.subnet_id, %code, "no capacity in pool");
-                    }
-                    LaunchAnswer::Quota
-                        if pool.market == Market::Spot && job.on_demand_fallback =>
-                    {
-                        spot_quota_hit = true;
-                    }
-                    LaunchAnswer::Quota | LaunchAnswer::Rejected => {
-                        return Err(Error::LaunchRejected(format!(
-                            "EC2 rejected the launch of {} in {} ({}): {code}: {}; nothing is running. \
-                             Fix the deployment settings or the job manifest, then redrive",
-                            pool.instance_type,
-                            pool.subnet_id,
-                            pool.market.as_str(),
-                            e.message().unwrap_or("no message")
-                        )));
-                    }
-                }
+            Launched::Refused { code, message } => (code, message),
+        };
+        tried.push(pool_tried(pool, &code));
+        match capacity::classify_launch_error(&code) {
+            LaunchAnswer::NoCapacity => {
+                info!(instance_type = %pool.instance_type, subnet = %pool.subnet_id, %code, "no capacity in pool");
+            }
+            LaunchAnswer::Quota if pool.market == Market::Spot && job.on_demand_fallback => {
+                spot_quota_hit = true;
+            }
+            LaunchAnswer::Quota | LaunchAnswer::Rejected => {
+                return Err(Error::LaunchRejected(format!(
+                    "EC2 rejected the launch of {} in {} ({}): {code}: {message}; nothing is running. \
+                     Fix the deployment settings or the job manifest, then redrive",
+                    pool.instance_type,
+                    pool.subnet_id,
+                    pool.market.as_str(),
+                )));
             }
         }
     }
@@ -297,96 +234,41 @@ pub fn user_data(max_runtime_seconds: u64) -> String {
     base64::engine::general_purpose::STANDARD.encode(script)
 }
 
-fn run_instances(
+/// The RunInstances request for one pool: the deployment's image, network and profile, the
+/// job's volume and watchdog, the run's tags, an idempotency token per (execution, attempt,
+/// pool).
+fn instance_request(
     env: &Env,
     run: &Run,
     job: &JobSpec,
     pool: &Pool,
     attempt: u32,
     index: usize,
-) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+) -> InstanceRequest {
     let s = &env.settings;
-    let instance_tags: Vec<Tag> = [
-        (
-            tags::NAME,
-            naming::instance_name(&job.instance_name_prefix, &run.run_date),
-        ),
-        (tags::JOB, job.name.clone()),
-        (tags::RUN_ID, run.run_id.clone()),
-        (tags::EXECUTION, run.execution.clone()),
-        (tags::ATTEMPT, attempt.to_string()),
-        (tags::MAX_RUNTIME, job.max_runtime_seconds.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-    .collect();
-    let profile = if s.instance_profile.starts_with("arn:") {
-        IamInstanceProfileSpecification::builder()
-            .arn(&s.instance_profile)
-            .build()
-    } else {
-        IamInstanceProfileSpecification::builder()
-            .name(&s.instance_profile)
-            .build()
-    };
-    let mut request = env
-        .ec2
-        .run_instances()
-        .image_id(&s.image_id)
-        .instance_type(InstanceType::from(pool.instance_type.as_str()))
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(&pool.subnet_id)
-        .security_group_ids(&s.security_group)
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(HttpTokensState::Required)
-                .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .build(),
-        )
-        .block_device_mappings(
-            BlockDeviceMapping::builder()
-                .device_name("/dev/xvda")
-                .ebs(
-                    EbsBlockDevice::builder()
-                        .volume_size(job.root_volume_gb as i32)
-                        .volume_type(VolumeType::Gp3)
-                        .encrypted(true)
-                        .delete_on_termination(true)
-                        .build(),
-                )
-                .build(),
-        )
-        .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-        .user_data(user_data(job.max_runtime_seconds))
-        .client_token(naming::client_token(&run.execution, attempt, index))
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .set_tags(Some(instance_tags.clone()))
-                .build(),
-        )
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Volume)
-                .set_tags(Some(instance_tags))
-                .build(),
-        );
-    if !s.instance_profile.is_empty() {
-        request = request.iam_instance_profile(profile);
+    InstanceRequest {
+        image_id: s.image_id.clone(),
+        instance_type: pool.instance_type.clone(),
+        subnet_id: pool.subnet_id.clone(),
+        security_group: s.security_group.clone(),
+        instance_profile: s.instance_profile.clone(),
+        root_volume_gb: job.root_volume_gb,
+        user_data: user_data(job.max_runtime_seconds),
+        client_token: naming::client_token(&run.execution, attempt, index),
+        tags: [
+            (
+                tags::NAME,
+                naming::instance_name(&job.instance_name_prefix, &run.run_date),
+            ),
+            (tags::JOB, job.name.clone()),
+            (tags::RUN_ID, run.run_id.clone()),
+            (tags::EXECUTION, run.execution.clone()),
+            (tags::ATTEMPT, attempt.to_string()),
+            (tags::MAX_RUNTIME, job.max_runtime_seconds.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+        spot: pool.market == Market::Spot,
     }
-    if pool.market == Market::Spot {
-        request = request.instance_market_options(
-            InstanceMarketOptionsRequest::builder()
-                .market_type(MarketType::Spot)
-                .spot_options(
-                    SpotMarketOptions::builder()
-                        .spot_instance_type(SpotInstanceType::OneTime)
-                        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                        .build(),
-                )
-                .build(),
-        );
-    }
-    request
 }

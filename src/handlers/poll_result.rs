@@ -3,17 +3,17 @@
 //! else checks the instance first (a reclaim is `InstanceReclaimed`), then fails the step
 //! with the last 40 lines of its real output, read from S3.
 
-use aws_sdk_ssm::error::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::info;
 
-use crate::ec2;
+use crate::aws::{ec2, s3, ssm};
 use crate::env::{parse_rfc3339, Env, Need};
 use crate::error::{Error, Result};
+use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepKind, StepSpec};
 use crate::naming;
-use crate::run::{parse, Command, Launch, Run};
+use crate::records::{Command, Launch, Run};
 use crate::status::{classify, tail_lines, Failure, Verdict};
 use crate::telemetry;
 
@@ -45,61 +45,60 @@ pub struct StepResult {
     pub instance_id: String,
 }
 
+impl Checked for Input {
+    /// The run against its job, and the command's output prefix: it must be this step's
+    /// log prefix, since the step's output is read from there.
+    fn check(&self) -> Result<()> {
+        self.run.validate(&self.job)?;
+        let expected = naming::step_log_prefix(&self.job.name, &self.run.run_id, &self.step.name);
+        match naming::parse_s3_uri(&self.command.output_prefix) {
+            Ok((_, key)) if key == expected => Ok(()),
+            _ => Err(Error::InvalidInput(format!(
+                "command.output_prefix `{}` is not s3://<bucket>/{expected}",
+                self.command.output_prefix
+            ))),
+        }
+    }
+}
+
 /// Handles one poll.
 pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
     let Input {
         run,
-        job,
         instance,
         step,
         command,
+        ..
     } = parse("poll-result input", input)?;
     env.settings.require(&[Need::Bucket])?;
     let id = instance.instance_id.as_str();
-    let stdout_key = naming::ssm_stdout_key(
-        &naming::step_log_prefix(&job.name, &run.run_id, &step.name),
-        &command.command_id,
-        id,
-    );
-    let output = format!("s3://{}/{stdout_key}", env.settings.bucket);
-    let invocation = env
-        .ssm
-        .get_command_invocation()
-        .command_id(&command.command_id)
-        .instance_id(id)
-        .send()
-        .await;
-    let invocation = match invocation {
-        Ok(inv) => inv,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_invocation_does_not_exist()) =>
-        {
-            ec2::ensure_alive(&env.ec2, id).await?;
-            let age = parse_rfc3339(&command.sent_at)
-                .map_or(0, |t| (env.clock.now() - t).whole_seconds());
-            if age < env.settings.registration_grace_seconds {
-                return Err(Error::StillRunning(format!(
-                    "step {} was sent {age}s ago and is not registered yet",
-                    step.name
-                )));
-            }
-            return Err(Error::StepFailed(format!(
-                "step `{}` failed: its command {} was never registered on instance {id} ({age}s after sending). \
-                 Redrive the execution to send it again",
-                step.name, command.command_id
+    let (bucket, stdout_key) =
+        naming::ssm_stdout_object(&command.output_prefix, &command.command_id, id)
+            .map_err(Error::InvalidInput)?;
+    let output = format!("s3://{bucket}/{stdout_key}");
+    let Some(invocation) = ssm::invocation(&env.ssm, &command.command_id, id).await? else {
+        ec2::ensure_alive(&env.ec2, id).await?;
+        let age =
+            parse_rfc3339(&command.sent_at).map_or(0, |t| (env.clock.now() - t).whole_seconds());
+        if age < env.settings.registration_grace_seconds {
+            return Err(Error::StillRunning(format!(
+                "step {} was sent {age}s ago and is not registered yet",
+                step.name
             )));
         }
-        Err(e) => {
-            return Err(Error::from_sdk(
-                &format!("GetCommandInvocation of step {}", step.name),
-                &e,
-            ))
-        }
+        return Err(Error::StepFailed(format!(
+            "step `{}` failed: its command {} was never registered on instance {id} ({age}s after sending). \
+             Redrive the execution to send it again",
+            step.name, command.command_id
+        )));
     };
-    let status = invocation.status().map_or("", |s| s.as_str()).to_string();
-    let details = invocation.status_details().unwrap_or_default().to_string();
-    let code = invocation.response_code();
+    let ssm::Invocation {
+        status,
+        details,
+        response_code: code,
+        duration_seconds,
+        stdout_head,
+    } = invocation;
     match classify(&status, &details, code) {
         Verdict::Running => {
             ec2::ensure_alive(&env.ec2, id).await?;
@@ -109,15 +108,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
             )))
         }
         Verdict::Succeeded => {
-            let duration = match (
-                invocation
-                    .execution_start_date_time()
-                    .and_then(parse_rfc3339),
-                invocation.execution_end_date_time().and_then(parse_rfc3339),
-            ) {
-                (Some(start), Some(end)) => (end - start).whole_seconds(),
-                _ => 0,
-            };
+            let duration = duration_seconds.unwrap_or(0);
             if step.kind == StepKind::Workload && !run.preflight {
                 for process in &step.heartbeats {
                     telemetry::emit_count(
@@ -141,7 +132,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
         }
         Verdict::Failed(failure) => {
             ec2::ensure_alive(&env.ec2, id).await?;
-            let tail = output_tail(env, &stdout_key, invocation.standard_output_content()).await;
+            let tail = output_tail(env, &bucket, &stdout_key, &stdout_head).await;
             Err(Error::StepFailed(failure_message(
                 &step.name, &status, &details, code, failure, &output, &tail,
             )))
@@ -151,29 +142,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
 
 /// The last lines of the step's full output from S3; the truncated head SSM returns is the
 /// fallback, and the message says so.
-async fn output_tail(env: &Env, key: &str, head: Option<&str>) -> String {
-    let object = env
-        .s3
-        .get_object()
-        .bucket(&env.settings.bucket)
-        .key(key)
-        .range(format!("bytes=-{TAIL_BYTES}"))
-        .send()
-        .await;
-    let read = match object {
-        Ok(out) => out
-            .body
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.into_bytes()).into_owned())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.code().unwrap_or("unreadable").to_string()),
-    };
-    match read {
+async fn output_tail(env: &Env, bucket: &str, key: &str, head: &str) -> String {
+    match s3::tail(&env.s3, bucket, key, TAIL_BYTES).await {
         Ok(text) => tail_lines(&text, TAIL_LINES),
         Err(why) => format!(
             "(the full output could not be read from S3: {why}; these are the last lines of the first 24,000 characters SSM returns)\n{}",
-            tail_lines(head.unwrap_or_default(), TAIL_LINES)
+            tail_lines(head, TAIL_LINES)
         ),
     }
 }

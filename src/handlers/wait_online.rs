@@ -2,15 +2,15 @@
 //! retryable `AgentNotOnline`; an instance that is gone is `InstanceReclaimed` or
 //! `InstanceLost`, classified before anything is terminated.
 
-use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::info;
 
-use crate::ec2;
+use crate::aws::{ec2, ssm};
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::run::{parse, Launch, Run};
+use crate::input::{parse, Checked};
+use crate::records::{Launch, Run};
 
 /// What the state machine passes to wait-online.
 #[derive(Debug, Deserialize)]
@@ -28,49 +28,37 @@ pub struct Online {
     pub platform: String,
 }
 
+impl Checked for Input {
+    fn check(&self) -> Result<()> {
+        self.run.check()?;
+        if self.instance.instance_id.is_empty() {
+            return Err(Error::InvalidInput(
+                "wait-online needs instance.instance_id".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Handles one wait-online request.
 pub async fn handle(env: &Env, input: Value) -> Result<Online> {
     let Input { instance, .. } = parse("wait-online input", input)?;
     let id = &instance.instance_id;
-    if id.is_empty() {
-        return Err(Error::InvalidInput(
-            "wait-online needs instance.instance_id".into(),
-        ));
-    }
-    let out = env
-        .ssm
-        .describe_instance_information()
-        .filters(
-            InstanceInformationStringFilter::builder()
-                .key("InstanceIds")
-                .values(id)
-                .build()
-                .map_err(|e| {
-                    Error::AwsError(format!(
-                        "building the DescribeInstanceInformation filter: {e}"
-                    ))
-                })?,
-        )
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk(&format!("DescribeInstanceInformation {id}"), &e))?;
-    let info = out
-        .instance_information_list()
-        .iter()
-        .find(|i| i.instance_id() == Some(id.as_str()));
-    if let Some(info) = info.filter(|i| i.ping_status() == Some(&PingStatus::Online)) {
+    let agent = ssm::agent(&env.ssm, id).await?;
+    if let Some(agent) = agent.as_ref().filter(|a| a.online()) {
         info!(instance_id = %id, "agent online");
         return Ok(Online {
             instance_id: id.clone(),
-            ping_status: "Online".into(),
-            agent_version: info.agent_version().unwrap_or_default().into(),
-            platform: info.platform_name().unwrap_or_default().into(),
+            ping_status: agent.ping_status.clone(),
+            agent_version: agent.agent_version.clone(),
+            platform: agent.platform.clone(),
         });
     }
     ec2::ensure_alive(&env.ec2, id).await?;
-    let status = info
-        .and_then(|i| i.ping_status())
-        .map_or("not registered".to_string(), |s| s.as_str().to_string());
+    let status = agent
+        .map(|a| a.ping_status)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "not registered".to_string());
     Err(Error::AgentNotOnline(format!(
         "the SSM agent of instance {id} is not online yet ({status}); the state machine keeps waiting. \
          If this is the final attempt: the instance is terminated by cleanup; check that its instance profile \

@@ -1,12 +1,14 @@
 //! The records that travel through the state machine: the run, the launch, the command.
 //!
 //! The state machine builds [`Run`] from the execution's input (merged over the job's
-//! defaults) and the context object; the functions validate it before anything is
-//! launched and return [`Launch`] and [`Command`] records that later states pass back.
+//! defaults) and the context object; the functions check it when they parse their input
+//! ([`crate::input`]) and return [`Launch`] and [`Command`] records that later states pass
+//! back.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::input::Checked;
 use crate::manifest::JobSpec;
 use crate::naming;
 
@@ -33,7 +35,7 @@ pub struct Run {
 }
 
 impl Run {
-    /// Checks the run against its job: job name, run id, mode, branch, pinned type, date.
+    /// Checks the run against its job: job name and mode, then [`Run::check`].
     pub fn validate(&self, job: &JobSpec) -> Result<()> {
         let invalid = |m: String| Err(Error::InvalidInput(m));
         if self.job != job.name {
@@ -51,6 +53,15 @@ impl Run {
                 job.mode_names()
             ));
         }
+        self.check()
+    }
+
+    /// Checks what the run says about itself, where no job spec travels with it: job name,
+    /// run id (it names S3 prefixes), branch, pinned type, date.
+    pub fn check(&self) -> Result<()> {
+        let invalid = |m: String| Err(Error::InvalidInput(m));
+        naming::check_name(&self.job).map_err(|e| Error::InvalidInput(format!("job: {e}")))?;
+        naming::check_run_id(&self.run_id).map_err(Error::InvalidInput)?;
         naming::check_branch(&self.branch)
             .map_err(|e| Error::InvalidInput(format!("branch: {e}")))?;
         if !self.instance_type.is_empty() {
@@ -77,9 +88,12 @@ impl Run {
     }
 }
 
-/// Parses a JSON value into `T`, turning a type error into `InvalidInput` naming `what`.
-pub fn parse<T: serde::de::DeserializeOwned>(what: &str, value: serde_json::Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| Error::InvalidInput(format!("malformed {what}: {e}")))
+/// A run that travels without its job spec (cleanup's shapes) checks what it says about
+/// itself.
+impl Checked for Run {
+    fn check(&self) -> Result<()> {
+        Run::check(self)
+    }
 }
 
 /// One capacity pool asked during a launch, and what it answered.
@@ -115,29 +129,28 @@ pub struct Launch {
     pub pools_tried: Vec<PoolTried>,
 }
 
-/// The launch counters for the next launch, or `RelaunchLimit` when the round is used up.
-///
-/// A redrive starts a new round (its count is higher than the previous launch's), so the
-/// operator's redrive always gets a fresh budget, while reclaims inside one round are bounded.
-pub fn next_attempt(
-    previous: &Launch,
-    redrive_count: u32,
-    max_attempts: u32,
-) -> Result<(u32, u32, u32)> {
-    let attempt = previous.attempt + 1;
-    let round_attempts = if redrive_count > previous.round {
-        1
-    } else {
-        previous.round_attempts + 1
-    };
-    if round_attempts > max_attempts {
-        return Err(Error::RelaunchLimit(format!(
-            "the run has used its {max_attempts} launch(es) (the instance was lost each time); \
-             look at why the instances were lost (spot reclaims: try other instance types or on-demand fallback), \
-             then redrive the execution to try again"
-        )));
+impl Launch {
+    /// The counters (attempt, round, launches in the round) of the launch after this one,
+    /// or `RelaunchLimit` when the round is used up.
+    ///
+    /// A redrive starts a new round (its count is higher than the previous launch's), so the
+    /// operator's redrive always gets a fresh budget, while reclaims inside one round are bounded.
+    pub fn next_attempt(&self, redrive_count: u32, max_attempts: u32) -> Result<(u32, u32, u32)> {
+        let attempt = self.attempt + 1;
+        let round_attempts = if redrive_count > self.round {
+            1
+        } else {
+            self.round_attempts + 1
+        };
+        if round_attempts > max_attempts {
+            return Err(Error::RelaunchLimit(format!(
+                "the run has used its {max_attempts} launch(es) (the instance was lost each time); \
+                 look at why the instances were lost (spot reclaims: try other instance types or on-demand fallback), \
+                 then redrive the execution to try again"
+            )));
+        }
+        Ok((attempt, redrive_count.max(self.round), round_attempts))
     }
-    Ok((attempt, redrive_count.max(previous.round), round_attempts))
 }
 
 /// A step's command, as send-step recorded it.
@@ -246,23 +259,16 @@ mod tests {
     }
 
     #[test]
-    fn malformed_json_is_invalid_input() {
-        let err = parse::<Run>("run", serde_json::json!({"job": 5})).unwrap_err();
-        assert_eq!(err.name(), "InvalidInput");
-        assert!(err.to_string().starts_with("malformed run:"), "{err}");
-    }
-
-    #[test]
     fn launch_budget_per_round() {
         let first = Launch::default();
-        assert_eq!(next_attempt(&first, 0, 2).unwrap(), (1, 0, 1));
+        assert_eq!(first.next_attempt(0, 2).unwrap(), (1, 0, 1));
         let after_one = Launch {
             attempt: 1,
             round: 0,
             round_attempts: 1,
             ..Launch::default()
         };
-        assert_eq!(next_attempt(&after_one, 0, 2).unwrap(), (2, 0, 2));
+        assert_eq!(after_one.next_attempt(0, 2).unwrap(), (2, 0, 2));
         let after_two = Launch {
             attempt: 2,
             round: 0,
@@ -270,20 +276,17 @@ mod tests {
             ..Launch::default()
         };
         assert_eq!(
-            next_attempt(&after_two, 0, 2).unwrap_err().name(),
+            after_two.next_attempt(0, 2).unwrap_err().name(),
             "RelaunchLimit"
         );
-        assert_eq!(next_attempt(&after_two, 1, 2).unwrap(), (3, 1, 1));
-        assert_eq!(next_attempt(&first, 0, 1).unwrap(), (1, 0, 1));
+        assert_eq!(after_two.next_attempt(1, 2).unwrap(), (3, 1, 1));
+        assert_eq!(first.next_attempt(0, 1).unwrap(), (1, 0, 1));
         let one = Launch {
             attempt: 1,
             round: 0,
             round_attempts: 1,
             ..Launch::default()
         };
-        assert_eq!(
-            next_attempt(&one, 0, 1).unwrap_err().name(),
-            "RelaunchLimit"
-        );
+        assert_eq!(one.next_attempt(0, 1).unwrap_err().name(), "RelaunchLimit");
     }
 }

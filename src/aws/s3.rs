@@ -1,0 +1,121 @@
+//! The S3 calls: the job's config (exists? copy to staging), a step output's tail, and
+//! deleting a run's staging prefix.
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+
+use crate::error::{Error, Result};
+
+/// Whether `s3://bucket/key` exists (HeadObject; 404 is `false`, anything else an error).
+pub async fn exists(s3: &Client, bucket: &str, key: &str) -> Result<bool> {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().is_some_and(|s| s.is_not_found())
+                || e.code() == Some("NotFound") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(Error::from_sdk(
+            &format!("HeadObject s3://{bucket}/{key}"),
+            &e,
+        )),
+    }
+}
+
+/// Copies `s3://from_bucket/from_key` to `s3://bucket/key`.
+pub async fn copy(
+    s3: &Client,
+    from_bucket: &str,
+    from_key: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<()> {
+    s3.copy_object()
+        .copy_source(format!("{from_bucket}/{from_key}"))
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk(&format!("CopyObject to s3://{bucket}/{key}"), &e))?;
+    Ok(())
+}
+
+/// The last `bytes` bytes of `s3://bucket/key` as text, or why they could not be read (the
+/// error code).
+pub async fn tail(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    bytes: u64,
+) -> std::result::Result<String, String> {
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(format!("bytes=-{bytes}"))
+        .send()
+        .await;
+    match object {
+        Ok(out) => out
+            .body
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.into_bytes()).into_owned())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.code().unwrap_or("unreadable").to_string()),
+    }
+}
+
+/// Deletes every object under `prefix` in `bucket` (and nothing outside it); returns how
+/// many were deleted.
+pub async fn delete_prefix(s3: &Client, bucket: &str, prefix: &str) -> Result<usize> {
+    let mut deleted = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), &e))?;
+        let keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .filter(|k| k.starts_with(prefix))
+            .map(String::from)
+            .collect();
+        if !keys.is_empty() {
+            let building = |e: aws_sdk_s3::error::BuildError| {
+                Error::AwsError(format!("building the DeleteObjects request: {e}"))
+            };
+            let objects = keys
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(building)?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(building)?;
+            s3.delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::from_sdk(&format!("DeleteObjects under s3://{bucket}/{prefix}"), &e)
+                })?;
+            deleted += keys.len();
+        }
+        match page.next_continuation_token() {
+            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+            _ => return Ok(deleted),
+        }
+    }
+}

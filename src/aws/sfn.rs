@@ -1,0 +1,58 @@
+//! The Step Functions calls: a state machine's running executions, an execution's status.
+
+use aws_sdk_sfn::types::ExecutionStatus;
+use aws_sdk_sfn::Client;
+
+use crate::error::{Error, Result};
+
+/// A running execution, as far as the concurrency check needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    pub arn: String,
+    pub name: String,
+    /// Start time, nanoseconds since the epoch.
+    pub started_nanos: i128,
+}
+
+/// The executions of `state_machine` that are running now.
+pub async fn running_executions(sfn: &Client, state_machine: &str) -> Result<Vec<Running>> {
+    let out = sfn
+        .list_executions()
+        .state_machine_arn(state_machine)
+        .status_filter(ExecutionStatus::Running)
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk("ListExecutions", &e))?;
+    Ok(out
+        .executions()
+        .iter()
+        .map(|e| Running {
+            arn: e.execution_arn().to_string(),
+            name: e.name().to_string(),
+            started_nanos: e.start_date().as_nanos(),
+        })
+        .collect())
+}
+
+/// Whether the execution is running: `Some(true)` running, `Some(false)` ended, `None` when
+/// Step Functions does not know it.
+pub async fn is_running(sfn: &Client, execution: &str) -> Result<Option<bool>> {
+    match sfn
+        .describe_execution()
+        .execution_arn(execution)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(out.status() == &ExecutionStatus::Running)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_execution_does_not_exist()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::from_sdk(
+            &format!("DescribeExecution {execution}"),
+            &e,
+        )),
+    }
+}

@@ -1,0 +1,348 @@
+//! cleanup against mocked AWS.
+
+use super::*;
+use crate::handlers::cleanup::handle;
+use aws_sdk_ec2::operation::terminate_instances::{
+    TerminateInstancesInput, TerminateInstancesOutput,
+};
+use aws_sdk_s3::operation::delete_objects::{DeleteObjectsInput, DeleteObjectsOutput};
+use aws_sdk_s3::operation::list_objects_v2::{ListObjectsV2Input, ListObjectsV2Output};
+use aws_sdk_s3::types::Object;
+use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionError, DescribeExecutionOutput};
+use aws_sdk_sfn::types::ExecutionStatus;
+use aws_sdk_ssm::operation::cancel_command::{CancelCommandInput, CancelCommandOutput};
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+use aws_sdk_ssm::types::{Command, CommandStatus};
+
+fn run_tags(id: &str) -> Instance {
+    instance(
+        id,
+        InstanceStateName::Running,
+        &[
+            ("spotstep:job", "demo"),
+            ("spotstep:run-id", "run-1"),
+            ("spotstep:execution", &fixtures::run().execution),
+            ("spotstep:max-runtime", "1800"),
+        ],
+    )
+}
+
+struct Recorded {
+    terminated: Arc<Mutex<Vec<TerminateInstancesInput>>>,
+    listed: Arc<Mutex<Vec<ListObjectsV2Input>>>,
+    deleted: Arc<Mutex<Vec<DeleteObjectsInput>>>,
+}
+
+/// EC2 answers with `instances`; S3 lists the staging object plus a key outside it.
+fn mocks(instances: Vec<Instance>) -> (Mocks, Recorded) {
+    let (terminated, record_terminate) = recorder::<TerminateInstancesInput>();
+    let (listed, record_list) = recorder::<ListObjectsV2Input>();
+    let (deleted, record_delete) = recorder::<DeleteObjectsInput>();
+    let mocks = Mocks {
+        ec2: vec![
+            describe_instances(instances),
+            mock!(aws_sdk_ec2::Client::terminate_instances)
+                .match_requests(record_terminate)
+                .then_output(|| TerminateInstancesOutput::builder().build()),
+        ],
+        s3: vec![
+            mock!(aws_sdk_s3::Client::list_objects_v2)
+                .match_requests(record_list)
+                .then_output(|| {
+                    ListObjectsV2Output::builder()
+                        .contents(Object::builder().key("tmp/demo/run-1/config.yaml").build())
+                        .contents(Object::builder().key("tmp/demo/run-10/config.yaml").build())
+                        .build()
+                }),
+            mock!(aws_sdk_s3::Client::delete_objects)
+                .match_requests(record_delete)
+                .then_output(|| DeleteObjectsOutput::builder().build()),
+        ],
+        ..Mocks::default()
+    };
+    (
+        mocks,
+        Recorded {
+            terminated,
+            listed,
+            deleted,
+        },
+    )
+}
+
+fn deleted_keys(r: &Recorded) -> Vec<String> {
+    r.deleted
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|d| {
+            d.delete()
+                .unwrap()
+                .objects()
+                .iter()
+                .map(|o| o.key().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
+    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
+    let report = handle(
+        &mocks.env(),
+        json!({"action": "end-of-run", "run": run_json()}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.terminated, ["i-1"]);
+    assert_eq!(report.deleted_objects, 1);
+    assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
+    assert_eq!(
+        rec.listed.lock().unwrap()[0].prefix(),
+        Some("tmp/demo/run-1/")
+    );
+    assert_eq!(deleted_keys(&rec), ["tmp/demo/run-1/config.yaml"]);
+}
+
+#[tokio::test]
+async fn end_of_run_with_nothing_left_is_fine() {
+    let (mocks, rec) = mocks(vec![]);
+    let report = handle(
+        &mocks.env(),
+        json!({"action": "end-of-run", "run": run_json()}),
+    )
+    .await
+    .unwrap();
+    assert!(report.terminated.is_empty());
+    assert!(rec.terminated.lock().unwrap().is_empty());
+}
+
+fn step_failed(redrive_count: u32) -> Value {
+    json!({
+        "action": "step-failed", "run": run_json(), "job": job_json(),
+        "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120},
+        "command": {"command_id": "cmd-1", "step": "slow", "instance_id": "i-1", "round": 0,
+                    "sent_at": "2026-11-28T08:49:00Z", "output_prefix": "s3://b/logs/demo/run-1/slow"},
+        "failure": {"Error": "StepFailed", "Cause": "{\"errorType\":\"StepFailed\",\"errorMessage\":\"step `slow` failed: exit code 3\"}"},
+        "redrive_count": redrive_count
+    })
+}
+
+#[tokio::test]
+async fn a_failed_step_cleans_up_and_fails_with_its_own_error() {
+    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
+    let err = handle(&mocks.env(), step_failed(0)).await.unwrap_err();
+    assert_eq!(err.name(), "StepFailed");
+    assert_eq!(err.to_string(), "step `slow` failed: exit code 3");
+    assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
+    assert_eq!(deleted_keys(&rec), ["tmp/demo/run-1/config.yaml"]);
+}
+
+#[tokio::test]
+async fn a_redriven_failed_step_lets_the_run_resume() {
+    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
+    let report = handle(&mocks.env(), step_failed(1)).await.unwrap();
+    assert!(report.resumed);
+    assert!(rec.terminated.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn execution_status_change_cancels_and_terminates() {
+    let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
+    let (cancelled, record_cancel) = recorder::<CancelCommandInput>();
+    mocks.ssm = vec![
+        mock!(aws_sdk_ssm::Client::list_commands).then_output(|| {
+            ListCommandsOutput::builder()
+                .commands(
+                    Command::builder()
+                        .command_id("cmd-live")
+                        .status(CommandStatus::InProgress)
+                        .build(),
+                )
+                .commands(
+                    Command::builder()
+                        .command_id("cmd-done")
+                        .status(CommandStatus::Success)
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(aws_sdk_ssm::Client::cancel_command)
+            .match_requests(record_cancel)
+            .then_output(|| CancelCommandOutput::builder().build()),
+    ];
+    let event = json!({
+        "version": "0", "id": "e-1", "source": "aws.states", "account": "123456789012",
+        "detail-type": "Step Functions Execution Status Change", "time": "2026-11-28T10:00:00Z",
+        "region": "us-east-1", "resources": [fixtures::run().execution],
+        "detail": {"executionArn": fixtures::run().execution, "status": "ABORTED", "name": "run-1"}
+    });
+    let report = handle(&mocks.env(), event).await.unwrap();
+    assert_eq!(report.cancelled_commands, ["cmd-live"]);
+    assert_eq!(cancelled.lock().unwrap()[0].command_id(), Some("cmd-live"));
+    assert_eq!(report.terminated, ["i-1"]);
+    assert_eq!(deleted_keys(&rec), ["tmp/demo/run-1/config.yaml"]);
+}
+
+#[tokio::test]
+async fn execution_ended_deletes_the_staging_of_runs_whose_instances_are_gone() {
+    let gone = Instance::builder()
+        .instance_id("i-gone")
+        .state(
+            InstanceState::builder()
+                .name(InstanceStateName::Terminated)
+                .build(),
+        )
+        .tags(Tag::builder().key("spotstep:job").value("demo").build())
+        .tags(Tag::builder().key("spotstep:run-id").value("run-1").build())
+        .tags(
+            Tag::builder()
+                .key("spotstep:execution")
+                .value(fixtures::run().execution)
+                .build(),
+        )
+        .build();
+    let (mut mocks, rec) = mocks(vec![gone]);
+    mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
+        .then_output(|| ListCommandsOutput::builder().build())];
+    let event = json!({"detail-type": "Step Functions Execution Status Change",
+                       "detail": {"executionArn": fixtures::run().execution, "status": "FAILED"}});
+    let report = handle(&mocks.env(), event).await.unwrap();
+    assert!(report.terminated.is_empty());
+    assert!(rec.terminated.lock().unwrap().is_empty());
+    assert_eq!(deleted_keys(&rec), ["tmp/demo/run-1/config.yaml"]);
+}
+
+#[tokio::test]
+async fn a_succeeded_execution_needs_nothing() {
+    let event = json!({"detail-type": "Step Functions Execution Status Change",
+                       "detail": {"executionArn": "arn:x", "status": "SUCCEEDED"}});
+    let report = handle(&Mocks::default().env(), event).await.unwrap();
+    assert!(report.terminated.is_empty());
+}
+
+#[tokio::test]
+async fn sweep_reaps_finished_executions_and_overdue_instances_only() {
+    let old = Instance::builder()
+        .instance_id("i-overdue")
+        .state(
+            InstanceState::builder()
+                .name(InstanceStateName::Running)
+                .build(),
+        )
+        .launch_time(DateTime::from_secs(NOW - 1800 - 1800 - 60))
+        .tags(Tag::builder().key("spotstep:job").value("demo").build())
+        .tags(
+            Tag::builder()
+                .key("spotstep:run-id")
+                .value("run-old")
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key("spotstep:execution")
+                .value("arn:live")
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key("spotstep:max-runtime")
+                .value("1800")
+                .build(),
+        )
+        .build();
+    let live = instance(
+        "i-live",
+        InstanceStateName::Running,
+        &[
+            ("spotstep:job", "demo"),
+            ("spotstep:run-id", "run-live"),
+            ("spotstep:execution", "arn:live"),
+            ("spotstep:max-runtime", "1800"),
+        ],
+    );
+    let orphan = instance(
+        "i-orphan",
+        InstanceStateName::Running,
+        &[
+            ("spotstep:job", "demo"),
+            ("spotstep:run-id", "run-gone"),
+            ("spotstep:execution", "arn:gone"),
+            ("spotstep:max-runtime", "1800"),
+        ],
+    );
+    let (terminated, record_terminate) = recorder::<TerminateInstancesInput>();
+    let all = vec![old, live, orphan];
+    let mocks = Mocks {
+        ec2: vec![
+            mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
+                aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                    .reservations(
+                        Reservation::builder()
+                            .set_instances(Some(all.clone()))
+                            .build(),
+                    )
+                    .build()
+            }),
+            mock!(aws_sdk_ec2::Client::terminate_instances)
+                .match_requests(record_terminate)
+                .then_output(|| TerminateInstancesOutput::builder().build()),
+        ],
+        sfn: vec![
+            mock!(aws_sdk_sfn::Client::describe_execution)
+                .match_requests(|r| r.execution_arn() == Some("arn:live"))
+                .then_output(|| {
+                    DescribeExecutionOutput::builder()
+                        .execution_arn("arn:live")
+                        .state_machine_arn("arn:sm")
+                        .status(ExecutionStatus::Running)
+                        .start_date(DateTime::from_secs(NOW - 100))
+                        .build()
+                        .unwrap()
+                }),
+            mock!(aws_sdk_sfn::Client::describe_execution).then_error(|| {
+                DescribeExecutionError::ExecutionDoesNotExist(
+                    aws_sdk_sfn::types::error::ExecutionDoesNotExist::builder().build(),
+                )
+            }),
+        ],
+        s3: vec![mock!(aws_sdk_s3::Client::list_objects_v2)
+            .then_output(|| ListObjectsV2Output::builder().build())],
+        ..Mocks::default()
+    };
+    let report = handle(&mocks.env(), json!({"action": "sweep"}))
+        .await
+        .unwrap();
+    let terminated: Vec<String> = terminated
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t.instance_ids().to_vec())
+        .collect();
+    assert!(
+        terminated.contains(&"i-overdue".to_string()),
+        "{terminated:?}"
+    );
+    assert!(
+        terminated.contains(&"i-orphan".to_string()),
+        "{terminated:?}"
+    );
+    assert!(
+        !terminated.contains(&"i-live".to_string()),
+        "{terminated:?}"
+    );
+    assert_eq!(report.action, "sweep");
+}
+
+#[tokio::test]
+async fn unknown_shapes_are_invalid_input() {
+    for input in [
+        json!({"action": "explode"}),
+        json!({"detail-type": "EC2 Instance State-change Notification"}),
+        json!(42),
+    ] {
+        let err = handle(&Mocks::default().env(), input).await.unwrap_err();
+        assert_eq!(err.name(), "InvalidInput");
+    }
+}

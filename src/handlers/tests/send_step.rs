@@ -1,0 +1,175 @@
+//! send-step against mocked AWS.
+
+use super::*;
+use crate::handlers::send_step::handle;
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandInput, SendCommandOutput};
+use aws_sdk_ssm::types::Command;
+
+fn input(redrive_count: u32) -> Value {
+    json!({
+        "run": run_json(), "job": job_json(), "instance": launch_json(), "redrive_count": redrive_count,
+        "step": {"name": "quoting", "kind": "workload", "timeout_seconds": 5400, "script": "echo 'it'\\''s'\n"}
+    })
+}
+
+fn listed(commands: Vec<Command>) -> Rule {
+    mock!(aws_sdk_ssm::Client::list_commands).then_output(move || {
+        ListCommandsOutput::builder()
+            .set_commands(Some(commands.clone()))
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn sends_with_execution_timeout_and_output_locations() {
+    let (sent, record) = recorder::<SendCommandInput>();
+    let mocks = Mocks {
+        ssm: vec![
+            listed(vec![]),
+            mock!(aws_sdk_ssm::Client::send_command)
+                .match_requests(record)
+                .then_output(|| {
+                    SendCommandOutput::builder()
+                        .command(Command::builder().command_id("cmd-1").build())
+                        .build()
+                }),
+        ],
+        ..Mocks::default()
+    };
+    let command = handle(&mocks.env(), input(0)).await.unwrap();
+    assert_eq!(command.command_id, "cmd-1");
+    assert_eq!(
+        command.output_prefix,
+        "s3://spotstep-bucket/logs/demo/run-1/quoting"
+    );
+    assert!(!command.reused);
+    assert_eq!(command.sent_at, "2026-11-28T09:00:00Z");
+
+    let sent = sent.lock().unwrap();
+    let req = &sent[0];
+    assert_eq!(req.document_name(), Some("AWS-RunShellScript"));
+    assert_eq!(req.instance_ids(), ["i-1"]);
+    let params = req.parameters().unwrap();
+    assert_eq!(params["executionTimeout"], ["5400"]);
+    assert_eq!(
+        req.timeout_seconds(),
+        Some(300),
+        "delivery bound, not the step timeout"
+    );
+    assert_eq!(req.output_s3_bucket_name(), Some("spotstep-bucket"));
+    assert_eq!(req.output_s3_key_prefix(), Some("logs/demo/run-1/quoting"));
+    assert_eq!(
+        req.cloud_watch_output_config()
+            .and_then(|c| c.cloud_watch_log_group_name()),
+        Some("/spotstep/steps")
+    );
+    assert_eq!(
+        req.comment(),
+        Some(crate::naming::command_comment("run-1", "quoting", 0).as_str())
+    );
+    let commands = &params["commands"];
+    assert!(
+        commands.iter().all(|l| !l.contains("it's")),
+        "the body never crosses SSM in clear"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_send_finds_the_earlier_command() {
+    let (sent, record) = recorder::<SendCommandInput>();
+    let comment = crate::naming::command_comment("run-1", "quoting", 0);
+    let mocks = Mocks {
+        ssm: vec![
+            listed(vec![
+                Command::builder()
+                    .command_id("cmd-other")
+                    .comment("someone else")
+                    .build(),
+                Command::builder()
+                    .command_id("cmd-earlier")
+                    .comment(comment)
+                    .requested_date_time(DateTime::from_secs(NOW - 30))
+                    .build(),
+            ]),
+            mock!(aws_sdk_ssm::Client::send_command)
+                .match_requests(record)
+                .then_output(|| SendCommandOutput::builder().build()),
+        ],
+        ..Mocks::default()
+    };
+    let command = handle(&mocks.env(), input(0)).await.unwrap();
+    assert_eq!(command.command_id, "cmd-earlier");
+    assert!(command.reused);
+    assert_eq!(command.sent_at, "2026-11-28T08:59:30Z");
+    assert!(
+        sent.lock().unwrap().is_empty(),
+        "the script must not run twice"
+    );
+}
+
+#[tokio::test]
+async fn a_redrive_round_sends_again() {
+    let (sent, record) = recorder::<SendCommandInput>();
+    let mocks = Mocks {
+        ssm: vec![
+            listed(vec![Command::builder()
+                .command_id("cmd-round-0")
+                .comment(crate::naming::command_comment("run-1", "quoting", 0))
+                .build()]),
+            mock!(aws_sdk_ssm::Client::send_command)
+                .match_requests(record)
+                .then_output(|| {
+                    SendCommandOutput::builder()
+                        .command(Command::builder().command_id("cmd-round-1").build())
+                        .build()
+                }),
+        ],
+        ..Mocks::default()
+    };
+    let command = handle(&mocks.env(), input(1)).await.unwrap();
+    assert_eq!(command.command_id, "cmd-round-1");
+    assert_eq!(command.round, 1);
+    assert_eq!(sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unregistered_agent_or_gone_instance() {
+    let invalid = || {
+        SendCommandError::InvalidInstanceId(
+            aws_sdk_ssm::types::error::InvalidInstanceId::builder().build(),
+        )
+    };
+    let running = Mocks {
+        ssm: vec![
+            listed(vec![]),
+            mock!(aws_sdk_ssm::Client::send_command).then_error(invalid),
+        ],
+        ec2: vec![describe_instances(vec![instance(
+            "i-1",
+            InstanceStateName::Running,
+            &[],
+        )])],
+        ..Mocks::default()
+    };
+    assert_eq!(
+        handle(&running.env(), input(0)).await.unwrap_err().name(),
+        "AgentNotOnline"
+    );
+    let gone = Mocks {
+        ssm: vec![
+            listed(vec![]),
+            mock!(aws_sdk_ssm::Client::send_command).then_error(invalid),
+        ],
+        ec2: vec![describe_instances(vec![terminated_by(
+            "Client.UserInitiatedShutdown",
+        )])],
+        ..Mocks::default()
+    };
+    let err = handle(&gone.env(), input(0)).await.unwrap_err();
+    assert_eq!(err.name(), "InstanceLost");
+    assert!(
+        err.to_string().contains("Client.UserInitiatedShutdown"),
+        "{err}"
+    );
+}
