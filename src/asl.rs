@@ -544,6 +544,11 @@ fn relaunch_and_finish_states(timing: &Timing) -> Vec<(String, Value)> {
             "$.cleanup",
             timing,
         )
+        .comment(
+            "The job succeeded: a cleanup failure here is logged and left to the hourly sweep, \
+             never a failed execution",
+        )
+        .catch(&["States.ALL"], "$.cleanup", state::DONE)
         .next(state::DONE),
     );
     add(state::DONE.into(), json!({"Type": "Succeed"}));
@@ -772,7 +777,7 @@ mod tests {
         instance_name_prefix = "t"
         instance_types = ["t3.micro"]
         root_volume_gb = 8
-        max_runtime_seconds = 3600
+        max_runtime_seconds = 7200
         config_source = "s3://b/c.yaml"
         default_mode = "a"
         [[steps]]
@@ -847,11 +852,21 @@ mod tests {
     }
 
     #[test]
+    fn a_finish_that_fails_still_succeeds() {
+        let def = definition(&job(SMALL), &Timing::production());
+        let finish = &def["States"][state::FINISH];
+        let last = finish["Catch"].as_array().unwrap().last().unwrap();
+        assert_eq!(last["ErrorEquals"], json!(["States.ALL"]));
+        assert_eq!(last["Next"], state::DONE);
+        assert_eq!(finish["Next"], state::DONE);
+    }
+
+    #[test]
     fn steps_flow_through_setup_resume_and_modes() {
         let def = definition(&job(SMALL), &Timing::production());
         let states = &def["States"];
         assert_eq!(def["StartAt"], state::APPLY_DEFAULTS);
-        assert_eq!(def["TimeoutSeconds"], 3600 * 2 + 1800);
+        assert_eq!(def["TimeoutSeconds"], 7200 * 2 + 1800);
         assert_eq!(states[state::WAIT_FOR_AGENT]["Next"], "setup: send");
         assert_eq!(states["setup: poll"]["Next"], state::RESUME);
         assert_eq!(

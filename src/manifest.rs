@@ -207,6 +207,7 @@ impl Job {
             .map(|s| s.name.clone())
             .collect();
         check_modes(&raw.modes, &workload_steps, &raw.default_mode, &err)?;
+        check_fit(&raw.modes, &steps, raw.max_runtime_seconds, &err)?;
 
         Ok(Job {
             description: raw.description,
@@ -341,6 +342,41 @@ fn check_steps(
         return Err(err("steps", "must have at least one workload step".into()));
     }
     Ok(steps)
+}
+
+/// Every mode fits in one instance's life: the setup steps plus the mode's workload steps,
+/// each at its full timeout, within `max_runtime_seconds` (after which the watchdog shuts
+/// the instance down, which would cut a step that was still within its own timeout).
+fn check_fit(
+    modes: &BTreeMap<String, ModeSpec>,
+    steps: &[StepSpec],
+    max_runtime_seconds: u64,
+    err: &dyn Fn(&str, String) -> ManifestError,
+) -> Result<(), ManifestError> {
+    let setup: u64 = steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Setup)
+        .map(|s| s.timeout_seconds)
+        .sum();
+    for (mode, spec) in modes {
+        let work: u64 = steps
+            .iter()
+            .filter(|s| spec.steps.contains(&s.name))
+            .map(|s| s.timeout_seconds)
+            .sum();
+        if setup + work > max_runtime_seconds {
+            return Err(err(
+                &format!("modes.{mode}"),
+                format!(
+                    "setup ({setup} s) plus its steps ({work} s) take {} s, more than \
+                     max_runtime_seconds ({max_runtime_seconds}): the watchdog would stop the \
+                     instance first; shorten step timeouts or raise max_runtime_seconds",
+                    setup + work
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The modes: each lists workload steps of this job in manifest order, every workload step
@@ -616,6 +652,25 @@ steps = ["work"]
             let e = error(&text);
             assert!(e.contains(expected), "expected `{expected}` in `{e}`");
             assert!(e.starts_with("jobs/demo/job.toml: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_mode_must_fit_in_the_max_runtime() {
+        let long = GOOD.replace("timeout_seconds = 600", "timeout_seconds = 1741");
+        assert_eq!(
+            error(&long),
+            "jobs/demo/job.toml: field `modes.all`: setup (60 s) plus its steps (1741 s) take \
+             1801 s, more than max_runtime_seconds (1800): the watchdog would stop the instance \
+             first; shorten step timeouts or raise max_runtime_seconds"
+        );
+        parse(&GOOD.replace("timeout_seconds = 600", "timeout_seconds = 1740")).unwrap();
+    }
+
+    #[test]
+    fn the_shipped_jobs_fit_their_max_runtime() {
+        for dir in job_dirs(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs").as_path()).unwrap() {
+            Job::load(&dir).unwrap_or_else(|e| panic!("{e}"));
         }
     }
 

@@ -53,7 +53,17 @@ impl Run {
                 job.mode_names()
             ));
         }
-        self.check()
+        self.check()?;
+        if !self.instance_type.is_empty() && !job.instance_types.contains(&self.instance_type) {
+            return invalid(format!(
+                "instance_type `{}` is not one of job `{}`'s instance_types ({}); pin one of them, \
+                 or add it to the job manifest (and the template's allowed types)",
+                self.instance_type,
+                job.name,
+                job.instance_types.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// Checks what the run says about itself, where no job spec travels with it: job name,
@@ -230,6 +240,11 @@ mod tests {
     #[test]
     fn a_good_run_validates() {
         run().validate(&job()).unwrap();
+        let pinned = Run {
+            instance_type: "t3.small".into(),
+            ..run()
+        };
+        pinned.validate(&job()).unwrap();
     }
 
     #[test]
@@ -248,6 +263,10 @@ mod tests {
                 "instance_type",
             ),
             (Box::new(|r| r.run_date = "28/11/2026".into()), "run_date"),
+            (
+                Box::new(|r| r.instance_type = "p5.48xlarge".into()),
+                "instance_type `p5.48xlarge` is not one of job `demo`'s instance_types (t3.micro, t3.small)",
+            ),
         ];
         for (change, expected) in cases {
             let mut r = run();

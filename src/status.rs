@@ -60,20 +60,27 @@ pub fn classify(status: &str, details: &str, response_code: i32) -> Verdict {
         "Pending" | "InProgress" | "Delayed" | "Cancelling" => Verdict::Running,
         "Success" => Verdict::Succeeded,
         "Failed" if response_code == -1 => Verdict::Failed(Failure::AgentLost),
-        "Failed" => Verdict::Failed(match details {
-            "Undeliverable" | "Invalid Platform" | "Access Denied" | "Terminated" => {
+        "Failed" => Verdict::Failed(match unspaced(details).as_str() {
+            "Undeliverable" | "InvalidPlatform" | "AccessDenied" | "Terminated" => {
                 Failure::Undeliverable
             }
             _ => Failure::ExitCode,
         }),
-        "TimedOut" => Verdict::Failed(match details {
-            "Delivery Timed Out" => Failure::DeliveryTimedOut,
-            _ if response_code == -1 && details != "Execution Timed Out" => Failure::AgentLost,
+        "TimedOut" => Verdict::Failed(match unspaced(details).as_str() {
+            "DeliveryTimedOut" => Failure::DeliveryTimedOut,
+            "ExecutionTimedOut" => Failure::ExecutionTimedOut,
+            _ if response_code == -1 => Failure::AgentLost,
             _ => Failure::ExecutionTimedOut,
         }),
         "Cancelled" => Verdict::Failed(Failure::Cancelled),
         _ => Verdict::Failed(Failure::Unknown),
     }
+}
+
+/// `StatusDetails` without spaces: `GetCommandInvocation` documents `Delivery Timed Out`,
+/// other SSM references (and events) spell `DeliveryTimedOut`; both mean the same.
+fn unspaced(details: &str) -> String {
+    details.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
 /// The last `n` lines of `text` (all of it when shorter).
@@ -142,6 +149,38 @@ mod tests {
                 classify(status, details, code),
                 verdict,
                 "{status}/{details}/{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_details_match_with_and_without_spaces() {
+        use Failure::*;
+        let table = [
+            ("Delivery Timed Out", -1, DeliveryTimedOut),
+            ("DeliveryTimedOut", -1, DeliveryTimedOut),
+            ("Execution Timed Out", -1, ExecutionTimedOut),
+            ("ExecutionTimedOut", -1, ExecutionTimedOut),
+            ("Execution Timed Out", 124, ExecutionTimedOut),
+            ("ExecutionTimedOut", 124, ExecutionTimedOut),
+        ];
+        for (details, code, failure) in table {
+            assert_eq!(
+                classify("TimedOut", details, code),
+                Verdict::Failed(failure),
+                "{details}/{code}"
+            );
+        }
+        for details in [
+            "Invalid Platform",
+            "InvalidPlatform",
+            "Access Denied",
+            "AccessDenied",
+        ] {
+            assert_eq!(
+                classify("Failed", details, 0),
+                Verdict::Failed(Undeliverable),
+                "{details}"
             );
         }
     }

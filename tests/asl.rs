@@ -172,7 +172,13 @@ fn no_fail_state_and_no_catch_of_a_step_failure_except_into_its_cleanup() {
             );
             for catcher in s["Catch"].as_array().into_iter().flatten() {
                 let errors = catcher["ErrorEquals"].as_array().unwrap();
-                assert!(!errors.contains(&json!("States.ALL")), "{name}");
+                // The one catch-all: Finish, after the job succeeded (its cleanup failing
+                // must not fail the run; the sweep finishes it).
+                let finish_to_done = name == state::FINISH && catcher["Next"] == state::DONE;
+                assert!(
+                    !errors.contains(&json!("States.ALL")) || finish_to_done,
+                    "{name}"
+                );
                 if errors.contains(&json!("StepFailed")) {
                     let step = name
                         .strip_suffix(": poll")

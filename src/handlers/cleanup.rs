@@ -82,6 +82,10 @@ pub struct Report {
     /// True when a redriven `step-failed` let the execution resume.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
+    /// What an end-of-run cleanup could not do (left to the hourly sweep); the run still
+    /// succeeds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
 }
 
 /// Reads the request shape: an EventBridge event or an `action` object.
@@ -111,12 +115,7 @@ pub fn request(input: Value) -> Result<Request> {
 /// Handles one cleanup request.
 pub async fn handle(env: &Env, input: Value) -> Result<Report> {
     match request(input)? {
-        Request::EndOfRun { run } => {
-            env.settings.require(&[Need::Bucket])?;
-            let mut report = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await?;
-            report.action = "end-of-run".into();
-            Ok(report)
-        }
+        Request::EndOfRun { run } => Ok(Box::pin(end_of_run(env, &run)).await),
         Request::Relaunch { run, instance } => {
             let mut ids =
                 instance_ids(env, &[(tags::RUN_ID, &run.run_id), (tags::JOB, &run.job)]).await?;
@@ -148,7 +147,8 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                 });
             }
             env.settings.require(&[Need::Bucket])?;
-            if let Err(e) = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await {
+            let (_, errors) = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await;
+            for e in errors {
                 warn!(step = %step.name, error = %e, "cleanup after the failed step was incomplete; the status-change rule retries it");
             }
             Err(Error::StepFailed(cause_message(&failure)))
@@ -176,7 +176,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
             // The runs come from every instance the execution launched, terminated ones too:
             // after a relaunch limit all of them are gone but the staging is still there.
             for (job, run_id) in ec2::runs_of_execution(&env.ec2, &execution).await? {
-                let cleaned = Box::pin(clean_run(env, &job, &run_id, true)).await?;
+                let cleaned = settled(Box::pin(clean_run(env, &job, &run_id, true)).await)?;
                 report.terminated.extend(cleaned.terminated);
                 report.deleted_objects += cleaned.deleted_objects;
             }
@@ -206,29 +206,56 @@ async fn instance_ids(env: &Env, wanted: &[(&str, &str)]) -> Result<Vec<String>>
         .collect())
 }
 
-/// Terminates the run's instances and (when `staging`) deletes its staging prefix. `job`
-/// and `run_id` are checked already: they come from a checked input or from
-/// [`ec2::run_of`].
-async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> Result<Report> {
-    let ids = instance_ids(env, &[(tags::RUN_ID, run_id), (tags::JOB, job)]).await?;
-    let terminated = ec2::terminate(&env.ec2, &ids).await;
-    let deleted = if staging {
-        s3::delete_prefix(
-            &env.s3,
-            &env.settings.bucket,
-            &naming::staging_prefix(job, run_id),
-        )
-        .await
-    } else {
-        Ok(0)
+/// The end of a run that succeeded: clean up, and never turn the success into a failure.
+/// What could not be done is logged, reported in `incomplete`, and left to the hourly sweep
+/// (which terminates the run's instances once its execution is over, and deletes its
+/// staging) and to the staging lifecycle rule.
+async fn end_of_run(env: &Env, run: &Run) -> Report {
+    let (mut report, errors) = match env.settings.require(&[Need::Bucket]) {
+        Ok(()) => clean_run(env, &run.job, &run.run_id, true).await,
+        Err(e) => (Report::default(), vec![e]),
     };
-    info!(job, run_id, terminated = ?ids, "run cleaned up");
-    terminated?;
-    Ok(Report {
-        terminated: ids,
-        deleted_objects: deleted?,
-        ..Report::default()
-    })
+    report.action = "end-of-run".into();
+    for e in errors {
+        warn!(error_type = e.name(), error = %e, "end-of-run cleanup incomplete; the run still succeeds");
+        report.incomplete.push(format!(
+            "{}: {e} (left to the hourly sweep and the tmp/ lifecycle rule)",
+            e.name()
+        ));
+    }
+    report
+}
+
+/// Terminates the run's instances and (when `staging`) deletes its staging prefix, trying
+/// each even when another failed; returns what was done and every error met. `job` and
+/// `run_id` are checked already: they come from a checked input or from [`ec2::run_of`].
+async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report, Vec<Error>) {
+    let mut report = Report::default();
+    let mut errors = Vec::new();
+    match instance_ids(env, &[(tags::RUN_ID, run_id), (tags::JOB, job)]).await {
+        Ok(ids) => match ec2::terminate(&env.ec2, &ids).await {
+            Ok(()) => report.terminated = ids,
+            Err(e) => errors.push(e),
+        },
+        Err(e) => errors.push(e),
+    }
+    if staging {
+        let prefix = naming::staging_prefix(job, run_id);
+        match s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await {
+            Ok(n) => report.deleted_objects = n,
+            Err(e) => errors.push(e),
+        }
+    }
+    info!(job, run_id, terminated = ?report.terminated, errors = errors.len(), "run cleaned up");
+    (report, errors)
+}
+
+/// A clean-up's report, or its first error (for callers whose retry is the answer to it).
+fn settled((report, errors): (Report, Vec<Error>)) -> Result<Report> {
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// Cancels the commands still pending or running on an instance.
@@ -282,7 +309,7 @@ async fn sweep(env: &Env) -> Result<Report> {
         info!(instance_id = %id, age, budget, execution_over, "sweeping instance");
         match ec2::run_of(&instance) {
             Some((job, run_id)) => {
-                let cleaned = clean_run(env, &job, &run_id, execution_over).await?;
+                let cleaned = settled(clean_run(env, &job, &run_id, execution_over).await)?;
                 report.terminated.extend(cleaned.terminated);
                 report.deleted_objects += cleaned.deleted_objects;
             }

@@ -118,6 +118,37 @@ async fn end_of_run_with_nothing_left_is_fine() {
     assert!(rec.terminated.lock().unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn end_of_run_meeting_an_aws_error_still_succeeds_and_says_so() {
+    let mocks = Mocks {
+        ec2: vec![
+            describe_instances(vec![run_tags("i-1")]),
+            mock!(aws_sdk_ec2::Client::terminate_instances).then_error(|| {
+                aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError::generic(meta(
+                    "UnauthorizedOperation",
+                ))
+            }),
+        ],
+        s3: vec![mock!(aws_sdk_s3::Client::list_objects_v2).then_error(|| {
+            aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error::generic(meta(
+                "AccessDenied",
+            ))
+        })],
+        ..Mocks::default()
+    };
+    let report = handle(
+        &mocks.env(),
+        json!({"action": "end-of-run", "run": run_json()}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.action, "end-of-run");
+    let incomplete = report.incomplete.join("\n");
+    assert!(incomplete.contains("UnauthorizedOperation"), "{incomplete}");
+    assert!(incomplete.contains("AccessDenied"), "{incomplete}");
+    assert!(incomplete.contains("the hourly sweep"), "{incomplete}");
+}
+
 fn step_failed(redrive_count: u32) -> Value {
     json!({
         "action": "step-failed", "run": run_json(), "job": job_json(),
