@@ -8,6 +8,7 @@
 
 pub mod asl;
 pub mod capacity;
+pub mod contract;
 pub mod ec2;
 pub mod env;
 pub mod error;
