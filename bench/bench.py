@@ -17,7 +17,7 @@ What runs:
    their histories give the state transitions, the Lambda invocations and the detection
    latency (agent's command end -> `<step>: poll` exited);
 3. peak memory: each function in a fresh process on the benchmark's own Runtime API
-   endpoint (bench/runtime_api.py), one invocation replaying a real input from that
+   endpoint (the stage's Runtime API server, local/spotstep_local/lambdas.py), one invocation replaying a real input from that
    history (a mini run: launch -> wait-online -> send-step -> poll-result -> cleanup),
    VmHWM read right after the invocation;
 4. init time: process spawn -> first `GET /invocation/next`, many runs, the functions
@@ -32,7 +32,6 @@ What runs:
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import random
@@ -50,34 +49,13 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "local"))
 
-from runtime_api import RuntimeHost, lambda_env  # noqa: E402
+from cost import ASSUMPTIONS, DATA_WEEKLY_MINUTES, PRICES, check_schedule, cost_model, local_poll_model_check  # noqa: E402
+from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
-from spotstep_local.stack import FUNCTIONS, LocalStack  # noqa: E402
+from spotstep_local.lambdas import RuntimeHost, lambda_env  # noqa: E402
+from spotstep_local.stack import LocalStack  # noqa: E402
 
 PY_BASELINE = os.path.join(HERE, "python_poll_result")
-
-# Stated production step durations of a data-weekly run (minutes), from the issue.
-DATA_WEEKLY_MINUTES = {"bootstrap": 5, "deps": 8, "morning-enrich": 40, "data-phase1": 90, "rag-ingestion": 30}
-
-# Prices (us-east-1), and the assumptions of the cost model. Sources in BENCHMARKS.md.
-PRICES = {
-    "sfn_standard_per_transition": 0.025 / 1000,
-    "lambda_arm64_per_gb_second": 0.0000133334,
-    "lambda_per_request": 0.20 / 1_000_000,
-    "ebs_gp3_per_gb_month": 0.08,
-}
-ASSUMPTIONS = {
-    "spot_instance_type": "c5.large",
-    "spot_price_per_hour": 0.035,
-    "on_demand_price_per_hour": 0.085,
-    "root_volume_gb": 30,
-    "launch_seconds": 30,
-    "agent_online_seconds": 60,
-    "lambda_memory_mb": 128,
-    "lambda_billed_ms_per_invocation": 100,
-    "lambda_cold_starts_per_run": 5,
-}
-
 
 def log(msg: str):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -173,11 +151,11 @@ def zip_bootstrap(binary: str, out: str, level: int = 9) -> int:
 def sizes(profile_dir: str, work: str, level=9) -> dict:
     """`level` None: bootstrap sizes only, no zips."""
     out = {"builds": []}
-    candidates = [("cargo build --release", {n: os.path.join(profile_dir, n) for n in FUNCTIONS})]
+    candidates = [("cargo build --release", {n: os.path.join(profile_dir, n) for n in contract.functions()})]
     lambda_dir = os.path.join(REPO, "target", "lambda")
     if os.path.isdir(lambda_dir):
         candidates.append(
-            ("cargo lambda build --release", {n: os.path.join(lambda_dir, n, "bootstrap") for n in FUNCTIONS})
+            ("cargo lambda build --release", {n: os.path.join(lambda_dir, n, "bootstrap") for n in contract.functions()})
         )
     for how, binaries in candidates:
         if not all(os.path.isfile(p) for p in binaries.values()):
@@ -230,7 +208,7 @@ def sim_jobs_dir(work: str, seconds_per_minute: float) -> str:
 def run_execution(harness: Harness, stack: LocalStack, job: str, mode: str, timeout: float) -> dict:
     name = f"bench-{job}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{random.randrange(1000):03d}"
     definition = json.loads(harness.definition(job))
-    stack.put_config(definition["States"]["Name the run"]["Parameters"]["job"]["config_source"], "# bench\n")
+    stack.put_config(definition["States"][contract.state("name_the_run")]["Parameters"]["job"]["config_source"], "# bench\n")
     started = time.time()
     arn = harness.start(job, name, {"mode": mode} if mode else {})
     outcome = harness.wait(arn, timeout=timeout)
@@ -274,7 +252,8 @@ def analyse(execution: dict) -> dict:
     retries = sum(s["retries"] for s in per_state.values())
     detection = []
     for run in execution["runs"]:
-        exits = exited.get(f"{run.step}: poll", [])
+        poll_state = contract.fmt("state_poll").make(step=run.step)
+        exits = exited.get(poll_state, [])
         if not run.ended or not exits:
             continue
         ended = parse_ts(run.ended)
@@ -285,7 +264,7 @@ def analyse(execution: dict) -> dict:
             {
                 "step": run.step,
                 "command_seconds": (ended - parse_ts(run.started)).total_seconds(),
-                "polls": per_state.get(f"{run.step}: poll", {}).get("invocations"),
+                "polls": per_state.get(poll_state, {}).get("invocations"),
                 "detection_seconds": (min(after) - ended).total_seconds(),
             }
         )
@@ -304,153 +283,6 @@ def analyse(execution: dict) -> dict:
         "detection": detection,
         "inputs": scheduled_inputs,
     }
-
-
-# ----------------------------------------------------------------------------- cost model
-
-
-def poll_policy(state: dict) -> dict:
-    for r in state.get("Retry", []):
-        if "StillRunning" in r["ErrorEquals"]:
-            return {
-                "interval": r["IntervalSeconds"],
-                "rate": r.get("BackoffRate", 2.0),
-                "cap": r.get("MaxDelaySeconds"),
-                "max_attempts": r.get("MaxAttempts", 3),
-            }
-    raise ValueError("no StillRunning retry")
-
-
-def polls_for(duration: float, policy: dict, cap=None) -> tuple:
-    """(polls, detection lag) of a step running `duration` seconds: the first poll right after
-    the send, then one per Retry delay (`IntervalSeconds * BackoffRate^k`, capped)."""
-    cap = policy["cap"] if cap is None else cap
-    t, k = 0.0, 0
-    while t < duration:
-        delay = policy["interval"] * policy["rate"] ** k
-        t += min(delay, cap) if cap else delay
-        k += 1
-    return k + 1, t - duration
-
-
-def cost_model(sim: dict, prod_definition: dict, init_ms: float) -> dict:
-    """The data-weekly run in production: the states the local execution entered (same
-    definition shape), with the poll retries of the production policy for the stated step
-    durations and the agent-wait retries for `agent_online_seconds`."""
-    a = ASSUMPTIONS
-    states = prod_definition["States"]
-    steps = []
-    entered = retries = invocations = 0
-    modeled_states = {}
-    for name, s in sim["per_state"].items():
-        r = s["retries"]
-        if name.endswith(": poll"):
-            step = name[: -len(": poll")]
-            policy = poll_policy(states[name])
-            minutes = DATA_WEEKLY_MINUTES[step]
-            polls, lag = polls_for(minutes * 60, policy)
-            if polls - 1 > policy["max_attempts"]:
-                raise ValueError(f"{name}: {polls - 1} retries exceed MaxAttempts {policy['max_attempts']}")
-            r = (polls - 1) * s["entered"]
-            steps.append({"step": step, "minutes": minutes, "policy": policy, "polls": polls, "detection_lag_seconds": lag})
-        elif name == "Wait for agent":
-            interval = next(x["IntervalSeconds"] for x in states[name]["Retry"] if "AgentNotOnline" in x["ErrorEquals"])
-            r = math.ceil(a["agent_online_seconds"] / interval)
-        entered += s["entered"]
-        retries += r
-        invocations += (s["entered"] + r) if s["invocations"] else 0
-        modeled_states[name] = {"entered": s["entered"], "retries": r}
-    transitions = entered + retries
-    run_seconds = (
-        a["launch_seconds"]
-        + a["agent_online_seconds"]
-        + sum(st["minutes"] * 60 + st["detection_lag_seconds"] for st in steps)
-    )
-    hours = run_seconds / 3600
-    gb = a["lambda_memory_mb"] / 1024
-    sfn = transitions * PRICES["sfn_standard_per_transition"]
-    lam_requests = invocations * PRICES["lambda_per_request"]
-    lam_duration = (invocations * a["lambda_billed_ms_per_invocation"] + a["lambda_cold_starts_per_run"] * init_ms) / 1000 * gb * PRICES["lambda_arm64_per_gb_second"]
-    instance = hours * a["spot_price_per_hour"]
-    ebs = a["root_volume_gb"] * PRICES["ebs_gp3_per_gb_month"] * hours / 730
-    orchestration = sfn + lam_requests + lam_duration
-    # The same run under other poll caps, and event-driven completion.
-    alternatives = []
-    base_nonpoll = transitions - sum(st["polls"] for st in steps)
-    for cap in (30, 60, 120, 300, 600):
-        polls = [polls_for(st["minutes"] * 60, st["policy"], cap) for st in steps]
-        t = base_nonpoll + sum(p for p, _ in polls)
-        inv = invocations - sum(st["polls"] for st in steps) + sum(p for p, _ in polls)
-        secs = a["launch_seconds"] + a["agent_online_seconds"] + sum(st["minutes"] * 60 + lag for st, (_, lag) in zip(steps, polls))
-        orch = t * PRICES["sfn_standard_per_transition"] + inv * PRICES["lambda_per_request"] + (
-            inv * a["lambda_billed_ms_per_invocation"] + a["lambda_cold_starts_per_run"] * init_ms) / 1000 * gb * PRICES["lambda_arm64_per_gb_second"]
-        inst = secs / 3600 * a["spot_price_per_hour"]
-        alternatives.append(
-            {
-                "policy": f"poll, MaxDelaySeconds {cap}" + (" (current)" if cap == steps[0]["policy"]["cap"] else ""),
-                "transitions": t,
-                "invocations": inv,
-                "orchestration_usd": orch,
-                "instance_usd": inst,
-                "ratio": orch / inst,
-                "worst_detection_seconds": cap,
-                "modeled_detection_seconds": [round(lag, 1) for _, lag in polls],
-            }
-        )
-    # Event-driven: `<step>: send` waits for a task token; an EventBridge rule on "EC2 Command
-    # Invocation Status-change Notification" runs a function that answers the token. Per step:
-    # the send state (1 transition) and one extra invocation of the answering function; the
-    # poll state is entered once to read the result (1 transition, 1 invocation).
-    event_t = base_nonpoll + len(steps)
-    event_inv = invocations - sum(st["polls"] for st in steps) + 2 * len(steps)
-    secs = a["launch_seconds"] + a["agent_online_seconds"] + sum(st["minutes"] * 60 for st in steps)
-    orch = event_t * PRICES["sfn_standard_per_transition"] + event_inv * PRICES["lambda_per_request"] + (
-        event_inv * a["lambda_billed_ms_per_invocation"] + a["lambda_cold_starts_per_run"] * init_ms) / 1000 * gb * PRICES["lambda_arm64_per_gb_second"]
-    alternatives.append(
-        {
-            "policy": "event-driven (task token + EventBridge SSM status change)",
-            "transitions": event_t,
-            "invocations": event_inv,
-            "orchestration_usd": orch,
-            "instance_usd": secs / 3600 * a["spot_price_per_hour"],
-            "ratio": orch / (secs / 3600 * a["spot_price_per_hour"]),
-            "worst_detection_seconds": None,
-            "modeled_detection_seconds": None,
-        }
-    )
-    return {
-        "steps": steps,
-        "states": modeled_states,
-        "states_entered": entered,
-        "retries": retries,
-        "state_transitions": transitions,
-        "lambda_invocations": invocations,
-        "run_seconds": run_seconds,
-        "usd": {
-            "step_functions": sfn,
-            "lambda_requests": lam_requests,
-            "lambda_duration": lam_duration,
-            "orchestration": orchestration,
-            "spot_instance": instance,
-            "root_volume": ebs,
-            "on_demand_instance": hours * a["on_demand_price_per_hour"],
-        },
-        "orchestration_over_instance": orchestration / instance,
-        "alternatives": alternatives,
-        "init_ms_used": init_ms,
-    }
-
-
-def local_poll_model_check(sim: dict, local_definition: dict) -> list:
-    """Observed local polls vs. the local policy's prediction for each command's duration."""
-    out = []
-    for d in sim["detection"]:
-        name = f"{d['step']}: poll"
-        policy = poll_policy(local_definition["States"][name])
-        predicted, lag = polls_for(d["command_seconds"], policy)
-        out.append({"step": d["step"], "command_seconds": d["command_seconds"], "observed_polls": d["polls"],
-                    "predicted_polls": predicted, "predicted_lag": lag, "observed_detection": d["detection_seconds"]})
-    return out
 
 
 # ---------------------------------------------------------------------------- functions
@@ -476,9 +308,18 @@ class Functions:
     def start(self, name: str, host_name: str = None):
         host = self.host(host_name or name)
         function = "poll-result" if name == "python-poll-result" else name
-        env = lambda_env(self.base_env, host, function)
+        env = lambda_env(self.base_env, host, function, stream="bench")
+        env["AWS_SESSION_TOKEN"] = "bench-session-token"
         if name == "python-poll-result":
-            env.update({"_HANDLER": "handler.lambda_handler", "LAMBDA_TASK_ROOT": PY_BASELINE, "PYTHONUNBUFFERED": "1"})
+            env.update(
+                {
+                    "_HANDLER": "handler.lambda_handler",
+                    "LAMBDA_TASK_ROOT": PY_BASELINE,
+                    "PYTHONUNBUFFERED": "1",
+                    "SPOTSTEP_STEP_LOG_PREFIX_TEMPLATE": contract.fmt("step_log_prefix").template,
+                    "SPOTSTEP_SSM_OUTPUT_KEY_TEMPLATE": contract.fmt("ssm_output_key").template,
+                }
+            )
             argv = [sys.executable, os.path.join(PY_BASELINE, "bootstrap.py")]
         else:
             argv = [self.binaries[name]]
@@ -837,11 +678,16 @@ def main() -> int:
         ASSUMPTIONS["spot_price_per_hour"] = args.spot_price
     out_path = args.out or os.path.join(HERE, "results-quick.json" if quick else "results.json")
     profile_dir = os.path.join(REPO, "target", profile)
-    binaries = Harness.binaries(REPO, profile_dir)
-    missing = [b for b in list(binaries.values()) + [os.path.join(profile_dir, "spotstep")] if not os.path.isfile(b)]
+    # The contract (names, formats, poll schedules) of the binaries under test.
+    os.environ["SPOTSTEP_TARGET_DIR"] = profile_dir
+    cli = os.path.join(profile_dir, "spotstep")
+    binaries = Harness.binaries(REPO, profile_dir) if os.path.isfile(cli) else {}
+    missing = [b for b in list(binaries.values()) + [cli] if not os.path.isfile(b)]
     if missing:
         print(f"missing binaries: {missing}; build first (scripts/bench.sh does)", file=sys.stderr)
         return 2
+    for timing in ("production", "local"):
+        check_schedule(contract.timing(timing))
 
     t_start = time.time()
     results = {
@@ -909,7 +755,7 @@ def main() -> int:
             subprocess.run([os.path.join(profile_dir, "spotstep"), "asl", os.path.join(REPO, "jobs", "data-weekly")],
                            capture_output=True, text=True, check=True).stdout
         )
-        rust_init = max(results["init"]["functions"][n]["init_ms"]["median"] for n in FUNCTIONS)
+        rust_init = max(results["init"]["functions"][n]["init_ms"]["median"] for n in contract.functions())
         results["cost"] = cost_model(sim, prod_definition, rust_init)
     finally:
         fns.stop()

@@ -12,8 +12,13 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-RUST = ["launch", "wait-online", "send-step", "poll-result", "cleanup"]
 PY = "python-poll-result"
+
+
+def rust(r: dict) -> list:
+    """The Rust functions of a results record, in the order the benchmark ran them."""
+    return [n for n in r["init"]["functions"] if n != PY]
+
 
 TARGETS = {
     "init_ms": 20.0,
@@ -62,13 +67,13 @@ def verdicts(r: dict) -> list:
     """(target, measured, met) rows."""
     init = r["init"]["functions"]
     py_init = init[PY]["init_ms"]["median"]
-    worst_init = max(RUST, key=lambda n: init[n]["init_ms"]["median"])
-    worst_ratio = min(py_init / init[n]["init_ms"]["median"] for n in RUST)
+    worst_init = max(rust(r), key=lambda n: init[n]["init_ms"]["median"])
+    worst_ratio = min(py_init / init[n]["init_ms"]["median"] for n in rust(r))
     build = main_build(r)
-    biggest = max(RUST, key=lambda n: build["functions"][n]["zip_bytes"])
+    biggest = max(rust(r), key=lambda n: build["functions"][n]["zip_bytes"])
     zip_mib = build["functions"][biggest]["zip_bytes"] / 2**20
     mem = r["memory"]["functions"]
-    heaviest = max(RUST, key=lambda n: mem[n]["vmhwm_kib"]["max"])
+    heaviest = max(rust(r), key=lambda n: mem[n]["vmhwm_kib"]["max"])
     mem_mib = mib(mem[heaviest]["vmhwm_kib"]["max"])
     warm_mem = max((r["latency"]["warm_vmhwm_kib"].get(n) or 0) for n in ("send-step", "poll-result"))
     whole = max(v or 0 for v in r.get("whole_run_vmhwm_kib", {}).values())
@@ -118,7 +123,7 @@ def verdicts(r: dict) -> list:
 def sanity(r: dict) -> list:
     """Checks that assert nothing about absolute time: the measurements exist and agree."""
     problems = []
-    for name in RUST + [PY]:
+    for name in rust(r) + [PY]:
         if r["init"]["functions"][name]["init_ms"]["n"] != r["init"]["runs"]:
             problems.append(f"{name}: not every init run reached GET /invocation/next")
     for name, m in r["memory"]["functions"].items():
@@ -142,7 +147,7 @@ def sanity(r: dict) -> list:
 def summary(r: dict) -> str:
     init = r["init"]["functions"]
     lines = ["", f"spotstep benchmark ({r['profile']} binaries{', quick' if r['quick'] else ''}), {r['machine']['nproc']} CPUs, load {r['machine']['loadavg_start']}"]
-    lines.append("init ms median (p10-p90):  " + "; ".join(f"{n} {spread(init[n]['init_ms'])}" for n in RUST + [PY]))
+    lines.append("init ms median (p10-p90):  " + "; ".join(f"{n} {spread(init[n]['init_ms'])}" for n in rust(r) + [PY]))
     for key, sc in r["latency"]["scenarios"].items():
         py = f", python {spread(sc['python'])}" if "python" in sc else ""
         lines.append(f"warm {key} ms: rust {spread(sc['rust'])}{py}")
@@ -150,7 +155,7 @@ def summary(r: dict) -> str:
         f"{n} {f1(mib(m['vmhwm_kib']['max']))}" for n, m in r["memory"]["functions"].items()))
     b = main_build(r)
     lines.append(f"bootstrap / zip MiB ({'/'.join(b['arch'])}): " + "; ".join(
-        f"{n} {b['functions'][n]['bootstrap_bytes'] / 2**20:.2f} / {f2((b['functions'][n]['zip_bytes'] or 0) / 2**20 or None)}" for n in RUST))
+        f"{n} {b['functions'][n]['bootstrap_bytes'] / 2**20:.2f} / {f2((b['functions'][n]['zip_bytes'] or 0) / 2**20 or None)}" for n in rust(r)))
     c = r["cost"]
     lines.append(
         f"data-weekly: {c['state_transitions']} transitions, {c['lambda_invocations']} invocations, orchestration "
@@ -217,7 +222,7 @@ def markdown(r: dict) -> str:
     # -- init
     w("## 1. Init time\n")
     w(f"From process start to the function's first `GET /2018-06-01/runtime/invocation/next` on a minimal local")
-    w(f"Runtime API endpoint (`bench/runtime_api.py`): `perf_counter_ns` right before `Popen`, and again when the")
+    w(f"Runtime API endpoint (`local/spotstep_local/lambdas.py`): `perf_counter_ns` right before `Popen`, and again when the")
     w(f"request arrives. {r['init']['runs']} runs of each function, the functions interleaved in a shuffled order each round.")
     w("The environment is production's: `AWS_REGION`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`,")
     w("`SPOTSTEP_*` settings, the `AWS_LAMBDA_*` variables, plus `AWS_ENDPOINT_URL` pointing at the running local stack;")
@@ -226,7 +231,7 @@ def markdown(r: dict) -> str:
     w("of the process (from `wait4`).\n")
     w("| function | init ms, median (p10–p90) | min–max | CPU ms (median) | VmHWM at init, MiB | Python ÷ this |")
     w("|---|---|---|---|---|---|")
-    for n in RUST + [PY]:
+    for n in rust(r) + [PY]:
         s = init[n]["init_ms"]
         ratio = "1.0x" if n == PY else f"**{py_init / s['median']:.1f}x**"
         w(f"| {n} | {spread(s)} | {f1(s['min'])}–{f1(s['max'])} | {f1(init[n]['cpu_ms']['median'])} | {f1(mib(init[n]['vmhwm_kib']['median']))} | {ratio} |")
@@ -250,7 +255,7 @@ def markdown(r: dict) -> str:
         w("`provided.al2023` the cost depends on which files that image keeps in its certificate directory (not measured")
         w("here). If init ever matters more: compiled-in roots (`webpki-roots`) through a custom HTTPS client, or building")
         w("the HTTP client lazily on the first AWS call.\n")
-    rust_cpu = max(init[n]["cpu_ms"]["median"] for n in RUST)
+    rust_cpu = max(init[n]["cpu_ms"]["median"] for n in rust(r))
     py_cpu = init[PY]["cpu_ms"]["median"]
     pb = r.get("python_init_breakdown")
     if pb:
@@ -303,7 +308,7 @@ def markdown(r: dict) -> str:
     w(f"`VmHWM` from `/proc/<pid>/status` right after the invocation; {r['memory']['reps']} repetitions.\n")
     w("| function | peak MiB (VmHWM), median (min–max) | cold first invocation ms, median | result |")
     w("|---|---|---|---|")
-    for n in RUST + [PY]:
+    for n in rust(r) + [PY]:
         s = mem[n]["vmhwm_kib"]
         res = mem[n]["example_result"]
         kind = "error " + ", ".join(mem[n]["errors"]) if mem[n]["errors"] else "ok"
@@ -322,7 +327,7 @@ def markdown(r: dict) -> str:
         w(f"**{'/'.join(b['arch'])}** (`{b['how']}`):\n")
         w("| function | bootstrap MiB | zip MiB |")
         w("|---|---|---|")
-        for n in RUST:
+        for n in rust(r):
             f = b["functions"][n]
             w(f"| {n} | {f['bootstrap_bytes'] / 2**20:.2f} | {f['zip_bytes'] / 2**20:.2f} |")
         w("")
@@ -413,7 +418,7 @@ def markdown(r: dict) -> str:
         t = row["target"]
         w(f"**{t}** — {row['measured']}.\n")
         if t.startswith("init <"):
-            slow = max(RUST, key=lambda n: init[n]["init_ms"]["median"])
+            slow = max(rust(r), key=lambda n: init[n]["init_ms"]["median"])
             w(f"The Rust init is CPU-bound ({slow}: {f1(init[slow]['cpu_ms']['median'])} ms of CPU): exec and dynamic loading, the")
             w("SDK config and clients, and above all the TLS root store the default HTTPS client loads (section 1's breakdown).")
             w("Under this machine's load (other builds) wall time exceeds CPU time. Fixes: compiled-in roots (`webpki-roots`)")

@@ -17,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.stack import LocalStack  # noqa: E402
 
@@ -36,7 +37,7 @@ def main() -> int:
     harness = Harness(stack, REPO)
     try:
         definition = json.loads(harness.definition(args.job))
-        config_source = definition["States"]["Name the run"]["Parameters"]["job"]["config_source"]
+        config_source = definition["States"][contract.state("name_the_run")]["Parameters"]["job"]["config_source"]
         stack.put_config(config_source, "# demo config\n")
         payload = {}
         if args.mode:
@@ -55,12 +56,12 @@ def main() -> int:
         else:
             output = json.loads(outcome.output)
             print(f"cleanup: {json.dumps(output.get('cleanup'))}")
-        print("full output of each step (kept; cleanup never deletes logs/):")
+        print("full output of each step (kept; cleanup never deletes it):")
         s3 = stack.client("s3")
-        for obj in s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"logs/{args.job}/{name}/").get("Contents", []):
-            if obj["Key"].endswith("/stdout"):
+        for obj in s3.list_objects_v2(Bucket=stack.bucket, Prefix=contract.fmt("step_log_prefix").prefix("step", job=args.job, run_id=name)).get("Contents", []):
+            if contract.fmt("ssm_output_key").parse(obj["Key"])["stream"] == "stdout":
                 print(f"  s3://{stack.bucket}/{obj['Key']} ({obj['Size']} bytes)")
-        staged = s3.list_objects_v2(Bucket=stack.bucket, Prefix=f"tmp/{args.job}/").get("KeyCount", 0)
+        staged = s3.list_objects_v2(Bucket=stack.bucket, Prefix=contract.fmt("staging_prefix").prefix("run_id", job=args.job)).get("KeyCount", 0)
         live = stack.live_instances()
         print(f"left behind: {len(live)} running instance(s), {staged} staging object(s)")
         return 0 if outcome.status == "SUCCEEDED" and not live and not staged else 1
@@ -80,7 +81,7 @@ class Printer:
         kind = e["type"]
         if "stateEnteredEventDetails" in e:
             name = e["stateEnteredEventDetails"]["name"]
-            if not name.endswith(": poll"):
+            if not contract.fmt("state_poll").match(name):
                 print(f"{t} {name}")
             self.polls = 0
         elif kind == "LambdaFunctionFailed":
@@ -98,13 +99,13 @@ class Printer:
                 print(f"{t}   {details.get('error')}: {cause.splitlines()[0] if cause else ''}")
         elif "stateExitedEventDetails" in e:
             details = e["stateExitedEventDetails"]
-            if details["name"].endswith(": poll"):
+            if contract.fmt("state_poll").match(details["name"]):
                 result = json.loads(details.get("output") or "{}").get("result", {})
                 print(
                     f"{t}   step {result.get('step')}: {result.get('status')} "
                     f"(exit {result.get('exit_code')}) in {result.get('duration_seconds')}s"
                 )
-            elif details["name"] == "Launch":
+            elif details["name"] == contract.state("launch"):
                 launch = json.loads(details.get("output") or "{}").get("launch", {})
                 print(
                     f"{t}   instance {launch.get('instance_id')} ({launch.get('instance_type')}, "

@@ -4,7 +4,7 @@
 //! The Lambda functions (`functions/*`) are wiring only; everything they do lives here, in
 //! three floors:
 //! - pure rules that need no AWS: [`manifest`], [`naming`], [`script`], [`status`],
-//!   [`capacity`], [`loss`], [`records`], [`input`], [`asl`];
+//!   [`capacity`], [`loss`], [`records`], [`input`], [`asl`], [`contract`];
 //! - one narrow module per AWS service, the only code that calls AWS: [`aws`];
 //! - the handlers, which read as decisions over both: [`handlers`];
 //!
@@ -14,6 +14,7 @@
 pub mod asl;
 pub mod aws;
 pub mod capacity;
+pub mod contract;
 pub mod env;
 pub mod error;
 pub mod handlers;

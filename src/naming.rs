@@ -167,7 +167,20 @@ pub fn ssm_stdout_object(
 
 /// The key SSM writes a command's full stdout to, under its output prefix.
 pub fn ssm_stdout_key(log_prefix: &str, command_id: &str, instance_id: &str) -> String {
-    format!("{log_prefix}/{command_id}/{instance_id}/awsrunShellScript/0.awsrunShellScript/stdout")
+    ssm_output_key(log_prefix, command_id, instance_id, "stdout")
+}
+
+/// The key SSM writes one output `stream` (`stdout` or `stderr`) of an `AWS-RunShellScript`
+/// command to, under its output prefix.
+pub fn ssm_output_key(
+    log_prefix: &str,
+    command_id: &str,
+    instance_id: &str,
+    stream: &str,
+) -> String {
+    format!(
+        "{log_prefix}/{command_id}/{instance_id}/awsrunShellScript/0.awsrunShellScript/{stream}"
+    )
 }
 
 /// The prefix of a workload step's health log, as dashboards read it:
@@ -191,8 +204,18 @@ pub fn client_token(execution: &str, attempt: u32, pool: usize) -> String {
 /// The `Comment` that marks a step's command so a retried send finds it instead of sending
 /// the script twice (at most 100 characters).
 pub fn command_comment(run_id: &str, step: &str, round: u32) -> String {
-    let digest = Sha256::digest(run_id.as_bytes());
-    format!("spotstep {step} run {} round {round}", hex(&digest[..8]))
+    command_comment_from(step, &run_hash(run_id), round)
+}
+
+/// The run part of a [`command_comment`]: 16 lowercase hex digits from the run id's SHA-256,
+/// so that the comment stays short whatever the run id's length.
+pub fn run_hash(run_id: &str) -> String {
+    hex(&Sha256::digest(run_id.as_bytes())[..8])
+}
+
+/// A [`command_comment`] from its parts: `spotstep <step> run <run_hash> round <round>`.
+pub fn command_comment_from(step: &str, run_hash: &str, round: impl std::fmt::Display) -> String {
+    format!("spotstep {step} run {run_hash} round {round}")
 }
 
 /// The state machine ARN of an execution ARN

@@ -99,13 +99,17 @@ exit "$rc"
     }
 }
 
+/// The `mktemp -d` template of the fresh folder each step's command decodes its runner and
+/// script into, on the instance.
+pub const WORKDIR_TEMPLATE: &str = "/tmp/spotstep.XXXXXX";
+
 /// The `commands` parameter of `AWS-RunShellScript` for one step: decode the runner and the
 /// step script into a fresh folder and run them. Only base64 and fixed text cross SSM.
 pub fn ssm_commands(run: &Run, job: &JobSpec, step: &StepSpec, at: &Placement) -> Vec<String> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     vec![
         "set -e".to_string(),
-        "d=\"$(mktemp -d /tmp/spotstep.XXXXXX)\"".to_string(),
+        format!("d=\"$(mktemp -d {WORKDIR_TEMPLATE})\""),
         format!(
             "echo '{}' | base64 -d > \"$d/run.sh\"",
             b64(&render_runner(run, step, &at.bucket))

@@ -36,6 +36,10 @@ SSM = boto3.client("ssm")
 EC2 = boto3.client("ec2")
 S3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}) if _EMULATED else None)
 BUCKET = os.environ.get("SPOTSTEP_BUCKET", "").strip()
+# The key layouts the Rust side owns (`spotstep contract`: the `step_log_prefix` and
+# `ssm_output_key` templates), given by the benchmark; without them the init fails.
+LOG_PREFIX_TEMPLATE = os.environ["SPOTSTEP_STEP_LOG_PREFIX_TEMPLATE"]
+OUTPUT_KEY_TEMPLATE = os.environ["SPOTSTEP_SSM_OUTPUT_KEY_TEMPLATE"]
 
 
 def _grace(name: str, default: int) -> int:
@@ -204,8 +208,8 @@ def lambda_handler(event, context):
         raise InvalidInput(f"malformed poll-result input: missing {e}")
     if not BUCKET:
         raise Misconfigured("missing deployment setting(s): SPOTSTEP_BUCKET (set them as the function's environment; see template.yaml)")
-    log_prefix = f"logs/{job['name']}/{run['run_id']}/{step_name}"
-    key = f"{log_prefix}/{command_id}/{instance_id}/awsrunShellScript/0.awsrunShellScript/stdout"
+    log_prefix = LOG_PREFIX_TEMPLATE.format(job=job["name"], run_id=run["run_id"], step=step_name)
+    key = OUTPUT_KEY_TEMPLATE.format(log_prefix=log_prefix, command_id=command_id, instance_id=instance_id, stream="stdout")
     uri = f"s3://{BUCKET}/{key}"
     try:
         inv = SSM.get_command_invocation(CommandId=command_id, InstanceId=instance_id)

@@ -26,6 +26,8 @@ import threading
 import time
 import uuid
 
+from . import contract
+
 STDOUT_LIMIT = 24_000
 STDERR_LIMIT = 8_000
 
@@ -125,30 +127,18 @@ class CommandRun:
         self.stdout = ""
         self.stderr = ""
         self.process = None
-
-    @property
-    def step(self) -> str:
-        # Comment: "spotstep <step> run <hash> round <n>"
-        parts = (self.comment or "").split()
-        return parts[1] if len(parts) > 1 and parts[0] == "spotstep" else ""
-
-    @property
-    def round(self):
-        parts = (self.comment or "").split()
-        return int(parts[5]) if len(parts) > 5 and parts[4] == "round" and parts[5].isdigit() else None
-
-    def _prefix_part(self, index: int) -> str:
-        # Output prefix: "logs/<job>/<run_id>/<step>"
-        parts = (self.s3_prefix or "").strip("/").split("/")
-        return parts[index] if len(parts) == 4 and parts[0] == "logs" else ""
-
-    @property
-    def job(self) -> str:
-        return self._prefix_part(1)
-
-    @property
-    def run_id(self) -> str:
-        return self._prefix_part(2)
+        # What send-step put in the command (`naming::command_comment`, `step_log_prefix`):
+        # a command spotstep did not make, or a format that changed, fails the send loudly.
+        comment_fields = contract.fmt("command_comment").parse(comment)
+        prefix_fields = contract.fmt("step_log_prefix").parse(s3_prefix)
+        if prefix_fields["step"] != comment_fields["step"]:
+            raise contract.FormatMismatch(
+                "step_log_prefix", s3_prefix, f"the output prefix of step {comment_fields['step']!r} (comment {comment!r})"
+            )
+        self.step = comment_fields["step"]
+        self.round = int(comment_fields["round"])
+        self.job = prefix_fields["job"]
+        self.run_id = prefix_fields["run_id"]
 
     def __repr__(self):
         return f"<CommandRun {self.step} run={self.run_id} on {self.instance_id}: {self.status} ({self.response_code})>"
@@ -237,6 +227,10 @@ class Agent:
         params = body.get("Parameters") or {}
         timeout = int((params.get("executionTimeout") or ["3600"])[0])
         command_id = str(uuid.uuid4())
+        if not any(contract.workdir_template() in line for line in params.get("commands") or []):
+            raise contract.FormatMismatch(
+                "workdir_template", params.get("commands"), f"a step's command lines (none has {contract.workdir_template()!r})"
+            )
         run = CommandRun(
             command_id,
             ids[0],
@@ -285,9 +279,8 @@ class Agent:
             "StandardErrorContent": run.stderr[:STDERR_LIMIT] if finished else "",
         }
         if run.s3_bucket:
-            base = f"https://s3.amazonaws.com/{run.s3_bucket}/{self._key(run, '')}"
-            out["StandardOutputUrl"] = base + "stdout"
-            out["StandardErrorUrl"] = base + "stderr"
+            out["StandardOutputUrl"] = f"https://s3.amazonaws.com/{run.s3_bucket}/{self._key(run, 'stdout')}"
+            out["StandardErrorUrl"] = f"https://s3.amazonaws.com/{run.s3_bucket}/{self._key(run, 'stderr')}"
         return out
 
     def ListCommands(self, body):
@@ -314,9 +307,10 @@ class Agent:
 
     # ------------------------------------------------------------------ the agent itself
 
-    def _key(self, run: CommandRun, name: str) -> str:
-        prefix = f"{run.s3_prefix.rstrip('/')}/" if run.s3_prefix else ""
-        return f"{prefix}{run.command_id}/{run.instance_id}/awsrunShellScript/0.awsrunShellScript/{name}"
+    def _key(self, run: CommandRun, stream: str) -> str:
+        return contract.fmt("ssm_output_key").make(
+            log_prefix=run.s3_prefix.rstrip("/"), command_id=run.command_id, instance_id=run.instance_id, stream=stream
+        )
 
     def _kill(self, run: CommandRun):
         if run.process is not None and run.process.poll() is None:
@@ -329,13 +323,15 @@ class Agent:
         sandbox = os.path.join(self.sandbox_root, run.instance_id)
         os.makedirs(sandbox, exist_ok=True)
         script = os.path.join(sandbox, f"_script-{run.command_id}.sh")
-        # The instance's own /tmp, for the temporary folder each command makes
-        # (`mktemp -d /tmp/spotstep.XXXXXX`): the sandbox, so that the host's /tmp does not
-        # fill up with them. Only that literal in the command lines is moved; the step
-        # script itself (base64 inside them) is untouched.
+        # The instance's own temporary folder for the folder each command makes
+        # (`script::WORKDIR_TEMPLATE`): in the sandbox, so that the host's /tmp does not fill
+        # up with them. Only that template in the command lines is moved; the step script
+        # itself (base64 inside them) is untouched.
         tmp = os.path.join(sandbox, "tmp")
         os.makedirs(tmp, exist_ok=True)
-        lines = [line.replace("mktemp -d /tmp/", f"mktemp -d {tmp}/") for line in run.commands]
+        template = contract.workdir_template()
+        local_template = os.path.join(tmp, os.path.basename(template))
+        lines = [line.replace(template, local_template) for line in run.commands]
         with open(script, "w") as f:
             f.write("\n".join(lines) + "\n")
         out_path, err_path = script + ".stdout", script + ".stderr"

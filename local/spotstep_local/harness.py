@@ -19,7 +19,9 @@ import subprocess
 import threading
 import time
 
-from .stack import ACCOUNT, REGION, FUNCTIONS
+from . import contract
+from .lambdas import function_arn
+from .stack import ACCOUNT, REGION
 
 _CONTEXT_OVERRIDES: dict = {}
 
@@ -69,17 +71,25 @@ def _mirror_redrive(logical: str, derived: str) -> bool:
     return ended
 
 
-def function_arn(name: str) -> str:
-    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+def substitutions() -> dict:
+    """{ARN placeholder of the generated definitions: the local function's ARN}, what
+    `DefinitionSubstitutions` in template.yaml does on a deployment."""
+    return {placeholder: function_arn(name) for placeholder, name in contract.arn_placeholders().items()}
 
 
-SUBSTITUTIONS = {
-    "${LaunchFunctionArn}": function_arn("launch"),
-    "${WaitOnlineFunctionArn}": function_arn("wait-online"),
-    "${SendStepFunctionArn}": function_arn("send-step"),
-    "${PollResultFunctionArn}": function_arn("poll-result"),
-    "${CleanupFunctionArn}": function_arn("cleanup"),
-}
+def substitute(text: str) -> str:
+    """The definition `text` with every function ARN placeholder replaced; raises
+    `contract.ContractError` naming the state when a Task's resource is left unresolved."""
+    arns = substitutions()
+    for placeholder, arn in arns.items():
+        text = text.replace(placeholder, arn)
+    for name, state in json.loads(text)["States"].items():
+        if "Resource" in state and state["Resource"] not in arns.values():
+            raise contract.ContractError(
+                f"state {name!r}: resource {state['Resource']!r} is none of the contract's function ARN placeholders"
+            )
+    return text
+
 
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
@@ -128,7 +138,7 @@ class Harness:
     @staticmethod
     def binaries(repo: str, target_dir: str = None) -> dict:
         target = target_dir or os.path.join(repo, "target", "debug")
-        return {name: os.path.join(target, name) for name in FUNCTIONS}
+        return {name: os.path.join(target, name) for name in contract.functions()}
 
     def job_dir(self, job: str) -> str:
         for folder in self.jobs_dirs:
@@ -145,15 +155,12 @@ class Harness:
         )
         if done.returncode != 0:
             raise RuntimeError(f"spotstep asl {self.job_dir(job)} failed: {done.stderr.strip()}")
-        text = done.stdout
-        for placeholder, arn in SUBSTITUTIONS.items():
-            text = text.replace(placeholder, arn)
-        return text
+        return substitute(done.stdout)
 
     def config_source(self, job: str) -> str:
         """The job's `config_source`, as its state machine carries it."""
         self.deploy(job)
-        return self.definitions[job]["States"]["Name the run"]["Parameters"]["job"]["config_source"]
+        return self.definitions[job]["States"][contract.state("name_the_run")]["Parameters"]["job"]["config_source"]
 
     def deploy(self, job: str) -> str:
         if job in self.machines:

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import urllib.parse
 import http.client
@@ -21,12 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 from botocore.config import Config
 
+from . import contract
 from .agent import Agent, SsmError
-from .lambdas import LambdaService
+from .lambdas import ACCOUNT, REGION, LambdaService
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
-FUNCTIONS = ["launch", "wait-online", "send-step", "poll-result", "cleanup"]
 SSM_OPERATIONS = {
     "DescribeInstanceInformation",
     "SendCommand",
@@ -34,6 +33,14 @@ SSM_OPERATIONS = {
     "ListCommands",
     "CancelCommand",
 }
+
+
+def __getattr__(name: str):
+    # `FUNCTIONS`: the function names, from the contract (read when first asked for, so that
+    # importing this module needs no binary).
+    if name == "FUNCTIONS":
+        return contract.functions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def free_port() -> int:
@@ -258,9 +265,9 @@ class LocalStack:
         found = []
         for instance in self._ec2_backend().all_instances():
             tags = {t["key"]: t["value"] for t in instance.get_tags()}
-            if run_id is not None and tags.get("spotstep:run-id") != run_id:
+            if run_id is not None and tags.get(contract.tag("run_id")) != run_id:
                 continue
-            if job is not None and tags.get("spotstep:job") != job:
+            if job is not None and tags.get(contract.tag("job")) != job:
                 continue
             found.append(instance)
         return found
@@ -333,6 +340,11 @@ class LocalStack:
                             out = stack.agent.handle(op, json.loads(body or b"{}"))
                         except SsmError as e:
                             return self._json_error(400, e.code, e.message)
+                        except contract.FormatMismatch as e:
+                            # A Rust-made string the stage cannot read: fail the call with the
+                            # reason (the function reports it), and say it here too.
+                            print(f"spotstep local stage: {op}: {e}", file=sys.stderr, flush=True)
+                            return self._json_error(500, "InternalServerError", f"spotstep local stage: {e}")
                         return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.1"})
                 ec2_action = self._ec2_action(body)
                 if ec2_action:

@@ -3,6 +3,7 @@
 //! ```text
 //! spotstep asl jobs/<job> [--local]   print the job's state machine definition
 //! spotstep asl-all                    regenerate statemachine/<job>.asl.json for every job
+//! spotstep contract                   print the names and formats the Python stage reads (JSON)
 //! ```
 //!
 //! Run from the repository root (`cargo run --bin spotstep -- asl-all`).
@@ -15,7 +16,8 @@ use spotstep::manifest::Job;
 
 const USAGE: &str = "usage:\n  spotstep asl jobs/<job> [--local]   print the job's state machine definition \
                      (--local: the emulator's fast intervals)\n  spotstep asl-all                    \
-                     regenerate statemachine/<job>.asl.json for every folder in jobs/ (run from the repository root)";
+                     regenerate statemachine/<job>.asl.json for every folder in jobs/ (run from the repository root)\n  \
+                     spotstep contract                   print the names and formats the Python stage reads (JSON)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +26,10 @@ fn main() -> ExitCode {
         ["asl", dir] => print(Path::new(dir), &Timing::production()),
         ["asl", dir, "--local"] | ["asl", "--local", dir] => {
             print(Path::new(dir), &Timing::local())
+        }
+        ["contract"] => {
+            println!("{:#}", spotstep::contract::contract());
+            Ok(())
         }
         ["asl-all"] => regenerate_all(Path::new("jobs"), Path::new("statemachine")),
         ["-h" | "--help" | "help"] => {
