@@ -11,7 +11,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::manifest::{Job, StepKind, StepSpec};
+use crate::manifest::{Job, JobSpec, StepKind, StepSpec};
 
 /// The `DefinitionSubstitutions` placeholder of each function's ARN.
 pub mod resource {
@@ -43,10 +43,6 @@ pub const TRANSIENT_ERRORS: [&str; 5] = [
 
 /// Errors meaning the instance is gone: the run relaunches.
 pub const LOST_ERRORS: [&str; 2] = ["InstanceLost", "InstanceReclaimed"];
-
-/// How long a sent command may wait for delivery (SendCommand `TimeoutSeconds`, the
-/// functions' `SPOTSTEP_DELIVERY_TIMEOUT` default) before its execution time starts.
-pub const DELIVERY_MARGIN_SECONDS: u64 = crate::env::DEFAULT_DELIVERY_TIMEOUT_SECONDS;
 
 /// Slack past the delivery margin and the step timeout before a poll gives up, so that SSM's
 /// `executionTimeout` always ends the command first.
@@ -114,7 +110,23 @@ impl Backoff {
         let delay = self.interval_seconds as f64 * self.backoff_rate.powi(exponent);
         (delay.floor() as u64).min(self.max_delay_seconds)
     }
+
+    /// The smallest `MaxAttempts` whose retry delays add up to at least `seconds`.
+    pub fn attempts_covering(&self, seconds: u64) -> u64 {
+        let mut attempts = 0;
+        let mut covered = 0;
+        while covered < seconds && attempts < MAX_ATTEMPTS_LIMIT {
+            covered += self.delay(attempts);
+            attempts += 1;
+        }
+        attempts.max(1)
+    }
 }
+
+/// How long `Launch` keeps retrying `NoCapacity` before the execution fails (production);
+/// the execution timeout includes it, so waiting for capacity never eats into the run's own
+/// time.
+pub const CAPACITY_WAIT_SECONDS: u64 = 3600;
 
 /// The intervals of a job's state machine: production, or fast ones for the emulator.
 /// Both give the same states and transitions.
@@ -126,6 +138,10 @@ pub struct Timing {
     pub agent_max_attempts: u64,
     /// `<step>: poll`: the `StillRunning` schedule.
     pub poll: Backoff,
+    /// `Launch`: the `NoCapacity` schedule (no pool had spot capacity: wait and ask again)...
+    pub capacity: Backoff,
+    /// ...covering this many seconds.
+    pub capacity_wait_seconds: u64,
     /// `Relaunch: pause`: seconds between cleaning up a lost instance and launching anew.
     pub relaunch_pause_seconds: u64,
     /// The transient retry on every Task (with `JitterStrategy: FULL`).
@@ -145,6 +161,12 @@ impl Timing {
                 backoff_rate: 1.5,
                 max_delay_seconds: 120,
             },
+            capacity: Backoff {
+                interval_seconds: 60,
+                backoff_rate: 2.0,
+                max_delay_seconds: 600,
+            },
+            capacity_wait_seconds: CAPACITY_WAIT_SECONDS,
             relaunch_pause_seconds: 20,
             transient_interval_seconds: 2,
             transient_max_attempts: 6,
@@ -162,6 +184,12 @@ impl Timing {
                 backoff_rate: 1.5,
                 max_delay_seconds: 2,
             },
+            capacity: Backoff {
+                interval_seconds: 1,
+                backoff_rate: 1.0,
+                max_delay_seconds: 1,
+            },
+            capacity_wait_seconds: 2,
             relaunch_pause_seconds: 1,
             transient_interval_seconds: 1,
             ..Timing::production()
@@ -169,22 +197,16 @@ impl Timing {
     }
 }
 
-/// The seconds a step's poll must be able to wait: delivery margin, the step's
-/// `executionTimeout`, and slack.
-pub fn poll_budget_seconds(step: &StepSpec) -> u64 {
-    DELIVERY_MARGIN_SECONDS + step.timeout_seconds + POLL_SLACK_SECONDS
+/// The seconds a step's poll must be able to wait: the job's delivery timeout (the same
+/// value send-step gives SendCommand), the step's `executionTimeout`, and slack.
+pub fn poll_budget_seconds(job: &JobSpec, step: &StepSpec) -> u64 {
+    job.delivery_timeout_seconds + step.timeout_seconds + POLL_SLACK_SECONDS
 }
 
 /// The smallest `MaxAttempts` whose retry delays add up to at least `seconds` under the
 /// poll schedule of `timing`.
 pub fn poll_attempts(seconds: u64, timing: &Timing) -> u64 {
-    let mut attempts = 0;
-    let mut covered = 0;
-    while covered < seconds && attempts < MAX_ATTEMPTS_LIMIT {
-        covered += timing.poll.delay(attempts);
-        attempts += 1;
-    }
-    attempts.max(1)
+    timing.poll.attempts_covering(seconds)
 }
 
 /// The whole definition of `job`'s state machine.
@@ -234,7 +256,7 @@ fn comment(job: &Job) -> String {
 /// The execution's own time limit: every launch of the job running its full max runtime,
 /// plus half an hour.
 fn execution_timeout_seconds(job: &Job) -> u64 {
-    job.spec.max_runtime_seconds * u64::from(job.spec.max_attempts) + 1800
+    job.spec.max_runtime_seconds * u64::from(job.spec.max_attempts) + CAPACITY_WAIT_SECONDS + 1800
 }
 
 /// The fields of states, retriers, catchers and choice rules, in the order they are written;
@@ -319,7 +341,7 @@ fn states(job: &Job, timing: &Timing) -> Vec<(String, Value)> {
     [
         run_record_states(job),
         launch_states(&after_wait, timing),
-        setup_states(&setup, timing),
+        setup_states(job, &setup, timing),
         resume_states(&workload),
         workload_states(job, &workload, timing),
         relaunch_and_finish_states(timing),
@@ -405,8 +427,17 @@ fn launch_states(after_wait: &str, timing: &Timing) -> Vec<(String, Value)> {
             timing,
         )
         .comment(
-            "Launch errors end the execution here (nothing is running); a redrive re-runs this state \
-             with a fresh launch budget",
+            "No capacity in any pool: wait and ask again (backoff). Other launch errors end the \
+             execution here (nothing is running); a redrive re-runs this state with a fresh launch budget",
+        )
+        .retry(
+            &["NoCapacity"],
+            json!({
+                "IntervalSeconds": timing.capacity.interval_seconds,
+                "MaxAttempts": timing.capacity.attempts_covering(timing.capacity_wait_seconds),
+                "BackoffRate": timing.capacity.backoff_rate,
+                "MaxDelaySeconds": timing.capacity.max_delay_seconds,
+            }),
         )
         .next(state::WAIT_FOR_AGENT),
     );
@@ -435,14 +466,14 @@ fn launch_states(after_wait: &str, timing: &Timing) -> Vec<(String, Value)> {
 }
 
 /// The setup steps, in order, on every fresh instance; the last one leads to Resume.
-fn setup_states(setup: &[&StepSpec], timing: &Timing) -> Vec<(String, Value)> {
+fn setup_states(job: &Job, setup: &[&StepSpec], timing: &Timing) -> Vec<(String, Value)> {
     let mut states = Vec::new();
     let mut add = |name: String, body: Value| states.push((name, body));
     for (i, step) in setup.iter().enumerate() {
         let next = setup
             .get(i + 1)
             .map_or(state::RESUME.to_string(), |s| state::send(&s.name));
-        for (name, body) in step_states(step, &next, state::RELAUNCH_CLEAN_UP, timing) {
+        for (name, body) in step_states(&job.spec, step, &next, state::RELAUNCH_CLEAN_UP, timing) {
             add(name, body);
         }
     }
@@ -498,7 +529,7 @@ fn workload_states(job: &Job, workload: &[&StepSpec], timing: &Timing) -> Vec<(S
             state::in_mode(&step.name),
             json!({"Type": "Choice", "Choices": [rule], "Default": next}),
         );
-        for (name, body) in step_states(step, &next, &resume_here, timing) {
+        for (name, body) in step_states(&job.spec, step, &next, &resume_here, timing) {
             add(name, body);
         }
         add(
@@ -524,11 +555,21 @@ fn relaunch_and_finish_states(timing: &Timing) -> Vec<(String, Value)> {
         task(
             resource::CLEANUP,
             task_timeout::CLEANUP,
-            json!({"action": "relaunch", "run.$": "$.run", "instance.$": "$.launch"}),
+            json!({
+                "action": "relaunch",
+                "run.$": "$.run",
+                "instance.$": "$.launch",
+                "lost.$": "$.lost",
+                "resume_at.$": "$.resume_at",
+                "redrive_count.$": "$$.Execution.RedriveCount",
+            }),
             "$.gate",
             timing,
         )
-        .comment("The instance was lost: terminate what is left of it; Launch starts a fresh one")
+        .comment(
+            "The instance was lost: terminate what is left of it. A spot reclaim goes on to Launch a \
+             fresh one; any other loss fails the execution here (InstanceLost): redrive to relaunch",
+        )
         .next(state::RELAUNCH_PAUSE),
     );
     add(
@@ -557,7 +598,13 @@ fn relaunch_and_finish_states(timing: &Timing) -> Vec<(String, Value)> {
 
 /// The send, poll and failed states of one step. `next` follows a success; `lost` is where
 /// a lost instance leads.
-fn step_states(step: &StepSpec, next: &str, lost: &str, timing: &Timing) -> Vec<(String, Value)> {
+fn step_states(
+    job: &JobSpec,
+    step: &StepSpec,
+    next: &str,
+    lost: &str,
+    timing: &Timing,
+) -> Vec<(String, Value)> {
     let send = state::send(&step.name);
     let poll = state::poll(&step.name);
     let failed = state::failed(&step.name);
@@ -610,7 +657,7 @@ fn step_states(step: &StepSpec, next: &str, lost: &str, timing: &Timing) -> Vec<
                 &["StillRunning"],
                 json!({
                     "IntervalSeconds": timing.poll.interval_seconds,
-                    "MaxAttempts": poll_attempts(poll_budget_seconds(step), timing),
+                    "MaxAttempts": poll_attempts(poll_budget_seconds(job, step), timing),
                     "BackoffRate": timing.poll.backoff_rate,
                     "MaxDelaySeconds": timing.poll.max_delay_seconds,
                 }),
@@ -844,10 +891,40 @@ mod tests {
             heartbeats: vec![],
             script: String::new(),
         };
-        assert_eq!(poll_budget_seconds(&step), 5820);
         assert_eq!(
-            poll_attempts(poll_budget_seconds(&step), &Timing::production()),
+            poll_budget_seconds(&crate::records::fixtures::job(), &step),
+            5820
+        );
+        assert_eq!(
+            poll_attempts(
+                poll_budget_seconds(&crate::records::fixtures::job(), &step),
+                &Timing::production()
+            ),
             53
+        );
+    }
+
+    #[test]
+    fn no_capacity_is_retried_at_launch_within_the_capacity_wait() {
+        for timing in [Timing::production(), Timing::local()] {
+            let def = definition(&job(SMALL), &timing);
+            let retry = def["States"][state::LAUNCH]["Retry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["ErrorEquals"] == json!(["NoCapacity"]))
+                .expect("Launch retries NoCapacity")
+                .clone();
+            let attempts = retry["MaxAttempts"].as_u64().unwrap();
+            let waited: u64 = (0..attempts).map(|k| timing.capacity.delay(k)).sum();
+            assert!(waited >= timing.capacity_wait_seconds, "{waited}");
+            assert!(waited - timing.capacity.delay(attempts - 1) < timing.capacity_wait_seconds);
+            assert!(waited <= CAPACITY_WAIT_SECONDS + timing.capacity.max_delay_seconds);
+        }
+        let production = definition(&job(SMALL), &Timing::production());
+        assert_eq!(
+            production["States"][state::LAUNCH]["Retry"][1]["MaxAttempts"],
+            9
         );
     }
 
@@ -866,7 +943,10 @@ mod tests {
         let def = definition(&job(SMALL), &Timing::production());
         let states = &def["States"];
         assert_eq!(def["StartAt"], state::APPLY_DEFAULTS);
-        assert_eq!(def["TimeoutSeconds"], 7200 * 2 + 1800);
+        assert_eq!(
+            def["TimeoutSeconds"],
+            7200 * 2 + CAPACITY_WAIT_SECONDS + 1800
+        );
         assert_eq!(states[state::WAIT_FOR_AGENT]["Next"], "setup: send");
         assert_eq!(states["setup: poll"]["Next"], state::RESUME);
         assert_eq!(

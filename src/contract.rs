@@ -91,6 +91,12 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             naming::staging_config_key("{job}", "{run_id}"),
         ),
         (
+            "send_marker_key",
+            "naming::send_marker_key",
+            naming::send_marker_key("{job}", "{run_id}", "{step}", 1234567890)
+                .replace("1234567890", "{round}"),
+        ),
+        (
             "health_log_prefix",
             "naming::health_log_prefix",
             naming::health_log_prefix("{step}", "{run_date}"),

@@ -9,9 +9,6 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 
-/// The default SendCommand delivery bound (`SPOTSTEP_DELIVERY_TIMEOUT`), in seconds.
-pub const DEFAULT_DELIVERY_TIMEOUT_SECONDS: u64 = 300;
-
 /// The deployment settings, from `SPOTSTEP_*` environment variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -29,8 +26,9 @@ pub struct Settings {
     pub image_id: String,
     /// `SPOTSTEP_LOG_GROUP`: CloudWatch log group for step output (empty: S3 only).
     pub log_group: String,
-    /// `SPOTSTEP_DELIVERY_TIMEOUT`: SendCommand `TimeoutSeconds` (delivery bound), default 300.
-    pub delivery_timeout_seconds: u64,
+    /// `SPOTSTEP_STACK`: the deployment's stack name. Every instance is tagged with it, and
+    /// cleanup and the sweep touch only instances that carry it (IAM is conditioned on it).
+    pub stack: String,
     /// `SPOTSTEP_REGISTRATION_GRACE`: how long `InvocationDoesNotExist` after a send counts as
     /// "not registered yet", default 300.
     pub registration_grace_seconds: i64,
@@ -55,15 +53,6 @@ impl Settings {
                 }),
             }
         };
-        let delivery = number(
-            "SPOTSTEP_DELIVERY_TIMEOUT",
-            DEFAULT_DELIVERY_TIMEOUT_SECONDS as i64,
-        )?;
-        if !(30..=2_592_000).contains(&delivery) {
-            return Err(Error::Misconfigured(format!(
-                "SPOTSTEP_DELIVERY_TIMEOUT={delivery} must be between 30 and 2592000"
-            )));
-        }
         Ok(Settings {
             bucket: get("SPOTSTEP_BUCKET"),
             region: get("AWS_REGION"),
@@ -77,7 +66,7 @@ impl Settings {
             instance_profile: get("SPOTSTEP_INSTANCE_PROFILE"),
             image_id: get("SPOTSTEP_IMAGE_ID"),
             log_group: get("SPOTSTEP_LOG_GROUP"),
-            delivery_timeout_seconds: delivery as u64,
+            stack: get("SPOTSTEP_STACK"),
             registration_grace_seconds: number("SPOTSTEP_REGISTRATION_GRACE", 300)?,
             sweep_grace_seconds: number("SPOTSTEP_SWEEP_GRACE", 1800)?,
         })
@@ -90,6 +79,7 @@ impl Settings {
             .filter(|n| match n {
                 Need::Bucket => self.bucket.is_empty(),
                 Need::Region => self.region.is_empty(),
+                Need::Stack => self.stack.is_empty(),
                 Need::Launch => {
                     self.subnets.is_empty()
                         || self.security_group.is_empty()
@@ -114,6 +104,7 @@ impl Settings {
 pub enum Need {
     Bucket,
     Region,
+    Stack,
     Launch,
 }
 
@@ -122,6 +113,7 @@ impl Need {
         match self {
             Need::Bucket => "SPOTSTEP_BUCKET",
             Need::Region => "AWS_REGION",
+            Need::Stack => "SPOTSTEP_STACK",
             Need::Launch => "SPOTSTEP_SUBNETS, SPOTSTEP_SECURITY_GROUP, SPOTSTEP_IMAGE_ID",
         }
     }
@@ -139,6 +131,13 @@ impl Clock {
         match self {
             Clock::System => OffsetDateTime::now_utc(),
             Clock::Fixed(t) => t,
+        }
+    }
+
+    /// Waits `seconds` on the system clock; a fixed clock (tests) does not wait.
+    pub async fn pause(self, seconds: u64) {
+        if self == Clock::System {
+            tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
         }
     }
 }
@@ -216,7 +215,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.subnets, ["subnet-a", "subnet-b"]);
-        assert_eq!(s.delivery_timeout_seconds, 300);
+        assert_eq!(s.stack, "");
         assert_eq!(s.registration_grace_seconds, 300);
         assert_eq!(s.sweep_grace_seconds, 1800);
         s.require(&[Need::Bucket, Need::Region]).unwrap();
@@ -227,12 +226,12 @@ mod tests {
 
     #[test]
     fn bad_numbers_are_misconfigured() {
-        let err = Settings::from_vars(&vars(&[("SPOTSTEP_DELIVERY_TIMEOUT", "soon")])).unwrap_err();
+        let err = Settings::from_vars(&vars(&[("SPOTSTEP_SWEEP_GRACE", "soon")])).unwrap_err();
         assert!(
-            err.to_string().contains("SPOTSTEP_DELIVERY_TIMEOUT=`soon`"),
+            err.to_string().contains("SPOTSTEP_SWEEP_GRACE=`soon`"),
             "{err}"
         );
-        let err = Settings::from_vars(&vars(&[("SPOTSTEP_DELIVERY_TIMEOUT", "5")])).unwrap_err();
+        let err = Settings::from_vars(&vars(&[("SPOTSTEP_SWEEP_GRACE", "-5")])).unwrap_err();
         assert_eq!(err.name(), "Misconfigured");
     }
 

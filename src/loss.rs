@@ -14,11 +14,18 @@ pub struct InstanceFacts {
     pub spot_status_code: Option<String>,
 }
 
+/// How long after our RunInstances an instance EC2 does not know counts as "not visible
+/// yet" rather than gone: EC2 is eventually consistent and documents
+/// `InvalidInstanceID.NotFound` right after a launch.
+pub const NOT_VISIBLE_GRACE_SECONDS: i64 = 300;
+
 /// The instance's fate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fate {
     /// Pending or running: usable.
     Alive,
+    /// EC2 does not show the instance yet, moments after we launched it: presumed alive.
+    NotVisibleYet,
     /// Gone (or going): `reclaim` tells a spot reclaim from anything else.
     Gone { reclaim: bool, detail: String },
 }
@@ -37,6 +44,16 @@ const RECLAIM_REASON_CODES: [&str; 2] = [
     "Server.SpotInstanceTermination",
     "Server.InsufficientInstanceCapacity",
 ];
+
+/// Classifies an instance we launched `seconds_since_launch` ago (`None`: unknown, so an
+/// instance EC2 does not know is gone).
+pub fn fate_since_launch(facts: &InstanceFacts, seconds_since_launch: Option<i64>) -> Fate {
+    let fresh = seconds_since_launch.is_some_and(|age| age < NOT_VISIBLE_GRACE_SECONDS);
+    if facts.state.is_none() && fresh {
+        return Fate::NotVisibleYet;
+    }
+    fate(facts)
+}
 
 /// Classifies an instance.
 pub fn fate(facts: &InstanceFacts) -> Fate {
@@ -108,9 +125,26 @@ mod tests {
 
     fn reclaim(f: &InstanceFacts) -> Option<bool> {
         match fate(f) {
-            Fate::Alive => None,
+            Fate::Alive | Fate::NotVisibleYet => None,
             Fate::Gone { reclaim, .. } => Some(reclaim),
         }
+    }
+
+    #[test]
+    fn unknown_right_after_launch_is_not_visible_yet() {
+        let unknown = InstanceFacts::default();
+        let table = [
+            (Some(0), Fate::NotVisibleYet),
+            (Some(NOT_VISIBLE_GRACE_SECONDS - 1), Fate::NotVisibleYet),
+            (Some(NOT_VISIBLE_GRACE_SECONDS), fate(&unknown)),
+            (None, fate(&unknown)),
+        ];
+        for (age, expected) in table {
+            assert_eq!(fate_since_launch(&unknown, age), expected, "{age:?}");
+        }
+        assert!(matches!(fate(&unknown), Fate::Gone { reclaim: false, .. }));
+        let running = facts(Some("running"), None, None, None);
+        assert_eq!(fate_since_launch(&running, Some(1)), Fate::Alive);
     }
 
     #[test]

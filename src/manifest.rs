@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::naming;
 
+/// The default SendCommand delivery bound (`delivery_timeout_seconds`), in seconds.
+pub const DEFAULT_DELIVERY_TIMEOUT_SECONDS: u64 = 300;
+
+/// SendCommand `TimeoutSeconds` bounds (seconds).
+pub const DELIVERY_TIMEOUT_RANGE: (u64, u64) = (30, 2_592_000);
+
 /// SSM `executionTimeout` bounds for `AWS-RunShellScript` (seconds).
 pub const STEP_TIMEOUT_RANGE: (u64, u64) = (30, 172_800);
 
@@ -70,6 +76,11 @@ pub struct JobSpec {
     pub config_source: String,
     pub on_demand_fallback: bool,
     pub max_attempts: u32,
+    /// SendCommand `TimeoutSeconds`: how long a step's command may wait to be delivered.
+    /// The one source of this value: send-step sends it and the state machine's poll budget
+    /// is derived from it.
+    #[serde(default = "default_delivery_timeout")]
+    pub delivery_timeout_seconds: u64,
     pub home: String,
     pub preflight_flag: String,
     pub env: BTreeMap<String, String>,
@@ -129,6 +140,8 @@ struct RawManifest {
     on_demand_fallback: bool,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
+    #[serde(default = "default_delivery_timeout")]
+    delivery_timeout_seconds: u64,
     default_mode: String,
     #[serde(default = "default_branch")]
     default_branch: String,
@@ -151,6 +164,10 @@ struct RawStep {
     timeout_seconds: u64,
     #[serde(default)]
     heartbeats: Vec<String>,
+}
+
+fn default_delivery_timeout() -> u64 {
+    DEFAULT_DELIVERY_TIMEOUT_SECONDS
 }
 
 fn default_max_attempts() -> u32 {
@@ -222,6 +239,7 @@ impl Job {
                 config_source: raw.config_source,
                 on_demand_fallback: raw.on_demand_fallback,
                 max_attempts: raw.max_attempts,
+                delivery_timeout_seconds: raw.delivery_timeout_seconds,
                 home: raw.home,
                 preflight_flag: raw.preflight_flag,
                 env: raw.env,
@@ -265,6 +283,13 @@ fn check_fields(
         ));
     }
     naming::parse_s3_uri(&raw.config_source).map_err(|p| err("config_source", p))?;
+    let (lo, hi) = DELIVERY_TIMEOUT_RANGE;
+    if !(lo..=hi).contains(&raw.delivery_timeout_seconds) {
+        return Err(err(
+            "delivery_timeout_seconds",
+            format!("must be between {lo} and {hi} (SendCommand TimeoutSeconds)"),
+        ));
+    }
     if !(1..=5).contains(&raw.max_attempts) {
         return Err(err("max_attempts", "must be between 1 and 5".into()));
     }
@@ -646,6 +671,13 @@ steps = ["work"]
             (
                 GOOD.replace("kind = \"setup\"", "kind = \"later\""),
                 "unknown variant `later`",
+            ),
+            (
+                GOOD.replace(
+                    "default_mode = \"all\"",
+                    "default_mode = \"all\"\ndelivery_timeout_seconds = 5",
+                ),
+                "field `delivery_timeout_seconds`: must be between 30 and 2592000",
             ),
         ];
         for (text, expected) in cases {

@@ -12,6 +12,10 @@ pub mod tags {
     pub const RUN_ID: &str = "spotstep:run-id";
     pub const EXECUTION: &str = "spotstep:execution";
     pub const ATTEMPT: &str = "spotstep:attempt";
+    /// The redrive round the instance was launched in.
+    pub const ROUND: &str = "spotstep:round";
+    /// The stack (deployment) that launched the instance; IAM and cleanup are scoped to it.
+    pub const STACK: &str = "spotstep:stack";
     pub const MAX_RUNTIME: &str = "spotstep:max-runtime";
     pub const NAME: &str = "Name";
 }
@@ -165,6 +169,14 @@ pub fn ssm_stdout_object(
     Ok((bucket, ssm_stdout_key(&log_prefix, command_id, instance_id)))
 }
 
+/// The send marker of one step in one redrive round, under the run's staging prefix: written
+/// before SendCommand and completed with the command id after it, so a retried send finds
+/// the command in S3 (strongly consistent) rather than in ListCommands (eventually
+/// consistent). Deleted with the staging.
+pub fn send_marker_key(job: &str, run_id: &str, step: &str, round: u32) -> String {
+    format!("{}sent/{step}.round-{round}", staging_prefix(job, run_id))
+}
+
 /// The key SSM writes a command's full stdout to, under its output prefix.
 pub fn ssm_stdout_key(log_prefix: &str, command_id: &str, instance_id: &str) -> String {
     ssm_output_key(log_prefix, command_id, instance_id, "stdout")
@@ -194,10 +206,17 @@ pub fn instance_name(prefix: &str, run_date: &str) -> String {
     format!("{prefix}-{}", run_date.replace('-', ""))
 }
 
-/// An idempotency token for one launch call: stable for the same execution, attempt and
-/// pool, at most 64 characters.
-pub fn client_token(execution: &str, attempt: u32, pool: usize) -> String {
-    let digest = Sha256::digest(format!("{execution}|{attempt}|{pool}").as_bytes());
+/// An idempotency token for one launch call: stable for the same execution, attempt, pool
+/// and generation, at most 64 characters. The generation counts the instances this attempt
+/// already launched and that ended: EC2 keeps a token bound to its instance for at least 24
+/// hours after it terminates, so a try after a launch that terminated itself needs a new one.
+pub fn client_token(execution: &str, attempt: u32, pool: usize, generation: usize) -> String {
+    let key = if generation == 0 {
+        format!("{execution}|{attempt}|{pool}")
+    } else {
+        format!("{execution}|{attempt}|{pool}|{generation}")
+    };
+    let digest = Sha256::digest(key.as_bytes());
     format!("spotstep-{}", hex(&digest[..16]))
 }
 
@@ -298,6 +317,10 @@ mod tests {
     fn keys_and_prefixes() {
         assert_eq!(staging_prefix("data-weekly", "r1"), "tmp/data-weekly/r1/");
         assert_eq!(staging_config_key("j", "r"), "tmp/j/r/config.yaml");
+        assert_eq!(
+            send_marker_key("j", "r", "deps", 2),
+            "tmp/j/r/sent/deps.round-2"
+        );
         assert_eq!(step_log_prefix("j", "r", "deps"), "logs/j/r/deps");
         assert_eq!(
             ssm_stdout_key("logs/j/r/deps", "cmd-1", "i-1"),
@@ -315,10 +338,15 @@ mod tests {
 
     #[test]
     fn tokens_are_stable_distinct_and_short() {
-        let a = client_token("arn:x", 1, 0);
-        assert_eq!(a, client_token("arn:x", 1, 0));
-        assert_ne!(a, client_token("arn:x", 2, 0));
-        assert_ne!(a, client_token("arn:x", 1, 1));
+        let a = client_token("arn:x", 1, 0, 0);
+        assert_eq!(a, client_token("arn:x", 1, 0, 0));
+        assert_ne!(a, client_token("arn:x", 2, 0, 0));
+        assert_ne!(a, client_token("arn:x", 1, 1, 0));
+        assert_ne!(a, client_token("arn:x", 1, 0, 1));
+        assert_ne!(
+            client_token("arn:x", 1, 0, 1),
+            client_token("arn:x", 1, 0, 2)
+        );
         assert!(a.len() <= 64);
         let c = command_comment(&"r".repeat(80), &"s".repeat(40), 3);
         assert!(c.len() <= 100, "{c}");

@@ -137,9 +137,17 @@ pub struct Launch {
     pub market: String,
     #[serde(default)]
     pub pools_tried: Vec<PoolTried>,
+    /// When EC2 launched the instance (RFC 3339; empty when unknown).
+    #[serde(default)]
+    pub launched_at: String,
 }
 
 impl Launch {
+    /// Seconds since the instance was launched, when the record knows.
+    pub fn seconds_since_launch(&self, now: time::OffsetDateTime) -> Option<i64> {
+        crate::env::parse_rfc3339(&self.launched_at).map(|t| (now - t).whole_seconds())
+    }
+
     /// The counters (attempt, round, launches in the round) of the launch after this one,
     /// or `RelaunchLimit` when the round is used up.
     ///
@@ -195,6 +203,7 @@ pub(crate) mod fixtures {
             config_source: "s3://cfg-bucket/demo/config.yaml".into(),
             on_demand_fallback: false,
             max_attempts: 2,
+            delivery_timeout_seconds: 300,
             home: "/tmp".into(),
             preflight_flag: "--preflight-only".into(),
             env: [("DEMO_GREETING".to_string(), "it's".to_string())].into(),

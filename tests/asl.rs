@@ -260,7 +260,7 @@ fn polls_outlast_their_steps() {
             for step in &job.steps {
                 let retrier = still_running_retrier(&states(&def)[&state::poll(&step.name)]);
                 let attempts = retrier["MaxAttempts"].as_u64().unwrap();
-                let needed = step.timeout_seconds + asl::DELIVERY_MARGIN_SECONDS;
+                let needed = step.timeout_seconds + job.spec.delivery_timeout_seconds;
                 assert!(
                     retry_coverage(retrier, attempts) >= needed,
                     "{}: {attempts} polls cover {}s < {needed}s",
@@ -279,7 +279,7 @@ fn a_ninety_minute_step_costs_fewer_than_sixty_poll_transitions() {
         let def = production(&job);
         for step in &job.steps {
             let retrier = still_running_retrier(&states(&def)[&state::poll(&step.name)]);
-            let budget = 5400 + asl::DELIVERY_MARGIN_SECONDS + asl::POLL_SLACK_SECONDS;
+            let budget = 5400 + job.spec.delivery_timeout_seconds + asl::POLL_SLACK_SECONDS;
             let transitions = (1..)
                 .find(|&n| retry_coverage(retrier, n) >= budget)
                 .unwrap();
@@ -473,7 +473,9 @@ fn the_execution_has_a_time_limit_covering_every_launch() {
         let limit = def["TimeoutSeconds"].as_u64().unwrap();
         assert_eq!(
             limit,
-            job.spec.max_runtime_seconds * u64::from(job.spec.max_attempts) + 1800
+            job.spec.max_runtime_seconds * u64::from(job.spec.max_attempts)
+                + asl::CAPACITY_WAIT_SECONDS
+                + 1800
         );
         assert!(def["Comment"]
             .as_str()

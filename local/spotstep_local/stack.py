@@ -182,6 +182,7 @@ class LocalStack:
             "SPOTSTEP_LOG_GROUP": "",
             "SPOTSTEP_REGISTRATION_GRACE": "30",
             "SPOTSTEP_SWEEP_GRACE": "60",
+            "SPOTSTEP_STACK": "spotstep-local",
         }
         os.makedirs(os.path.join(root, "logs"), exist_ok=True)
         self.lambdas = LambdaService(binaries, env, os.path.join(root, "logs"), {"launch": 120, "cleanup": 300})

@@ -11,8 +11,9 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_ec2::Client;
 
+use crate::env::{rfc3339, Clock};
 use crate::error::{Error, Result};
-use crate::loss::{fate, Fate, InstanceFacts};
+use crate::loss::{fate_since_launch, Fate, InstanceFacts};
 use crate::naming::{self, tags};
 
 /// Instance states that still cost money or may still run something.
@@ -20,31 +21,7 @@ pub const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"]
 
 /// What EC2 says about `instance_id` and its spot request.
 pub async fn facts(ec2: &Client, instance_id: &str) -> Result<InstanceFacts> {
-    let described = ec2
-        .describe_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await;
-    let instance = match described {
-        Ok(out) => out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .find(|i| i.instance_id() == Some(instance_id))
-            .cloned(),
-        Err(e)
-            if e.as_service_error().and_then(|s| s.meta().code())
-                == Some("InvalidInstanceID.NotFound") =>
-        {
-            None
-        }
-        Err(e) => {
-            return Err(Error::from_sdk(
-                &format!("DescribeInstances {instance_id}"),
-                &e,
-            ))
-        }
-    };
+    let instance = describe(ec2, instance_id).await?;
     let Some(instance) = instance else {
         return Ok(InstanceFacts::default());
     };
@@ -78,10 +55,22 @@ pub async fn facts(ec2: &Client, instance_id: &str) -> Result<InstanceFacts> {
     })
 }
 
-/// `Ok` while the instance is usable; `InstanceReclaimed` or `InstanceLost` once it is not.
-pub async fn ensure_alive(ec2: &Client, instance_id: &str) -> Result<()> {
-    match fate(&facts(ec2, instance_id).await?) {
+/// `Ok` while the instance is usable (or, launched `seconds_since_launch` ago, not visible
+/// yet); `InstanceReclaimed` or `InstanceLost` once it is not.
+pub async fn ensure_alive(
+    ec2: &Client,
+    instance_id: &str,
+    seconds_since_launch: Option<i64>,
+) -> Result<()> {
+    // Boxed: this future sits inside every handler's, deep enough to hit rustc's layout
+    // recursion limit otherwise.
+    let facts = Box::pin(facts(ec2, instance_id)).await?;
+    match fate_since_launch(&facts, seconds_since_launch) {
         Fate::Alive => Ok(()),
+        Fate::NotVisibleYet => {
+            tracing::info!(instance_id, ?seconds_since_launch, "EC2 does not show the instance yet (eventual consistency after launch)");
+            Ok(())
+        }
         Fate::Gone { reclaim: true, detail } => Err(Error::InstanceReclaimed(format!(
             "instance {instance_id} was reclaimed by EC2 spot: {detail}; the state machine relaunches and resumes at this step"
         ))),
@@ -128,9 +117,13 @@ pub async fn tagged_instances(ec2: &Client, wanted: &[(&str, &str)]) -> Result<V
         .collect())
 }
 
-/// The (job, run id) pairs of every instance an execution launched, in any state (see
-/// [`run_of`]).
-pub async fn runs_of_execution(ec2: &Client, execution: &str) -> Result<Vec<(String, String)>> {
+/// Every instance an execution launched from this stack, in any state (terminated ones
+/// too: after a relaunch limit all are gone but the staging is still there).
+pub async fn instances_of_execution(
+    ec2: &Client,
+    execution: &str,
+    stack: &str,
+) -> Result<Vec<Instance>> {
     let out = ec2
         .describe_instances()
         .filters(
@@ -139,26 +132,51 @@ pub async fn runs_of_execution(ec2: &Client, execution: &str) -> Result<Vec<(Str
                 .values(execution)
                 .build(),
         )
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::STACK))
+                .values(stack)
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| Error::from_sdk("DescribeInstances of an execution", &e))?;
-    let mut runs: Vec<(String, String)> = out
+    Ok(out
         .reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .filter(|i| tag(i, tags::EXECUTION) == Some(execution))
-        .filter_map(run_of)
-        .collect();
-    runs.sort();
-    runs.dedup();
-    Ok(runs)
+        .filter(|i| {
+            tag(i, tags::EXECUTION) == Some(execution) && tag(i, tags::STACK) == Some(stack)
+        })
+        .cloned()
+        .collect())
 }
 
-/// All live instances spotstep launched (any job).
-pub async fn spotstep_instances(ec2: &Client) -> Result<Vec<Instance>> {
+/// The redrive round an instance was launched in (its `spotstep:round` tag; 0 when absent).
+pub fn round_of(instance: &Instance) -> u32 {
+    tag(instance, tags::ROUND)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the instance is live (may still run something or cost money).
+pub fn is_live(instance: &Instance) -> bool {
+    instance
+        .state()
+        .and_then(|s| s.name())
+        .is_some_and(|n| LIVE_STATES.contains(&n.as_str()))
+}
+
+/// All live instances this stack launched (any job).
+pub async fn stack_instances(ec2: &Client, stack: &str) -> Result<Vec<Instance>> {
     let out = ec2
         .describe_instances()
-        .filters(Filter::builder().name("tag-key").values(tags::JOB).build())
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::STACK))
+                .values(stack)
+                .build(),
+        )
         .filters(
             Filter::builder()
                 .name("instance-state-name")
@@ -167,12 +185,12 @@ pub async fn spotstep_instances(ec2: &Client) -> Result<Vec<Instance>> {
         )
         .send()
         .await
-        .map_err(|e| Error::from_sdk("DescribeInstances of spotstep instances", &e))?;
+        .map_err(|e| Error::from_sdk("DescribeInstances of the stack's instances", &e))?;
     Ok(out
         .reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .filter(|i| tag(i, tags::JOB).is_some())
+        .filter(|i| tag(i, tags::STACK) == Some(stack))
         .filter(|i| {
             i.state().and_then(|s| s.name()).is_some_and(|n| {
                 !matches!(
@@ -203,7 +221,43 @@ pub fn tag<'a>(instance: &'a Instance, key: &str) -> Option<&'a str> {
         .and_then(|t| t.value())
 }
 
-/// Terminates the instances (none is fine). An instance EC2 no longer knows is not an error.
+/// How long [`terminate_launched`] waits between tries while EC2 does not show the instance.
+pub const TERMINATE_PAUSES_SECONDS: [u64; 5] = [1, 2, 4, 8, 16];
+
+/// Terminates one instance this run launched. EC2 may not show a just-launched instance yet
+/// (`InvalidInstanceID.NotFound`): that is retried until EC2 confirms the terminate, never
+/// taken as done. `Err` when EC2 still does not know it after every pause (the sweep then
+/// finds it by its tags).
+pub async fn terminate_launched(ec2: &Client, instance_id: &str, clock: Clock) -> Result<()> {
+    for pause in TERMINATE_PAUSES_SECONDS {
+        match ec2
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(NOT_FOUND) => clock.pause(pause).await,
+            Err(e) => {
+                return Err(Error::from_sdk(
+                    &format!("TerminateInstances {instance_id}"),
+                    &e,
+                ))
+            }
+        }
+    }
+    Err(Error::AwsError(format!(
+        "EC2 still does not know instance {instance_id}, launched by this run, after {} s: \
+         it could not be terminated now; the hourly sweep terminates it by its tags",
+        TERMINATE_PAUSES_SECONDS.iter().sum::<u64>()
+    )))
+}
+
+/// EC2's error code for an instance it does not know (yet, or any more).
+const NOT_FOUND: &str = "InvalidInstanceID.NotFound";
+
+/// Terminates the instances (none is fine). An instance EC2 no longer knows is not an error:
+/// these come from DescribeInstances, so EC2 showed them.
 pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
@@ -215,12 +269,7 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<()> {
         .await
     {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error().and_then(|s| s.meta().code())
-                == Some("InvalidInstanceID.NotFound") =>
-        {
-            Ok(())
-        }
+        Err(e) if e.code() == Some(NOT_FOUND) => Ok(()),
         Err(e) => Err(Error::from_sdk(
             &format!("TerminateInstances {}", ids.join(",")),
             &e,
@@ -256,6 +305,8 @@ pub struct Started {
     pub availability_zone: String,
     pub subnet_id: String,
     pub spot: bool,
+    /// When EC2 launched it (RFC 3339; empty when EC2 did not say).
+    pub launched_at: String,
 }
 
 impl Started {
@@ -273,6 +324,11 @@ impl Started {
                 .to_string(),
             subnet_id: instance.subnet_id().unwrap_or_default().to_string(),
             spot: instance.instance_lifecycle().is_some(),
+            launched_at: instance
+                .launch_time()
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok())
+                .map(rfc3339)
+                .unwrap_or_default(),
         }
     }
 }
@@ -384,14 +440,73 @@ pub async fn run_instance(ec2: &Client, request: &InstanceRequest) -> Result<Lau
     }
 }
 
-/// The live instance an earlier try of the same launch started: tagged with the execution
-/// and the attempt.
-pub async fn started_by(ec2: &Client, execution: &str, attempt: u32) -> Result<Option<Started>> {
+/// What earlier tries of one launch (an execution's attempt) left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EarlierTries {
+    /// An instance still live: the launch already happened.
+    pub live: Option<Started>,
+    /// How many of its instances ended (a try that terminated its own instance).
+    pub ended: usize,
+}
+
+/// The instances an execution's attempt launched, live or ended, found by their tags.
+pub async fn earlier_tries(ec2: &Client, execution: &str, attempt: u32) -> Result<EarlierTries> {
     let attempt = attempt.to_string();
-    let found = tagged_instances(
-        ec2,
-        &[(tags::EXECUTION, execution), (tags::ATTEMPT, &attempt)],
-    )
-    .await?;
-    Ok(found.first().map(Started::of))
+    let out = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::EXECUTION))
+                .values(execution)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name(format!("tag:{}", tags::ATTEMPT))
+                .values(&attempt)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk("DescribeInstances of this launch's earlier tries", &e))?;
+    let mut tries = EarlierTries::default();
+    let mine = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            tag(i, tags::EXECUTION) == Some(execution)
+                && tag(i, tags::ATTEMPT) == Some(attempt.as_str())
+        });
+    for instance in mine {
+        let state = instance.state().and_then(|s| s.name()).map(|n| n.as_str());
+        if state.is_some_and(|s| LIVE_STATES.contains(&s)) {
+            tries.live.get_or_insert_with(|| Started::of(instance));
+        } else {
+            tries.ended += 1;
+        }
+    }
+    Ok(tries)
+}
+
+/// One instance as EC2 shows it, or `None` when EC2 does not know it.
+pub async fn describe(ec2: &Client, instance_id: &str) -> Result<Option<Instance>> {
+    match ec2
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
+            .cloned()),
+        Err(e) if e.code() == Some(NOT_FOUND) => Ok(None),
+        Err(e) => Err(Error::from_sdk(
+            &format!("DescribeInstances {instance_id}"),
+            &e,
+        )),
+    }
 }

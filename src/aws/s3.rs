@@ -42,6 +42,45 @@ pub async fn copy(
     Ok(())
 }
 
+/// The text of `s3://bucket/key`, or `None` when it does not exist.
+pub async fn read(s3: &Client, bucket: &str, key: &str) -> Result<Option<String>> {
+    match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => {
+            let bytes = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| Error::AwsError(format!("reading s3://{bucket}/{key}: {e}")))?;
+            Ok(Some(
+                String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
+            ))
+        }
+        Err(e)
+            if e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                || e.code() == Some("NoSuchKey") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::from_sdk(
+            &format!("GetObject s3://{bucket}/{key}"),
+            &e,
+        )),
+    }
+}
+
+/// Writes `body` to `s3://bucket/key`.
+pub async fn put(s3: &Client, bucket: &str, key: &str, body: String) -> Result<()> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(body.into_bytes().into())
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk(&format!("PutObject s3://{bucket}/{key}"), &e))?;
+    Ok(())
+}
+
 /// The last `bytes` bytes of `s3://bucket/key` as text, or why they could not be read (the
 /// error code).
 pub async fn tail(

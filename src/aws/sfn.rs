@@ -34,16 +34,33 @@ pub async fn running_executions(sfn: &Client, state_machine: &str) -> Result<Vec
         .collect())
 }
 
-/// Whether the execution is running: `Some(true)` running, `Some(false)` ended, `None` when
-/// Step Functions does not know it.
-pub async fn is_running(sfn: &Client, execution: &str) -> Result<Option<bool>> {
+/// An execution's status and redrive count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, ...
+    pub status: String,
+    /// How many times it was redriven (`redriveCount`): the current round.
+    pub redrive_count: u32,
+}
+
+impl Described {
+    pub fn running(&self) -> bool {
+        self.status == ExecutionStatus::Running.as_str()
+    }
+}
+
+/// The execution's status now, or `None` when Step Functions does not know it.
+pub async fn describe(sfn: &Client, execution: &str) -> Result<Option<Described>> {
     match sfn
         .describe_execution()
         .execution_arn(execution)
         .send()
         .await
     {
-        Ok(out) => Ok(Some(out.status() == &ExecutionStatus::Running)),
+        Ok(out) => Ok(Some(Described {
+            status: out.status().as_str().to_string(),
+            redrive_count: out.redrive_count().unwrap_or(0).max(0) as u32,
+        })),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_execution_does_not_exist()) =>

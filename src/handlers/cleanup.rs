@@ -24,6 +24,7 @@ use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepSpec};
 use crate::naming::{self, tags};
 use crate::records::{Command, Launch, Run};
+use crate::telemetry;
 
 /// The error a caught step failure carries (`Catch` with `ResultPath`).
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +46,14 @@ pub enum Request {
         run: Run,
         #[serde(default)]
         instance: Launch,
+        /// The error that lost the instance (the Catch's `$.lost`).
+        #[serde(default)]
+        lost: Option<CaughtError>,
+        /// The workload step the run resumes at after the relaunch (empty: a setup step).
+        #[serde(default)]
+        resume_at: String,
+        #[serde(default)]
+        redrive_count: u32,
     },
     StepFailed {
         run: Run,
@@ -116,19 +125,22 @@ pub fn request(input: Value) -> Result<Request> {
 pub async fn handle(env: &Env, input: Value) -> Result<Report> {
     match request(input)? {
         Request::EndOfRun { run } => Ok(Box::pin(end_of_run(env, &run)).await),
-        Request::Relaunch { run, instance } => {
-            let mut ids =
-                instance_ids(env, &[(tags::RUN_ID, &run.run_id), (tags::JOB, &run.job)]).await?;
-            if !instance.instance_id.is_empty() && !ids.contains(&instance.instance_id) {
-                ids.push(instance.instance_id.clone());
-            }
-            ec2::terminate(&env.ec2, &ids).await?;
-            info!(terminated = ?ids, "cleaned up before relaunch");
-            Ok(Report {
-                action: "relaunch".into(),
-                terminated: ids,
-                ..Report::default()
-            })
+        Request::Relaunch {
+            run,
+            instance,
+            lost,
+            resume_at,
+            redrive_count,
+        } => {
+            Box::pin(relaunch(
+                env,
+                &run,
+                &instance,
+                lost.as_ref(),
+                &resume_at,
+                redrive_count,
+            ))
+            .await
         }
         Request::StepFailed {
             run,
@@ -146,7 +158,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                     ..Report::default()
                 });
             }
-            env.settings.require(&[Need::Bucket])?;
+            env.settings.require(&[Need::Bucket, Need::Stack])?;
             let (_, errors) = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await;
             for e in errors {
                 warn!(step = %step.name, error = %e, "cleanup after the failed step was incomplete; the status-change rule retries it");
@@ -154,36 +166,153 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
             Err(Error::StepFailed(cause_message(&failure)))
         }
         Request::ExecutionEnded { execution, status } => {
-            if !matches!(status.as_str(), "FAILED" | "TIMED_OUT" | "ABORTED") {
-                return Ok(Report {
-                    action: format!("execution-ended ({status}): nothing to do"),
-                    ..Report::default()
-                });
-            }
-            env.settings.require(&[Need::Bucket])?;
-            let instances =
-                ec2::tagged_instances(&env.ec2, &[(tags::EXECUTION, &execution)]).await?;
-            let mut report = Report {
-                action: format!("execution-ended ({status})"),
-                ..Report::default()
-            };
-            for instance in &instances {
-                let id = instance.instance_id().unwrap_or_default();
-                report
-                    .cancelled_commands
-                    .extend(cancel_commands(env, id).await?);
-            }
-            // The runs come from every instance the execution launched, terminated ones too:
-            // after a relaunch limit all of them are gone but the staging is still there.
-            for (job, run_id) in ec2::runs_of_execution(&env.ec2, &execution).await? {
-                let cleaned = settled(Box::pin(clean_run(env, &job, &run_id, true)).await)?;
-                report.terminated.extend(cleaned.terminated);
-                report.deleted_objects += cleaned.deleted_objects;
-            }
-            Ok(report)
+            Box::pin(execution_ended(env, &execution, &status)).await
         }
         Request::Sweep => Box::pin(sweep(env)).await,
     }
+}
+
+/// Before a relaunch: terminate what is left of the run's instance, and decide whether the
+/// loss may relaunch at all. A spot reclaim relaunches (and counts `SpotInterruptionRetry`).
+/// Any other loss (the max-runtime watchdog, an operator's terminate, the sweep) fails the
+/// execution here with `InstanceLost`, to be looked at and redriven; a redrive (a round
+/// above the instance's) relaunches. Only instances whose tags name this run and stack are
+/// terminated.
+async fn relaunch(
+    env: &Env,
+    run: &Run,
+    instance: &Launch,
+    lost: Option<&CaughtError>,
+    resume_at: &str,
+    redrive_count: u32,
+) -> Result<Report> {
+    env.settings.require(&[Need::Stack])?;
+    let stack = env.settings.stack.as_str();
+    let mut ids = instance_ids(
+        env,
+        &[
+            (tags::RUN_ID, &run.run_id),
+            (tags::JOB, &run.job),
+            (tags::STACK, stack),
+        ],
+    )
+    .await?;
+    ec2::terminate(&env.ec2, &ids).await?;
+    let id = instance.instance_id.as_str();
+    if !id.is_empty() && !ids.iter().any(|i| i == id) {
+        match ec2::describe(&env.ec2, id).await? {
+            Some(found) => {
+                let ours = ec2::run_of(&found) == Some((run.job.clone(), run.run_id.clone()))
+                    && ec2::tag(&found, tags::STACK) == Some(stack);
+                if ours && ec2::is_live(&found) {
+                    ec2::terminate(&env.ec2, &[id.to_string()]).await?;
+                    ids.push(id.to_string());
+                } else if !ours {
+                    warn!(instance_id = id, "the launch record names an instance whose tags are not this run's; not terminating it");
+                }
+            }
+            None if instance
+                .seconds_since_launch(env.clock.now())
+                .is_some_and(|age| age < crate::loss::NOT_VISIBLE_GRACE_SECONDS) =>
+            {
+                ec2::terminate_launched(&env.ec2, id, env.clock).await?;
+                ids.push(id.to_string());
+            }
+            None => {}
+        }
+    }
+    info!(terminated = ?ids, "cleaned up before relaunch");
+    let error = lost.map_or("", |l| l.error.as_str());
+    let expected_after_redrive = redrive_count > instance.round;
+    if error == "InstanceLost" && !expected_after_redrive {
+        let step = if resume_at.is_empty() {
+            "a setup step".to_string()
+        } else {
+            format!("step `{resume_at}`")
+        };
+        return Err(Error::InstanceLost(format!(
+            "{} Only a spot reclaim relaunches by itself: find out what stopped the instance \
+             (the max-runtime watchdog, an operator, the sweep), then redrive the execution: it \
+             relaunches, runs the setup steps and resumes at {step}",
+            cause_message(lost.expect("an InstanceLost error was caught"))
+        )));
+    }
+    if error == "InstanceReclaimed" {
+        telemetry::emit_count(
+            "AlphaEngine",
+            "SpotInterruptionRetry",
+            ("Process", &run.job),
+            env.clock.now(),
+        );
+    }
+    Ok(Report {
+        action: "relaunch".into(),
+        terminated: ids,
+        ..Report::default()
+    })
+}
+
+/// After an execution ended FAILED, TIMED_OUT or ABORTED (the EventBridge rule): cancel its
+/// commands, terminate its instances, delete its staging. The event may come late or twice,
+/// after the operator stopped and redrove the execution: so the execution is described
+/// first, nothing is done while it runs again, and only the instances of its rounds up to the
+/// described `redriveCount` (from this stack) are touched.
+async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Report> {
+    if !matches!(status, "FAILED" | "TIMED_OUT" | "ABORTED") {
+        return Ok(Report {
+            action: format!("execution-ended ({status}): nothing to do"),
+            ..Report::default()
+        });
+    }
+    env.settings.require(&[Need::Bucket, Need::Stack])?;
+    let described = sfn::describe(&env.sfn, execution).await?;
+    let round = match &described {
+        Some(d) if d.running() => {
+            info!(
+                execution,
+                redrive_count = d.redrive_count,
+                "the execution runs again (redriven): nothing to clean"
+            );
+            return Ok(Report {
+                action: format!(
+                    "execution-ended ({status}): running again (redrive {}), nothing to do",
+                    d.redrive_count
+                ),
+                ..Report::default()
+            });
+        }
+        Some(d) => d.redrive_count,
+        None => u32::MAX,
+    };
+    let instances: Vec<_> = ec2::instances_of_execution(&env.ec2, execution, &env.settings.stack)
+        .await?
+        .into_iter()
+        .filter(|i| ec2::round_of(i) <= round)
+        .collect();
+    let mut report = Report {
+        action: format!("execution-ended ({status})"),
+        ..Report::default()
+    };
+    let live: Vec<String> = instances
+        .iter()
+        .filter(|i| ec2::is_live(i))
+        .filter_map(|i| i.instance_id().map(String::from))
+        .collect();
+    for id in &live {
+        report
+            .cancelled_commands
+            .extend(cancel_commands(env, id).await?);
+    }
+    ec2::terminate(&env.ec2, &live).await?;
+    report.terminated = live;
+    let mut runs: Vec<(String, String)> = instances.iter().filter_map(ec2::run_of).collect();
+    runs.sort();
+    runs.dedup();
+    for (job, run_id) in runs {
+        let prefix = naming::staging_prefix(&job, &run_id);
+        report.deleted_objects += s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await?;
+    }
+    Ok(report)
 }
 
 /// The `errorMessage` of a Lambda error cause (its JSON), or the cause as it is.
@@ -211,7 +340,7 @@ async fn instance_ids(env: &Env, wanted: &[(&str, &str)]) -> Result<Vec<String>>
 /// (which terminates the run's instances once its execution is over, and deletes its
 /// staging) and to the staging lifecycle rule.
 async fn end_of_run(env: &Env, run: &Run) -> Report {
-    let (mut report, errors) = match env.settings.require(&[Need::Bucket]) {
+    let (mut report, errors) = match env.settings.require(&[Need::Bucket, Need::Stack]) {
         Ok(()) => clean_run(env, &run.job, &run.run_id, true).await,
         Err(e) => (Report::default(), vec![e]),
     };
@@ -232,7 +361,12 @@ async fn end_of_run(env: &Env, run: &Run) -> Report {
 async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report, Vec<Error>) {
     let mut report = Report::default();
     let mut errors = Vec::new();
-    match instance_ids(env, &[(tags::RUN_ID, run_id), (tags::JOB, job)]).await {
+    let wanted = [
+        (tags::RUN_ID, run_id),
+        (tags::JOB, job),
+        (tags::STACK, env.settings.stack.as_str()),
+    ];
+    match instance_ids(env, &wanted).await {
         Ok(ids) => match ec2::terminate(&env.ec2, &ids).await {
             Ok(()) => report.terminated = ids,
             Err(e) => errors.push(e),
@@ -278,13 +412,13 @@ async fn cancel_commands(env: &Env, instance_id: &str) -> Result<Vec<String>> {
 /// Terminates spotstep instances whose execution is no longer running or that outlived their
 /// max runtime plus grace, and deletes those runs' staging.
 async fn sweep(env: &Env) -> Result<Report> {
-    env.settings.require(&[Need::Bucket])?;
+    env.settings.require(&[Need::Bucket, Need::Stack])?;
     let now = env.clock.now();
     let mut report = Report {
         action: "sweep".into(),
         ..Report::default()
     };
-    for instance in ec2::spotstep_instances(&env.ec2).await? {
+    for instance in ec2::stack_instances(&env.ec2, &env.settings.stack).await? {
         let id = instance.instance_id().unwrap_or_default().to_string();
         let age = instance
             .launch_time()
@@ -293,15 +427,18 @@ async fn sweep(env: &Env) -> Result<Report> {
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0)
             + env.settings.sweep_grace_seconds;
+        // Over: the execution ended, is unknown, or runs a later round than the instance's.
+        // An instance without an execution tag is only swept once it outlived its budget.
         let execution_over = match ec2::tag(&instance, tags::EXECUTION) {
-            Some(execution) => match sfn::is_running(&env.sfn, execution).await {
-                Ok(running) => running != Some(true),
+            Some(execution) => match sfn::describe(&env.sfn, execution).await {
+                Ok(Some(d)) => !d.running() || ec2::round_of(&instance) < d.redrive_count,
+                Ok(None) => true,
                 Err(e) => {
                     warn!(instance_id = %id, error = %e, "could not describe the instance's execution");
                     false
                 }
             },
-            None => true,
+            None => false,
         };
         if !(execution_over || age > budget) {
             continue;

@@ -9,13 +9,12 @@ use tracing::{info, warn};
 use crate::aws::ec2::{self, InstanceRequest, Launched, Started};
 use crate::aws::{s3, sfn};
 use crate::capacity::{self, LaunchAnswer, Market, Pool};
-use crate::env::{parse_rfc3339, Env, Need};
+use crate::env::{parse_rfc3339, rfc3339, Env, Need};
 use crate::error::{Error, Result};
 use crate::input::{parse, Checked};
 use crate::manifest::JobSpec;
 use crate::naming::{self, tags};
 use crate::records::{Launch, PoolTried, Run};
-use crate::telemetry;
 
 /// What the state machine passes to launch.
 #[derive(Debug, Deserialize)]
@@ -53,31 +52,35 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
     if first {
         refuse_concurrent(env, &run, redriven).await?;
     }
-    env.settings.require(&[Need::Bucket, Need::Launch])?;
+    env.settings
+        .require(&[Need::Bucket, Need::Launch, Need::Stack])?;
     let (config_bucket, config_key) =
         naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
     check_config(env, &config_bucket, &config_key).await?;
 
-    let mut launch = match ec2::started_by(&env.ec2, &run.execution, attempt).await? {
+    let earlier = ec2::earlier_tries(&env.ec2, &run.execution, attempt).await?;
+    let mut launch = match earlier.live {
         Some(found) => launch_record(found, Vec::new()),
-        None => launch_instance(env, &run, &job, attempt).await?,
+        None => {
+            let this = Attempt {
+                number: attempt,
+                round,
+                generation: earlier.ended,
+            };
+            launch_instance(env, &run, &job, &this).await?
+        }
     };
+    if launch.launched_at.is_empty() {
+        launch.launched_at = rfc3339(env.clock.now());
+    }
     launch.attempt = attempt;
     launch.round = round;
     launch.round_attempts = round_attempts;
 
     if let Err(e) = stage_config(env, &run, &config_bucket, &config_key).await {
         warn!(instance_id = %launch.instance_id, "staging the config failed; terminating the new instance");
-        ec2::terminate(&env.ec2, std::slice::from_ref(&launch.instance_id)).await?;
+        ec2::terminate_launched(&env.ec2, &launch.instance_id, env.clock).await?;
         return Err(e);
-    }
-    if round_attempts > 1 {
-        telemetry::emit_count(
-            "AlphaEngine",
-            "SpotInterruptionRetry",
-            ("Process", &job.name),
-            env.clock.now(),
-        );
     }
     info!(
         instance_id = %launch.instance_id,
@@ -154,11 +157,20 @@ fn launch_record(started: Started, pools_tried: Vec<PoolTried>) -> Launch {
         .as_str()
         .to_string(),
         pools_tried,
+        launched_at: started.launched_at,
         ..Launch::default()
     }
 }
 
-async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: u32) -> Result<Launch> {
+/// The launch being made: its number in the execution, its redrive round, and how many of
+/// its earlier tries ended (each needs a fresh client token).
+struct Attempt {
+    number: u32,
+    round: u32,
+    generation: usize,
+}
+
+async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt) -> Result<Launch> {
     let pinned = Some(run.instance_type.as_str()).filter(|t| !t.is_empty());
     let pools = capacity::plan(
         &job.instance_types,
@@ -242,7 +254,7 @@ fn instance_request(
     run: &Run,
     job: &JobSpec,
     pool: &Pool,
-    attempt: u32,
+    attempt: &Attempt,
     index: usize,
 ) -> InstanceRequest {
     let s = &env.settings;
@@ -254,7 +266,12 @@ fn instance_request(
         instance_profile: s.instance_profile.clone(),
         root_volume_gb: job.root_volume_gb,
         user_data: user_data(job.max_runtime_seconds),
-        client_token: naming::client_token(&run.execution, attempt, index),
+        client_token: naming::client_token(
+            &run.execution,
+            attempt.number,
+            index,
+            attempt.generation,
+        ),
         tags: [
             (
                 tags::NAME,
@@ -263,7 +280,9 @@ fn instance_request(
             (tags::JOB, job.name.clone()),
             (tags::RUN_ID, run.run_id.clone()),
             (tags::EXECUTION, run.execution.clone()),
-            (tags::ATTEMPT, attempt.to_string()),
+            (tags::ATTEMPT, attempt.number.to_string()),
+            (tags::ROUND, attempt.round.to_string()),
+            (tags::STACK, s.stack.clone()),
             (tags::MAX_RUNTIME, job.max_runtime_seconds.to_string()),
         ]
         .into_iter()

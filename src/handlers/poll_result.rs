@@ -77,7 +77,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
             .map_err(Error::InvalidInput)?;
     let output = format!("s3://{bucket}/{stdout_key}");
     let Some(invocation) = ssm::invocation(&env.ssm, &command.command_id, id).await? else {
-        ec2::ensure_alive(&env.ec2, id).await?;
+        ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
         let age =
             parse_rfc3339(&command.sent_at).map_or(0, |t| (env.clock.now() - t).whole_seconds());
         if age < env.settings.registration_grace_seconds {
@@ -101,7 +101,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
     } = invocation;
     match classify(&status, &details, code) {
         Verdict::Running => {
-            ec2::ensure_alive(&env.ec2, id).await?;
+            ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
             Err(Error::StillRunning(format!(
                 "step {} is {status} ({details})",
                 step.name
@@ -131,7 +131,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
             })
         }
         Verdict::Failed(failure) => {
-            ec2::ensure_alive(&env.ec2, id).await?;
+            ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
             let tail = output_tail(env, &bucket, &stdout_key, &stdout_head).await;
             Err(Error::StepFailed(failure_message(
                 &step.name, &status, &details, code, failure, &output, &tail,

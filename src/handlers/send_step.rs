@@ -1,15 +1,17 @@
 //! send-step: render a step's script and send it through `AWS-RunShellScript`, once.
 //!
-//! `SendCommand` has no client token, so the command carries a `Comment` made from the run,
-//! the step and the redrive round; a retried send finds that command on the instance and
-//! returns it instead of running the script twice.
+//! `SendCommand` has no client token. Before sending, send-step writes a marker under the
+//! run's staging prefix (S3, strongly consistent) and completes it with the command id after
+//! the send; a retried send finds the command there and returns it instead of running the
+//! script twice. Only when a try died between marking and recording does it fall back to
+//! ListCommands, by the command's `Comment` (run, step, redrive round).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::aws::ec2;
 use crate::aws::ssm::{self, Sent, StepCommand};
+use crate::aws::{ec2, s3};
 use crate::env::{rfc3339, Env, Need};
 use crate::error::{Error, Result};
 use crate::input::{parse, Checked};
@@ -33,6 +35,27 @@ pub struct Input {
 impl Checked for Input {
     fn check(&self) -> Result<()> {
         self.run.validate(&self.job)
+    }
+}
+
+/// The S3 record of one send ([`naming::send_marker_key`]): written before SendCommand
+/// (intent, no command id) and completed with the command id after it. S3 is strongly
+/// consistent, so a retry right after a successful send finds the command here even while
+/// ListCommands does not show it yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SendMarker {
+    pub step: String,
+    pub round: u32,
+    pub instance_id: String,
+    /// Empty until SendCommand answered.
+    pub command_id: String,
+    pub sent_at: String,
+}
+
+impl SendMarker {
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a SendMarker always serializes")
     }
 }
 
@@ -60,11 +83,30 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         reused,
     };
 
-    let earlier = ssm::commands_on(&env.ssm, id).await?;
-    if let Some(sent) = earlier.iter().find(|c| c.comment == comment) {
-        info!(step = %step.name, instance_id = %id, command_id = %sent.command_id, "command already sent; not sending it again");
-        return Ok(record(&sent.command_id, sent.requested_at.clone(), true));
+    let marker_key = naming::send_marker_key(&job.name, &run.run_id, &step.name, redrive_count);
+    let marker = s3::read(&env.s3, bucket, &marker_key)
+        .await?
+        .map(|text| serde_json::from_str::<SendMarker>(&text).unwrap_or_default())
+        .filter(|m| m.instance_id == id);
+    if let Some(marker) = marker {
+        if !marker.command_id.is_empty() {
+            info!(step = %step.name, instance_id = %id, command_id = %marker.command_id, "command already sent (S3 marker); not sending it again");
+            return Ok(record(&marker.command_id, marker.sent_at, true));
+        }
+        let listed = ssm::commands_on(&env.ssm, id).await?;
+        if let Some(sent) = listed.iter().find(|c| c.comment == comment) {
+            info!(step = %step.name, instance_id = %id, command_id = %sent.command_id, "command already sent (listed); not sending it again");
+            return Ok(record(&sent.command_id, sent.requested_at.clone(), true));
+        }
+        warn!(step = %step.name, instance_id = %id, "an earlier try marked this send but recorded no command and SSM lists none; sending");
     }
+    let mut marker = SendMarker {
+        step: step.name.clone(),
+        round: redrive_count,
+        instance_id: id.to_string(),
+        ..SendMarker::default()
+    };
+    s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await?;
 
     let placement = Placement {
         bucket: bucket.clone(),
@@ -75,7 +117,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         instance_id: id,
         commands: script::ssm_commands(&run, &job, &step, &placement),
         execution_timeout_seconds: step.timeout_seconds,
-        delivery_timeout_seconds: env.settings.delivery_timeout_seconds,
+        delivery_timeout_seconds: job.delivery_timeout_seconds,
         comment: &comment,
         output_bucket: bucket,
         output_key_prefix: &log_prefix,
@@ -84,10 +126,15 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
     match ssm::send(&env.ssm, &command).await? {
         Sent::Command(command_id) => {
             info!(step = %step.name, instance_id = %id, %command_id, timeout = step.timeout_seconds, "step sent");
-            Ok(record(&command_id, rfc3339(env.clock.now()), false))
+            marker.command_id = command_id.clone();
+            marker.sent_at = rfc3339(env.clock.now());
+            if let Err(e) = s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await {
+                warn!(step = %step.name, %command_id, error = %e, "the command was sent but its S3 marker was not completed");
+            }
+            Ok(record(&command_id, marker.sent_at, false))
         }
         Sent::NotRegistered => {
-            ec2::ensure_alive(&env.ec2, id).await?;
+            ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
             Err(Error::AgentNotOnline(format!(
                 "SSM does not accept commands for instance {id} yet (InvalidInstanceId: its agent is not registered); \
                  the state machine retries the send"

@@ -54,7 +54,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Online> {
             platform: agent.platform.clone(),
         });
     }
-    ec2::ensure_alive(&env.ec2, id).await?;
+    ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
     let status = agent
         .map(|a| a.ping_status)
         .filter(|s| !s.is_empty())

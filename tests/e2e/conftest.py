@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "local"))
 
+from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.stack import FUNCTIONS, LocalStack  # noqa: E402
 
@@ -153,6 +154,15 @@ class E2E:
 
     def staging_keys(self) -> list:
         return self.stack.keys("tmp/")
+
+    def staged(self, job: str, run_id: str) -> list:
+        """What a run stages: its config, and one send marker per (step, redrive round) it
+        sent (a resend in the same round, to a relaunched instance, rewrites the same one)."""
+        markers = {
+            contract.fmt("send_marker_key").make(job=job, run_id=run_id, step=c.step, round=c.round)
+            for c in self.commands(run_id)
+        }
+        return sorted(markers | {contract.fmt("staging_config_key").make(job=job, run_id=run_id)})
 
     def log_keys(self, job: str, run_id: str, step: str) -> list:
         return self.stack.keys(f"logs/{job}/{run_id}/{step}/")

@@ -94,7 +94,7 @@ def test_happy_path_runs_each_step_of_the_mode_once(e2e, mode):
     output = json.loads(outcome.output)
     assert output["cleanup"]["action"] == "end-of-run"
     assert output["cleanup"]["terminated"] == [instances[0].id]
-    assert output["cleanup"]["deleted_objects"] == 1
+    assert output["cleanup"]["deleted_objects"] == len(e2e.staged("demo", run_id))
     e2e.assert_nothing_left(run_id)
     # logs/ is never deleted by cleanup
     assert e2e.log_keys("demo", run_id, SETUP)
@@ -198,9 +198,9 @@ def test_reclaim_on_every_attempt_ends_at_the_relaunch_limit(e2e):
     # that never came: the status-change rule deletes it (found through the terminated
     # instances' tags; fixed in 91711a0, it used to look at live instances only).
     assert e2e.stack.live_instances() == []
-    assert e2e.staging_keys() == [f"tmp/demo/{run_id}/config.yaml"]
+    assert e2e.staging_keys() == e2e.staged("demo", run_id)
     report = e2e.rule(outcome)
-    assert (report["terminated"], report["deleted_objects"]) == ([], 1), report
+    assert (report["terminated"], report["deleted_objects"]) == ([], len(e2e.staged("demo", run_id))), report
     e2e.assert_nothing_left(run_id)
 
 
@@ -264,7 +264,7 @@ def test_agent_never_online_fails_at_wait_for_agent_and_the_instance_is_terminat
     assert e2e.commands(run_id) == []
     # No Catch runs: the instance is still there until the status-change rule cleans up.
     assert instances[0].state == "running"
-    assert e2e.staging_keys() == [f"tmp/demo/{run_id}/config.yaml"]
+    assert e2e.staging_keys() == e2e.staged("demo", run_id)
     report = e2e.rule(outcome)
     assert report["terminated"] == [instances[0].id] and report["deleted_objects"] == 1, report
     e2e.assert_nothing_left(run_id)
@@ -289,7 +289,7 @@ def test_aborted_execution_is_cleaned_up_by_the_status_change_rule(e2e):
     # ... until the status-change rule cancels the command and terminates the instance.
     report = e2e.rule(outcome)
     assert report["cancelled_commands"] == [slow.command_id], report
-    assert report["terminated"] == [instance.id] and report["deleted_objects"] == 1, report
+    assert report["terminated"] == [instance.id] and report["deleted_objects"] == len(e2e.staged("demo", run_id)), report
     assert slow.status == "Cancelled"
     assert e2e.ran_log() == ["quoting ran", "slow ran"]
     assert "slow: done" not in slow.stdout

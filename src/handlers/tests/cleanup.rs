@@ -19,6 +19,7 @@ fn run_tags(id: &str) -> Instance {
         id,
         InstanceStateName::Running,
         &[
+            ("spotstep:round", "0"),
             ("spotstep:job", "demo"),
             ("spotstep:run-id", "run-1"),
             ("spotstep:execution", &fixtures::run().execution),
@@ -181,6 +182,7 @@ async fn a_redriven_failed_step_lets_the_run_resume() {
 #[tokio::test]
 async fn execution_status_change_cancels_and_terminates() {
     let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
+    mocks.sfn = vec![execution_is(ExecutionStatus::Aborted, 0)];
     let (cancelled, record_cancel) = recorder::<CancelCommandInput>();
     mocks.ssm = vec![
         mock!(aws_sdk_ssm::Client::list_commands).then_output(|| {
@@ -225,6 +227,7 @@ async fn execution_ended_deletes_the_staging_of_runs_whose_instances_are_gone() 
                 .name(InstanceStateName::Terminated)
                 .build(),
         )
+        .tags(stack_tag())
         .tags(Tag::builder().key("spotstep:job").value("demo").build())
         .tags(Tag::builder().key("spotstep:run-id").value("run-1").build())
         .tags(
@@ -235,6 +238,7 @@ async fn execution_ended_deletes_the_staging_of_runs_whose_instances_are_gone() 
         )
         .build();
     let (mut mocks, rec) = mocks(vec![gone]);
+    mocks.sfn = vec![execution_is(ExecutionStatus::Failed, 0)];
     mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
         .then_output(|| ListCommandsOutput::builder().build())];
     let event = json!({"detail-type": "Step Functions Execution Status Change",
@@ -263,6 +267,7 @@ async fn sweep_reaps_finished_executions_and_overdue_instances_only() {
                 .build(),
         )
         .launch_time(DateTime::from_secs(NOW - 1800 - 1800 - 60))
+        .tags(stack_tag())
         .tags(Tag::builder().key("spotstep:job").value("demo").build())
         .tags(
             Tag::builder()
@@ -303,8 +308,23 @@ async fn sweep_reaps_finished_executions_and_overdue_instances_only() {
             ("spotstep:max-runtime", "1800"),
         ],
     );
+    let foreign = foreign_instance(
+        "i-foreign",
+        InstanceStateName::Running,
+        &[
+            ("spotstep:stack", "another-stack"),
+            ("spotstep:job", "demo"),
+            ("spotstep:run-id", "run-gone"),
+            ("spotstep:execution", "arn:gone"),
+        ],
+    );
+    let no_execution = instance(
+        "i-no-execution",
+        InstanceStateName::Running,
+        &[("spotstep:job", "demo"), ("spotstep:max-runtime", "1800")],
+    );
     let (terminated, record_terminate) = recorder::<TerminateInstancesInput>();
-    let all = vec![old, live, orphan];
+    let all = vec![old, live, orphan, foreign, no_execution];
     let mocks = Mocks {
         ec2: vec![
             mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
@@ -363,6 +383,14 @@ async fn sweep_reaps_finished_executions_and_overdue_instances_only() {
         !terminated.contains(&"i-live".to_string()),
         "{terminated:?}"
     );
+    assert!(
+        !terminated.contains(&"i-foreign".to_string()),
+        "another stack's instance: {terminated:?}"
+    );
+    assert!(
+        !terminated.contains(&"i-no-execution".to_string()),
+        "no execution tag but younger than its budget: {terminated:?}"
+    );
     assert_eq!(report.action, "sweep");
 }
 
@@ -376,4 +404,145 @@ async fn unknown_shapes_are_invalid_input() {
         let err = handle(&Mocks::default().env(), input).await.unwrap_err();
         assert_eq!(err.name(), "InvalidInput");
     }
+}
+
+#[tokio::test]
+async fn a_late_status_change_leaves_a_redriven_execution_alone() {
+    let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
+    mocks.sfn = vec![execution_is(ExecutionStatus::Running, 1)];
+    let event = json!({"detail-type": "Step Functions Execution Status Change",
+                       "detail": {"executionArn": fixtures::run().execution, "status": "ABORTED"}});
+    let report = handle(&mocks.env(), event).await.unwrap();
+    assert!(report.action.contains("running again"), "{}", report.action);
+    assert!(rec.terminated.lock().unwrap().is_empty());
+    assert!(rec.deleted.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_status_change_touches_only_rounds_up_to_the_described_one() {
+    let newer = instance(
+        "i-round-1",
+        InstanceStateName::Running,
+        &[
+            ("spotstep:round", "1"),
+            ("spotstep:job", "demo"),
+            ("spotstep:run-id", "run-1"),
+            ("spotstep:execution", &fixtures::run().execution),
+        ],
+    );
+    let (mut mocks, rec) = mocks(vec![run_tags("i-1"), newer]);
+    mocks.sfn = vec![execution_is(ExecutionStatus::Failed, 0)];
+    mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
+        .then_output(|| ListCommandsOutput::builder().build())];
+    let event = json!({"detail-type": "Step Functions Execution Status Change",
+                       "detail": {"executionArn": fixtures::run().execution, "status": "FAILED"}});
+    let report = handle(&mocks.env(), event).await.unwrap();
+    assert_eq!(report.terminated, ["i-1"]);
+    assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
+}
+
+fn relaunch(lost: &str, redrive_count: u32, instance: Value) -> Value {
+    json!({
+        "action": "relaunch", "run": run_json(), "instance": instance,
+        "lost": {"Error": lost, "Cause": format!("{{\"errorType\":\"{lost}\",\"errorMessage\":\"instance i-1 is gone: the instance is terminated (Client.UserInitiatedShutdown)\"}}")},
+        "resume_at": "slow", "redrive_count": redrive_count
+    })
+}
+
+#[tokio::test]
+async fn only_a_spot_reclaim_relaunches_by_itself() {
+    let (mocks, _) = mocks(vec![]);
+    let lost = mocks.env();
+    let err = handle(&lost, relaunch("InstanceLost", 0, launch_json()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "InstanceLost");
+    let message = err.to_string();
+    assert!(
+        message.contains("Client.UserInitiatedShutdown"),
+        "{message}"
+    );
+    assert!(message.contains("resumes at step `slow`"), "{message}");
+    let reclaimed = handle(&lost, relaunch("InstanceReclaimed", 0, launch_json()))
+        .await
+        .unwrap();
+    assert_eq!(reclaimed.action, "relaunch");
+    let redriven = handle(&lost, relaunch("InstanceLost", 1, launch_json()))
+        .await
+        .unwrap();
+    assert_eq!(redriven.action, "relaunch");
+}
+
+#[tokio::test]
+async fn relaunch_terminates_only_an_instance_whose_tags_name_this_run() {
+    let stranger = instance(
+        "i-stranger",
+        InstanceStateName::Running,
+        &[("spotstep:job", "other"), ("spotstep:run-id", "run-9")],
+    );
+    let (mut mocks, rec) = mocks(vec![]);
+    mocks.ec2[0] = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|r| r.instance_ids() == ["i-stranger"])
+        .then_output(move || {
+            aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                .reservations(Reservation::builder().instances(stranger.clone()).build())
+                .build()
+        });
+    mocks.ec2.push(describe_instances(vec![]));
+    let record =
+        json!({"attempt": 1, "round": 0, "round_attempts": 1, "instance_id": "i-stranger"});
+    let report = handle(&mocks.env(), relaunch("InstanceReclaimed", 0, record))
+        .await
+        .unwrap();
+    assert!(report.terminated.is_empty(), "{:?}", report.terminated);
+    assert!(rec
+        .terminated
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|t| t.instance_ids().is_empty()));
+}
+
+#[tokio::test]
+async fn a_just_launched_instance_ec2_does_not_show_yet_is_terminated_once_it_does() {
+    let (terminated, record_terminate) = recorder::<TerminateInstancesInput>();
+    let not_found = || {
+        aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError::generic(meta(
+            "InvalidInstanceID.NotFound",
+        ))
+    };
+    let mocks = Mocks {
+        ec2: vec![
+            mock!(aws_sdk_ec2::Client::describe_instances)
+                .match_requests(|r| !r.instance_ids().is_empty())
+                .then_error(|| {
+                    aws_sdk_ec2::operation::describe_instances::DescribeInstancesError::generic(
+                        meta("InvalidInstanceID.NotFound"),
+                    )
+                }),
+            describe_instances(vec![]),
+            mock!(aws_sdk_ec2::Client::terminate_instances)
+                .match_requests(record_terminate)
+                .sequence()
+                .error(not_found)
+                .times(2)
+                .output(|| TerminateInstancesOutput::builder().build())
+                .build(),
+        ],
+        ..Mocks::default()
+    };
+    let record = json!({"attempt": 1, "round": 0, "round_attempts": 1, "instance_id": "i-new",
+                        "launched_at": "2026-11-28T08:59:50Z"});
+    let report = handle(&mocks.env(), relaunch("InstanceReclaimed", 0, record))
+        .await
+        .unwrap();
+    assert_eq!(report.terminated, ["i-new"]);
+    let tries: Vec<Vec<String>> = terminated
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.instance_ids().to_vec())
+        .filter(|ids| !ids.is_empty())
+        .collect();
+    assert_eq!(tries.len(), 3, "{tries:?}");
 }

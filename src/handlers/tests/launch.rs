@@ -139,7 +139,7 @@ async fn launches_in_the_next_pool_and_stages_the_config() {
     );
     assert_eq!(
         r.client_token(),
-        Some(crate::naming::client_token(&fixtures::run().execution, 1, 1).as_str())
+        Some(crate::naming::client_token(&fixtures::run().execution, 1, 1, 0).as_str())
     );
     assert_ne!(runs[0].client_token(), r.client_token());
     let tags: Vec<(String, String)> = r.tag_specifications()[0]
@@ -153,6 +153,8 @@ async fn launches_in_the_next_pool_and_stages_the_config() {
         ("spotstep:run-id", "run-1"),
         ("spotstep:execution", fixtures::run().execution.as_str()),
         ("spotstep:attempt", "1"),
+        ("spotstep:round", "0"),
+        ("spotstep:stack", "spotstep-test"),
         ("spotstep:max-runtime", "1800"),
     ] {
         assert!(
@@ -315,6 +317,50 @@ async fn a_retried_launch_finds_its_instance_instead_of_starting_another() {
     let launch = handle(&mocks.env(), input()).await.unwrap();
     assert_eq!(launch.instance_id, "i-earlier");
     assert!(runs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_try_after_a_launch_that_terminated_itself_gets_a_new_client_token() {
+    let (runs, record_run) = recorder::<RunInstancesInput>();
+    let execution = fixtures::run().execution;
+    let mocks = Mocks {
+        ec2: vec![
+            describe_instances(vec![instance(
+                "i-self-terminated",
+                InstanceStateName::Terminated,
+                &[
+                    ("spotstep:execution", &execution),
+                    ("spotstep:attempt", "1"),
+                ],
+            )]),
+            mock!(aws_sdk_ec2::Client::run_instances)
+                .match_requests(record_run)
+                .then_output(|| {
+                    RunInstancesOutput::builder()
+                        .instances(instance("i-new", InstanceStateName::Pending, &[]))
+                        .build()
+                }),
+        ],
+        s3: vec![
+            config_exists(),
+            mock!(aws_sdk_s3::Client::copy_object)
+                .then_output(|| CopyObjectOutput::builder().build()),
+        ],
+        sfn: vec![no_other_executions()],
+        ..Mocks::default()
+    };
+    let launch = handle(&mocks.env(), input()).await.unwrap();
+    assert_eq!(launch.instance_id, "i-new");
+    let runs = runs.lock().unwrap();
+    assert_eq!(
+        runs[0].client_token(),
+        Some(crate::naming::client_token(&execution, 1, 0, 1).as_str()),
+        "EC2 would answer the first token with the terminated instance"
+    );
+    assert_ne!(
+        runs[0].client_token(),
+        Some(crate::naming::client_token(&execution, 1, 0, 0).as_str())
+    );
 }
 
 #[tokio::test]

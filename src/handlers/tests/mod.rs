@@ -56,7 +56,7 @@ fn settings() -> Settings {
         instance_profile: "spotstep-instance".into(),
         image_id: "ami-123".into(),
         log_group: "/spotstep/steps".into(),
-        delivery_timeout_seconds: 300,
+        stack: "spotstep-test".into(),
         registration_grace_seconds: 300,
         sweep_grace_seconds: 1800,
     }
@@ -95,7 +95,20 @@ fn meta(code: &str) -> ErrorMetadata {
         .build()
 }
 
+/// The stack tag every instance of the test deployment carries.
+const STACK: (&str, &str) = ("spotstep:stack", "spotstep-test");
+
+fn stack_tag() -> Tag {
+    Tag::builder().key(STACK.0).value(STACK.1).build()
+}
+
+/// An instance of this stack with `tags`.
 fn instance(id: &str, state: InstanceStateName, tags: &[(&str, &str)]) -> Instance {
+    foreign_instance(id, state, &[tags, &[STACK]].concat())
+}
+
+/// An instance with exactly `tags` (no stack tag unless given).
+fn foreign_instance(id: &str, state: InstanceStateName, tags: &[(&str, &str)]) -> Instance {
     Instance::builder()
         .instance_id(id)
         .state(InstanceState::builder().name(state).build())
@@ -107,6 +120,20 @@ fn instance(id: &str, state: InstanceStateName, tags: &[(&str, &str)]) -> Instan
                 .collect(),
         ))
         .build()
+}
+
+/// DescribeExecution answers `status` with `redrive_count`.
+fn execution_is(status: aws_sdk_sfn::types::ExecutionStatus, redrive_count: i32) -> Rule {
+    mock!(aws_sdk_sfn::Client::describe_execution).then_output(move || {
+        aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput::builder()
+            .execution_arn(fixtures::run().execution)
+            .state_machine_arn("arn:sm")
+            .status(status.clone())
+            .redrive_count(redrive_count)
+            .start_date(DateTime::from_secs(NOW - 100))
+            .build()
+            .unwrap()
+    })
 }
 
 fn describe_instances(instances: Vec<Instance>) -> Rule {

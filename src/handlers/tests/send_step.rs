@@ -2,6 +2,9 @@
 
 use super::*;
 use crate::handlers::send_step::handle;
+use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
+use aws_sdk_s3::operation::put_object::{PutObjectInput, PutObjectOutput};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandInput, SendCommandOutput};
 use aws_sdk_ssm::types::Command;
@@ -11,6 +14,45 @@ fn input(redrive_count: u32) -> Value {
         "run": run_json(), "job": job_json(), "instance": launch_json(), "redrive_count": redrive_count,
         "step": {"name": "quoting", "kind": "workload", "timeout_seconds": 5400, "script": "echo 'it'\\''s'\n"}
     })
+}
+
+/// Each PutObject's key and JSON body.
+type Puts = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// S3 holding `marker` (or nothing) at the send marker's key; records every PutObject.
+fn marker(existing: Option<Value>) -> (Vec<Rule>, Puts) {
+    let put: Puts = Arc::default();
+    let sink = put.clone();
+    let record = move |r: &PutObjectInput| {
+        let body = serde_json::from_slice(r.body().bytes().unwrap()).unwrap();
+        sink.lock()
+            .unwrap()
+            .push((r.key().unwrap_or_default().to_string(), body));
+        true
+    };
+    let get = match existing {
+        Some(body) => mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(|r| r.key() == Some("tmp/demo/run-1/sent/quoting.round-0"))
+            .then_output(move || {
+                GetObjectOutput::builder()
+                    .body(ByteStream::from(body.to_string().into_bytes()))
+                    .build()
+            }),
+        None => mock!(aws_sdk_s3::Client::get_object).then_error(|| {
+            GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
+        }),
+    };
+    let rules = vec![
+        get,
+        mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(record)
+            .then_output(|| PutObjectOutput::builder().build()),
+    ];
+    (rules, put)
+}
+
+fn put_bodies(put: &Puts) -> Vec<Value> {
+    put.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
 }
 
 fn listed(commands: Vec<Command>) -> Rule {
@@ -24,7 +66,9 @@ fn listed(commands: Vec<Command>) -> Rule {
 #[tokio::test]
 async fn sends_with_execution_timeout_and_output_locations() {
     let (sent, record) = recorder::<SendCommandInput>();
+    let (s3, put) = marker(None);
     let mocks = Mocks {
+        s3,
         ssm: vec![
             listed(vec![]),
             mock!(aws_sdk_ssm::Client::send_command)
@@ -73,13 +117,85 @@ async fn sends_with_execution_timeout_and_output_locations() {
         commands.iter().all(|l| !l.contains("it's")),
         "the body never crosses SSM in clear"
     );
+    let marks = put_bodies(&put);
+    assert_eq!(
+        marks.len(),
+        2,
+        "marked before the send, completed after: {marks:?}"
+    );
+    assert_eq!(marks[0]["command_id"], "");
+    assert_eq!(marks[0]["instance_id"], "i-1");
+    assert_eq!(marks[1]["command_id"], "cmd-1");
+    assert_eq!(
+        put.lock().unwrap()[0].0,
+        "tmp/demo/run-1/sent/quoting.round-0"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_right_after_a_send_finds_its_marker_while_ssm_lists_nothing() {
+    let (sent, record) = recorder::<SendCommandInput>();
+    let (s3, put) = marker(Some(json!({
+        "step": "quoting", "round": 0, "instance_id": "i-1",
+        "command_id": "cmd-1", "sent_at": "2026-11-28T08:59:58Z"
+    })));
+    let mocks = Mocks {
+        s3,
+        ssm: vec![
+            listed(vec![]),
+            mock!(aws_sdk_ssm::Client::send_command)
+                .match_requests(record)
+                .then_output(|| SendCommandOutput::builder().build()),
+        ],
+        ..Mocks::default()
+    };
+    let command = handle(&mocks.env(), input(0)).await.unwrap();
+    assert_eq!(command.command_id, "cmd-1");
+    assert!(command.reused);
+    assert_eq!(command.sent_at, "2026-11-28T08:59:58Z");
+    assert!(
+        sent.lock().unwrap().is_empty(),
+        "the script must not run twice"
+    );
+    assert!(put.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_marker_of_another_instance_does_not_stop_the_send() {
+    let (sent, record) = recorder::<SendCommandInput>();
+    let (s3, _) = marker(Some(json!({
+        "step": "quoting", "round": 0, "instance_id": "i-before-the-reclaim",
+        "command_id": "cmd-old", "sent_at": "2026-11-28T08:00:00Z"
+    })));
+    let mocks = Mocks {
+        s3,
+        ssm: vec![
+            listed(vec![]),
+            mock!(aws_sdk_ssm::Client::send_command)
+                .match_requests(record)
+                .then_output(|| {
+                    SendCommandOutput::builder()
+                        .command(Command::builder().command_id("cmd-new").build())
+                        .build()
+                }),
+        ],
+        ..Mocks::default()
+    };
+    let command = handle(&mocks.env(), input(0)).await.unwrap();
+    assert_eq!(command.command_id, "cmd-new");
+    assert_eq!(sent.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_retried_send_finds_the_earlier_command() {
     let (sent, record) = recorder::<SendCommandInput>();
     let comment = crate::naming::command_comment("run-1", "quoting", 0);
+    // An earlier try marked the send and died before recording its command.
+    let (s3, _) = marker(Some(
+        json!({"step": "quoting", "round": 0, "instance_id": "i-1"}),
+    ));
     let mocks = Mocks {
+        s3,
         ssm: vec![
             listed(vec![
                 Command::builder()
@@ -111,7 +227,9 @@ async fn a_retried_send_finds_the_earlier_command() {
 #[tokio::test]
 async fn a_redrive_round_sends_again() {
     let (sent, record) = recorder::<SendCommandInput>();
+    let (s3, _) = marker(None);
     let mocks = Mocks {
+        s3,
         ssm: vec![
             listed(vec![Command::builder()
                 .command_id("cmd-round-0")
@@ -141,6 +259,7 @@ async fn unregistered_agent_or_gone_instance() {
         )
     };
     let running = Mocks {
+        s3: marker(None).0,
         ssm: vec![
             listed(vec![]),
             mock!(aws_sdk_ssm::Client::send_command).then_error(invalid),
@@ -157,6 +276,7 @@ async fn unregistered_agent_or_gone_instance() {
         "AgentNotOnline"
     );
     let gone = Mocks {
+        s3: marker(None).0,
         ssm: vec![
             listed(vec![]),
             mock!(aws_sdk_ssm::Client::send_command).then_error(invalid),

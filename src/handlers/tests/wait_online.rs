@@ -36,6 +36,30 @@ async fn online_agent() {
 }
 
 #[tokio::test]
+async fn an_instance_ec2_does_not_show_right_after_launch_is_not_lost() {
+    let not_found = || {
+        mock!(aws_sdk_ec2::Client::describe_instances).then_error(|| {
+            aws_sdk_ec2::operation::describe_instances::DescribeInstancesError::generic(meta(
+                "InvalidInstanceID.NotFound",
+            ))
+        })
+    };
+    let mocks = Mocks {
+        ssm: vec![agent(None)],
+        ec2: vec![not_found()],
+        ..Mocks::default()
+    };
+    let mut just_launched = input();
+    just_launched["instance"]["launched_at"] = json!("2026-11-28T08:59:59Z");
+    let err = handle(&mocks.env(), just_launched).await.unwrap_err();
+    assert_eq!(err.name(), "AgentNotOnline", "{err}");
+    let mut long_ago = input();
+    long_ago["instance"]["launched_at"] = json!("2026-11-28T08:00:00Z");
+    let err = handle(&mocks.env(), long_ago).await.unwrap_err();
+    assert_eq!(err.name(), "InstanceLost", "{err}");
+}
+
+#[tokio::test]
 async fn booting_instance_is_retryable() {
     for status in [None, Some(PingStatus::ConnectionLost)] {
         let mocks = Mocks {
