@@ -3,6 +3,8 @@
 # already at its pinned version is left alone.
 #
 #   .local/venv        Python venv: cfn-lint, aws-sam-cli (sam)
+#   .local/checkov     Python venv: checkov (its own: it pins cfn-lint and boto3 ranges of
+#                      its own, which need not agree with the SAM CLI's)
 #   .local/node        npm prefix:  asl-validator
 #
 # aws-sam-cli 1.161.1 is the newest release whose cfn-lint range (>=1.45,<1.52) admits the
@@ -11,10 +13,12 @@ set -euo pipefail
 
 CFN_LINT_VERSION=1.51.0
 SAM_CLI_VERSION=1.161.1
+CHECKOV_VERSION=3.3.30
 ASL_VALIDATOR_VERSION=4.0.0
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.local/venv"
+checkov_venv="$root/.local/checkov"
 node_prefix="$root/.local/node"
 
 python_bin="${PYTHON:-python3}"
@@ -31,6 +35,16 @@ if [ "$(installed cfn-lint)" != "$CFN_LINT_VERSION" ] || [ "$(installed aws-sam-
         "cfn-lint==$CFN_LINT_VERSION" "aws-sam-cli==$SAM_CLI_VERSION"
 fi
 
+if [ ! -x "$checkov_venv/bin/python" ]; then
+    echo "creating $checkov_venv"
+    "$python_bin" -m venv "$checkov_venv"
+fi
+checkov_installed="$("$checkov_venv/bin/python" -m pip show checkov 2>/dev/null | sed -n 's/^Version: //p')"
+if [ "$checkov_installed" != "$CHECKOV_VERSION" ]; then
+    echo "installing checkov $CHECKOV_VERSION into $checkov_venv"
+    "$checkov_venv/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi
+
 asl_installed="$(node -p "require('$node_prefix/node_modules/asl-validator/package.json').version" 2>/dev/null || true)"
 if [ "$asl_installed" != "$ASL_VALIDATOR_VERSION" ]; then
     echo "installing asl-validator $ASL_VALIDATOR_VERSION into $node_prefix"
@@ -40,4 +54,5 @@ fi
 
 echo "cfn-lint    $("$venv/bin/cfn-lint" --version)"
 echo "sam         $("$venv/bin/sam" --version)"
+echo "checkov     $("$checkov_venv/bin/checkov" --version)"
 echo "asl-validator $(node -p "require('$node_prefix/node_modules/asl-validator/package.json').version")"

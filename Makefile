@@ -1,0 +1,50 @@
+# Builds for `sam build`, and the pinned tools they need.
+#
+# Every function in template.yaml has `Metadata: BuildMethod: makefile` and `ContextPath: .`,
+# so `sam build` runs `make --makefile <this file> build-<LogicalId>` once per function, in a
+# scratch copy of the function's CodeUri folder (functions/<name>: a Cargo.toml and a
+# main.rs; SAM copies nothing else, so target/ is never copied), with ARTIFACTS_DIR set.
+# Each build-<LogicalId> depends on one workspace build: the AWS SDK is compiled once for all
+# five functions, into this repository's target/, and the stamp keeps the later calls from
+# running it again until a source file changes.
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+export CARGO_TARGET_DIR := $(ROOT)/target
+LAMBDA_DIR := $(CARGO_TARGET_DIR)/lambda
+WORKSPACE_BUILD := $(LAMBDA_DIR)/.workspace-build
+SOURCES := $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock \
+	$(shell find $(ROOT)/src $(ROOT)/functions -name '*.rs' -o -name Cargo.toml)
+
+# The pinned build tools (`make build-tools`): cargo-lambda cross-compiles for arm64 with zig.
+BUILD_TOOLS := $(ROOT)/.local/build-tools
+CARGO_LAMBDA_VERSION := 1.9.2
+ZIGLANG_VERSION := 0.14.1
+export PATH := $(BUILD_TOOLS)/bin:$(PATH)
+
+.PHONY: build-tools build-LaunchFunction build-WaitOnlineFunction build-SendStepFunction \
+	build-PollResultFunction build-CleanupFunction
+
+$(WORKSPACE_BUILD): $(SOURCES)
+	cd $(ROOT) && cargo lambda build --release --arm64 --workspace
+	touch $@
+
+build-LaunchFunction: $(WORKSPACE_BUILD)
+	cp $(LAMBDA_DIR)/launch/bootstrap $(ARTIFACTS_DIR)/bootstrap
+
+build-WaitOnlineFunction: $(WORKSPACE_BUILD)
+	cp $(LAMBDA_DIR)/wait-online/bootstrap $(ARTIFACTS_DIR)/bootstrap
+
+build-SendStepFunction: $(WORKSPACE_BUILD)
+	cp $(LAMBDA_DIR)/send-step/bootstrap $(ARTIFACTS_DIR)/bootstrap
+
+build-PollResultFunction: $(WORKSPACE_BUILD)
+	cp $(LAMBDA_DIR)/poll-result/bootstrap $(ARTIFACTS_DIR)/bootstrap
+
+build-CleanupFunction: $(WORKSPACE_BUILD)
+	cp $(LAMBDA_DIR)/cleanup/bootstrap $(ARTIFACTS_DIR)/bootstrap
+
+build-tools:
+	python3 -m venv $(BUILD_TOOLS)
+	$(BUILD_TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check \
+		cargo-lambda==$(CARGO_LAMBDA_VERSION) ziglang==$(ZIGLANG_VERSION)
+	rustup target add aarch64-unknown-linux-gnu
