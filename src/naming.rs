@@ -18,6 +18,18 @@ pub mod tags {
     pub const STACK: &str = "spotstep:stack";
     pub const MAX_RUNTIME: &str = "spotstep:max-runtime";
     pub const NAME: &str = "Name";
+    /// Every key the launch puts on an instance and its volume (the template's IAM allows
+    /// exactly these in RunInstances).
+    pub const ALL: [&str; 8] = [
+        NAME,
+        JOB,
+        RUN_ID,
+        EXECUTION,
+        ATTEMPT,
+        ROUND,
+        STACK,
+        MAX_RUNTIME,
+    ];
 }
 
 /// Checks a job, step, mode or heartbeat name: `[a-z0-9][a-z0-9-]{0,39}`.

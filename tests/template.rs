@@ -825,18 +825,7 @@ fn run_instances_is_limited_to_the_jobs_types_spot_market_network_and_stack_tags
         markets.insert("on-demand".to_string());
     }
     use spotstep::naming::tags;
-    let tag_keys: BTreeSet<String> = [
-        tags::JOB,
-        tags::RUN_ID,
-        tags::EXECUTION,
-        tags::ATTEMPT,
-        tags::MAX_RUNTIME,
-        tags::NAME,
-        "spotstep:stack",
-    ]
-    .iter()
-    .map(|k| k.to_string())
-    .collect();
+    let tag_keys: BTreeSet<String> = tags::ALL.iter().map(|k| k.to_string()).collect();
 
     let instance = one("instance");
     assert_eq!(

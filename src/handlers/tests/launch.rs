@@ -147,6 +147,12 @@ async fn launches_in_the_next_pool_and_stages_the_config() {
         .iter()
         .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
         .collect();
+    let keys: std::collections::BTreeSet<&str> = tags.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        crate::naming::tags::ALL.into_iter().collect(),
+        "the template's IAM allows exactly these keys"
+    );
     for expected in [
         ("Name", "spotstep-demo-20261128"),
         ("spotstep:job", "demo"),
