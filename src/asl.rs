@@ -756,6 +756,7 @@ pub fn shape(definition: &Value) -> Vec<(String, String, Vec<String>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
@@ -837,6 +838,7 @@ mod tests {
             kind: StepKind::Workload,
             timeout_seconds: 5400,
             heartbeats: vec![],
+            secrets: BTreeMap::new(),
             script: String::new(),
         };
         assert_eq!(poll_budget_seconds(&step), 5820);
