@@ -4,6 +4,11 @@
 //! names the file, the field and the problem), and travels through the state machine as a
 //! [`JobSpec`] (everything but the scripts) while each step's script travels in the
 //! parameters of that step's send state as a [`StepSpec`].
+//!
+//! Secrets never appear in a manifest: its `[secrets]` table maps environment variable names
+//! to SSM Parameter Store parameter names, each step lists in `secrets` the entries it needs,
+//! and its [`StepSpec`] carries those names (never a value) to the runner on the instance.
+//! An `[env]` entry that looks like a secret is rejected.
 
 use std::collections::BTreeMap;
 use std::fmt;
