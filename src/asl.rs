@@ -808,6 +808,7 @@ pub fn shape(definition: &Value) -> Vec<(String, String, Vec<String>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::Path;
 
     use super::*;
@@ -889,6 +890,7 @@ mod tests {
             kind: StepKind::Workload,
             timeout_seconds: 5400,
             heartbeats: vec![],
+            secrets: BTreeMap::new(),
             script: String::new(),
         };
         assert_eq!(

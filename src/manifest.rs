@@ -4,6 +4,11 @@
 //! names the file, the field and the problem), and travels through the state machine as a
 //! [`JobSpec`] (everything but the scripts) while each step's script travels in the
 //! parameters of that step's send state as a [`StepSpec`].
+//!
+//! Secrets never appear in a manifest: its `[secrets]` table maps environment variable names
+//! to SSM Parameter Store parameter names, each step lists in `secrets` the entries it needs,
+//! and its [`StepSpec`] carries those names (never a value) to the runner on the instance.
+//! An `[env]` entry that looks like a secret is rejected.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,6 +47,11 @@ pub struct StepSpec {
     /// outside preflight (workload steps only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub heartbeats: Vec<String>,
+    /// The secrets this step gets: environment variable name -> SSM Parameter Store
+    /// parameter name. Names only: the runner reads the values on the instance with the
+    /// instance role, exports them for the step and masks them in its output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// The script body (without spotstep's header). Empty where only the step's identity
     /// is needed (poll, cleanup).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -151,6 +161,8 @@ struct RawManifest {
     preflight_flag: String,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
     steps: Vec<RawStep>,
     modes: BTreeMap<String, ModeSpec>,
 }
@@ -164,6 +176,8 @@ struct RawStep {
     timeout_seconds: u64,
     #[serde(default)]
     heartbeats: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
 }
 
 fn default_delivery_timeout() -> u64 {
@@ -217,7 +231,7 @@ impl Job {
         })?;
 
         check_fields(&raw, &err)?;
-        let steps = check_steps(raw.steps, &read_script, &err)?;
+        let steps = check_steps(raw.steps, &raw.secrets, &read_script, &err)?;
         let workload_steps: Vec<String> = steps
             .iter()
             .filter(|s| s.kind == StepKind::Workload)
@@ -297,15 +311,76 @@ fn check_fields(
     if !raw.home.starts_with('/') {
         return Err(err("home", "must be an absolute path".into()));
     }
-    for name in raw.env.keys() {
-        naming::check_env_name(name).map_err(|p| err(&format!("env.{name}"), p))?;
+    for (name, value) in &raw.env {
+        let field = format!("env.{name}");
+        naming::check_env_name(name).map_err(|p| err(&field, p))?;
+        if let Some(why) = looks_like_secret(name, value) {
+            return Err(err(
+                &field,
+                format!(
+                    "looks like a secret ({why}): [env] values are stored in the state machine; \
+                     put the value in SSM Parameter Store and name it in [secrets] instead"
+                ),
+            ));
+        }
+    }
+    for (name, parameter) in &raw.secrets {
+        let field = format!("secrets.{name}");
+        naming::check_env_name(name).map_err(|p| err(&field, p))?;
+        if raw.env.contains_key(name) {
+            return Err(err(&field, format!("`{name}` is also set in [env]")));
+        }
+        naming::check_parameter_name(parameter).map_err(|p| err(&field, p))?;
     }
     Ok(())
 }
 
-/// The steps: names, kinds (setup before workload), timeouts, heartbeats, scripts read.
+/// Name parts (between `_`) that mark an `[env]` variable as a secret: `API_KEY` and
+/// `GITHUB_TOKEN` do, `MONKEY` and `TOKENIZER_MODEL` do not.
+const SECRET_NAME_PARTS: [&str; 5] = ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY"];
+
+/// Why an `[env]` entry looks like a secret, or `None`: a name with a
+/// [`SECRET_NAME_PARTS`] part, a URL with a password (`scheme://user:pass@host`), or an
+/// AWS access key id (`AKIA`/`ASIA` and 16 more uppercase letters or digits).
+fn looks_like_secret(name: &str, value: &str) -> Option<String> {
+    if let Some(part) = name
+        .split('_')
+        .find(|part| SECRET_NAME_PARTS.contains(part))
+    {
+        return Some(format!("its name contains `{part}`"));
+    }
+    let has_url_password = value.match_indices("://").any(|(at, sep)| {
+        let rest = &value[at + sep.len()..];
+        let authority = rest
+            .split(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+            .next()
+            .unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .is_some_and(|(_, password)| !password.is_empty())
+    });
+    if has_url_password {
+        return Some("a URL with a password".into());
+    }
+    let bytes = value.as_bytes();
+    let access_key = bytes.windows(20).any(|w| {
+        (w.starts_with(b"AKIA") || w.starts_with(b"ASIA"))
+            && w[4..]
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    });
+    if access_key {
+        return Some("an AWS access key id".into());
+    }
+    None
+}
+
+/// The steps: names, kinds (setup before workload), timeouts, heartbeats, secrets (each an
+/// entry of the job's `[secrets]`, each entry used by a step), scripts read.
 fn check_steps(
     raw_steps: Vec<RawStep>,
+    secrets: &BTreeMap<String, String>,
     read_script: &impl Fn(&str) -> Result<String, String>,
     err: &dyn Fn(&str, String) -> ManifestError,
 ) -> Result<Vec<StepSpec>, ManifestError> {
@@ -338,6 +413,22 @@ fn check_steps(
         for (j, h) in s.heartbeats.iter().enumerate() {
             naming::check_name(h).map_err(|p| err(&field(&format!("heartbeats[{j}]")), p))?;
         }
+        let mut step_secrets = BTreeMap::new();
+        for (j, name) in s.secrets.iter().enumerate() {
+            let field = field(&format!("secrets[{j}]"));
+            let parameter = secrets.get(name).ok_or_else(|| {
+                err(
+                    &field,
+                    format!("`{name}` is not an entry of the job's [secrets]"),
+                )
+            })?;
+            if step_secrets
+                .insert(name.clone(), parameter.clone())
+                .is_some()
+            {
+                return Err(err(&field, format!("`{name}` is listed twice")));
+            }
+        }
         let script = read_script(&s.script)
             .map_err(|e| err(&field("script"), format!("cannot read `{}`: {e}", s.script)))?;
         if script.trim().is_empty() {
@@ -348,6 +439,7 @@ fn check_steps(
             kind: s.kind,
             timeout_seconds: s.timeout_seconds,
             heartbeats: s.heartbeats,
+            secrets: step_secrets,
             script,
         });
     }
@@ -365,6 +457,15 @@ fn check_steps(
     }
     if !steps.iter().any(|s| s.kind == StepKind::Workload) {
         return Err(err("steps", "must have at least one workload step".into()));
+    }
+    if let Some(unused) = secrets
+        .keys()
+        .find(|name| !steps.iter().any(|s| s.secrets.contains_key(*name)))
+    {
+        return Err(err(
+            &format!("secrets.{unused}"),
+            format!("no step lists `{unused}` in its `secrets`"),
+        ));
     }
     Ok(steps)
 }
@@ -603,6 +704,28 @@ steps = ["work"]
         ] {
             assert!(weekly.spec.modes.contains_key(mode), "{mode}");
         }
+        let rag = weekly.step("rag-ingestion").unwrap();
+        assert_eq!(
+            rag.secrets.keys().collect::<Vec<_>>(),
+            [
+                "EDGAR_IDENTITY",
+                "FINNHUB_API_KEY",
+                "RAG_DATABASE_URL",
+                "VOYAGE_API_KEY"
+            ]
+        );
+        assert_eq!(
+            rag.secrets["VOYAGE_API_KEY"],
+            "/alpha-engine/VOYAGE_API_KEY"
+        );
+        assert_eq!(weekly.step("rag-smoke").unwrap().secrets, rag.secrets);
+        assert!(
+            weekly
+                .steps
+                .iter()
+                .all(|s| s.name.starts_with("rag-") || s.secrets.is_empty()),
+            "only the RAG steps get the RAG secrets"
+        );
         let demo = Job::load(&root.join("demo")).unwrap();
         assert_eq!(demo.default_mode, "all");
     }
@@ -685,6 +808,152 @@ steps = ["work"]
             assert!(e.contains(expected), "expected `{expected}` in `{e}`");
             assert!(e.starts_with("jobs/demo/job.toml: "), "{e}");
         }
+    }
+
+    const WITH_SECRETS: &str = r#"
+[env]
+REPO_URL = "https://github.com/cipher813/alpha-engine-data.git"
+
+[secrets]
+VOYAGE_API_KEY = "/alpha-engine/VOYAGE_API_KEY"
+RAG_DATABASE_URL = "/alpha-engine/RAG_DATABASE_URL"
+"#;
+
+    /// GOOD with WITH_SECRETS, the workload step listing `work_secrets`.
+    fn with_secrets(work_secrets: &str) -> String {
+        GOOD.replace(
+            "heartbeats = [\"demo-work\"]",
+            &format!("heartbeats = [\"demo-work\"]\nsecrets = {work_secrets}"),
+        ) + WITH_SECRETS
+    }
+
+    #[test]
+    fn a_step_gets_the_secrets_it_lists_by_name_only() {
+        let job = parse(&with_secrets(r#"["VOYAGE_API_KEY", "RAG_DATABASE_URL"]"#)).unwrap();
+        let work = job.step("work").unwrap();
+        assert_eq!(
+            work.secrets,
+            BTreeMap::from([
+                (
+                    "RAG_DATABASE_URL".to_string(),
+                    "/alpha-engine/RAG_DATABASE_URL".to_string()
+                ),
+                (
+                    "VOYAGE_API_KEY".to_string(),
+                    "/alpha-engine/VOYAGE_API_KEY".to_string()
+                ),
+            ])
+        );
+        assert!(job.step("prepare").unwrap().secrets.is_empty());
+        // The step (with its secrets' names) serializes for its send state; a step without
+        // secrets serializes as before.
+        let json = serde_json::to_value(work).unwrap();
+        assert_eq!(
+            json["secrets"]["VOYAGE_API_KEY"],
+            "/alpha-engine/VOYAGE_API_KEY"
+        );
+        let prepare = serde_json::to_value(job.step("prepare").unwrap()).unwrap();
+        assert!(prepare.get("secrets").is_none(), "{prepare}");
+    }
+
+    #[test]
+    fn secrets_are_checked() {
+        let cases = [
+            (
+                with_secrets(r#"["VOYAGE_API_KEY"]"#),
+                "field `secrets.RAG_DATABASE_URL`: no step lists `RAG_DATABASE_URL` in its `secrets`",
+            ),
+            (
+                with_secrets(r#"["VOYAGE_API_KEY", "RAG_DATABASE_URL", "OTHER"]"#),
+                "field `steps[1].secrets[2]`: `OTHER` is not an entry of the job's [secrets]",
+            ),
+            (
+                with_secrets(r#"["VOYAGE_API_KEY", "RAG_DATABASE_URL", "VOYAGE_API_KEY"]"#),
+                "field `steps[1].secrets[2]`: `VOYAGE_API_KEY` is listed twice",
+            ),
+            (
+                with_secrets(r#"["VOYAGE_API_KEY", "RAG_DATABASE_URL"]"#)
+                    .replace("\"/alpha-engine/VOYAGE_API_KEY\"", "\"alpha-engine/key\""),
+                "field `secrets.VOYAGE_API_KEY`: `alpha-engine/key` is not an SSM parameter name",
+            ),
+            (
+                with_secrets(r#"["voyage", "RAG_DATABASE_URL"]"#)
+                    .replace("VOYAGE_API_KEY =", "voyage ="),
+                "field `secrets.voyage`: `voyage` must match [A-Z_][A-Z0-9_]*",
+            ),
+            (
+                with_secrets(r#"["HOME", "RAG_DATABASE_URL"]"#)
+                    .replace("VOYAGE_API_KEY =", "HOME ="),
+                "field `secrets.HOME`: `HOME` is set by spotstep itself",
+            ),
+            (
+                with_secrets(r#"["REPO_URL", "VOYAGE_API_KEY", "RAG_DATABASE_URL"]"#)
+                    .replace("[secrets]\n", "[secrets]\nREPO_URL = \"/alpha-engine/REPO_URL\"\n"),
+                "field `secrets.REPO_URL`: `REPO_URL` is also set in [env]",
+            ),
+            (
+                with_secrets(r#"["VOYAGE_API_KEY", "RAG_DATABASE_URL"]"#).replace(
+                    "REPO_URL = \"https://github.com/cipher813/alpha-engine-data.git\"",
+                    "RAG_DATABASE_URL = \"postgres://rag:hunter22@db.internal:5432/rag\"",
+                ),
+                "field `env.RAG_DATABASE_URL`: looks like a secret (a URL with a password)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = error(&text);
+            assert!(e.contains(expected), "expected `{expected}` in `{e}`");
+        }
+    }
+
+    #[test]
+    fn env_entries_that_look_like_secrets_are_rejected() {
+        let cases: [(&str, &str, Option<&str>); 17] = [
+            ("REPO_URL", "https://github.com/o/r.git", None),
+            ("MONKEY", "banana", None),
+            ("KEYBOARD_LAYOUT", "us", None),
+            ("TOKENIZER_MODEL", "bert", None),
+            ("DB_URL", "postgres://db.internal/rag", None),
+            ("DB_URL", "postgres://rag@db.internal/rag", None),
+            ("DB_URL", "postgres://rag:@db.internal/rag", None),
+            ("MAIL", "user@example.com:25", None),
+            ("BUCKET", "AKIAPREFIX-not-a-key", None),
+            ("API_KEY", "x", Some("its name contains `KEY`")),
+            ("GITHUB_TOKEN", "x", Some("its name contains `TOKEN`")),
+            ("CLIENT_SECRET", "x", Some("its name contains `SECRET`")),
+            ("DB_PASSWORD", "x", Some("its name contains `PASSWORD`")),
+            (
+                "DB_URL",
+                "postgres://rag:hunter22@db.internal:5432/rag",
+                Some("a URL with a password"),
+            ),
+            (
+                "OPTS",
+                "--mirror https://u:p@mirror.example --fast",
+                Some("a URL with a password"),
+            ),
+            (
+                "AWS_ID",
+                "AKIAIOSFODNN7EXAMPLE",
+                Some("an AWS access key id"),
+            ),
+            (
+                "CREDS",
+                "id=ASIAIOSFODNN7EXAMPLE;",
+                Some("an AWS access key id"),
+            ),
+        ];
+        for (name, value, expected) in cases {
+            assert_eq!(
+                looks_like_secret(name, value).as_deref(),
+                expected,
+                "{name}={value}"
+            );
+        }
+        let e = error(&format!("{GOOD}\n[env]\nAPI_KEY = \"abc\"\n"));
+        assert!(
+            e.contains("field `env.API_KEY`: looks like a secret (its name contains `KEY`): [env] values are stored in the state machine; put the value in SSM Parameter Store and name it in [secrets] instead"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -123,6 +123,37 @@ pub fn check_env_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest SSM parameter name (the API's 2,048 less the 1,037 reserved for the ARN).
+pub const PARAMETER_NAME_MAX: usize = 1011;
+
+/// Checks an SSM Parameter Store parameter name as a secret's source: hierarchical
+/// (`/` then segments of `a-zA-Z0-9_.-` separated by single `/`), at most 15 levels and
+/// [`PARAMETER_NAME_MAX`] characters. The `aws`/`ssm` prefixes SSM forbids when creating a
+/// parameter are allowed: reading `/aws/reference/secretsmanager/<secret>` is how Parameter
+/// Store serves a Secrets Manager secret.
+pub fn check_parameter_name(name: &str) -> Result<(), String> {
+    let segments: Vec<&str> = name
+        .strip_prefix('/')
+        .unwrap_or_default()
+        .split('/')
+        .collect();
+    let ok = name.starts_with('/')
+        && name.len() <= PARAMETER_NAME_MAX
+        && segments.len() <= 15
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not an SSM parameter name: `/` then 1-15 segments of letters, digits, '_', '.', '-' separated by `/`, at most {PARAMETER_NAME_MAX} characters"
+        ))
+    }
+}
+
 /// Checks a run id: 1-80 characters of letters, digits, `-` and `_` (a Step Functions
 /// execution name's safe subset), so that `tmp/<job>/<run_id>/` can never escape.
 pub fn check_run_id(run_id: &str) -> Result<(), String> {
@@ -312,6 +343,41 @@ mod tests {
         assert!(check_env_name("repo").is_err());
         assert!(check_env_name("SPOTSTEP_X").is_err());
         assert!(check_env_name("HOME").is_err());
+    }
+
+    #[test]
+    fn parameter_names() {
+        let deep = format!("/{}", ["a"; 15].join("/"));
+        let long = format!("/{}", "p".repeat(PARAMETER_NAME_MAX - 1));
+        for good in [
+            "/alpha-engine/VOYAGE_API_KEY",
+            "/x",
+            "/a.b/c-d/e_f/G9",
+            "/aws/reference/secretsmanager/rag-db",
+            deep.as_str(),
+            long.as_str(),
+        ] {
+            assert!(check_parameter_name(good).is_ok(), "{good}");
+        }
+        let too_deep = format!("{deep}/b");
+        let too_long = format!("{long}p");
+        for bad in [
+            "",
+            "/",
+            "VOYAGE_API_KEY",
+            "/a//b",
+            "/a/",
+            "/a b",
+            "/a;rm",
+            "/a'b",
+            "/a$(x)",
+            "/ü",
+            too_deep.as_str(),
+            too_long.as_str(),
+        ] {
+            let e = check_parameter_name(bad).unwrap_err();
+            assert!(e.contains("is not an SSM parameter name"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -33,8 +33,11 @@ STDERR_LIMIT = 8_000
 
 
 AWS_STUB = r'''#!{python}
-"""aws on a spotstep local instance: `s3 cp` between a file and the local S3, served here;
-anything else goes to the real aws CLI further down PATH (pointed at the local stack)."""
+"""aws on a spotstep local instance: `s3 cp` between a file and the local S3, and
+`ssm get-parameter --with-decryption --name P --query Parameter.Value --output text` against
+the local Parameter Store, served here; anything else goes to the real aws CLI further down
+PATH (pointed at the local stack)."""
+import json
 import os
 import shutil
 import sys
@@ -69,7 +72,46 @@ def request(uri, method, data=None):
     return urllib.request.urlopen(urllib.request.Request(url, data=data, method=method, headers=headers), timeout=60)
 
 
+def get_parameter(args):
+    """The value of `--name`, printed as `--query Parameter.Value --output text` prints it;
+    an SSM error as the CLI reports it (exit 254)."""
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    headers = {{
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=local/20260101/{{region}}/ssm/aws4_request, SignedHeaders=host, Signature=0",
+        "X-Amz-Target": "AmazonSSM.GetParameter",
+        "Content-Type": "application/x-amz-json-1.1",
+    }}
+    body = json.dumps({{"Name": args["--name"], "WithDecryption": True}}).encode()
+    url = os.environ["AWS_ENDPOINT_URL"].rstrip("/") + "/"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST", headers=headers), timeout=60) as r:
+            answer = json.load(r)
+    except urllib.error.HTTPError as e:
+        error = json.loads(e.read() or b"{{}}")
+        code = error.get("__type", str(e.code)).rsplit("#", 1)[-1]
+        print(f"An error occurred ({{code}}) when calling the GetParameter operation: {{error.get('message', '')}}", file=sys.stderr)
+        sys.exit(254)
+    except (OSError, urllib.error.URLError) as e:
+        print(f"Could not connect to the endpoint URL: {{e}}", file=sys.stderr)
+        sys.exit(255)
+    print(answer["Parameter"]["Value"])
+
+
 args = sys.argv[1:]
+if args[:2] == ["ssm", "get-parameter"]:
+    options, flags, words = {{}}, set(), args[2:]
+    while words:
+        word = words.pop(0)
+        if word == "--with-decryption":
+            flags.add(word)
+        elif word in ("--name", "--query", "--output") and words:
+            options[word] = words.pop(0)
+        else:
+            real_cli()
+    if flags == {{"--with-decryption"}} and options.get("--query") == "Parameter.Value" and options.get("--output") == "text" and "--name" in options:
+        get_parameter(options)
+        sys.exit(0)
+    real_cli()
 rest = [a for a in args[2:] if a not in QUIET]
 if args[:2] != ["s3", "cp"] or len(rest) != 2 or any(a.startswith("-") for a in rest):
     real_cli()
