@@ -39,7 +39,8 @@ if [ ! -x "$checkov_venv/bin/python" ]; then
     echo "creating $checkov_venv"
     "$python_bin" -m venv "$checkov_venv"
 fi
-checkov_installed="$("$checkov_venv/bin/python" -m pip show checkov 2>/dev/null | sed -n 's/^Version: //p')"
+# `pip show` fails while checkov is not installed yet: that is "no version", not an error.
+checkov_installed="$("$checkov_venv/bin/python" -m pip show checkov 2>/dev/null | sed -n 's/^Version: //p' || true)"
 if [ "$checkov_installed" != "$CHECKOV_VERSION" ]; then
     echo "installing checkov $CHECKOV_VERSION into $checkov_venv"
     "$checkov_venv/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
