@@ -170,6 +170,15 @@ def summary(r: dict) -> str:
     return "\n".join(lines)
 
 
+def sam_build() -> dict:
+    """bench/sam-build.json (`scripts/bench-sam-build.sh`), or {} where it was not measured."""
+    path = os.path.join(HERE, "sam-build.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     init = r["init"]["functions"]
@@ -331,7 +340,18 @@ def markdown(r: dict) -> str:
             f = b["functions"][n]
             w(f"| {n} | {f['bootstrap_bytes'] / 2**20:.2f} | {f['zip_bytes'] / 2**20:.2f} |")
         w("")
-    if not any(b["arch"] == ["arm64"] for b in r["sizes"]["builds"]):
+    sam = sam_build()
+    if sam:
+        minutes, seconds = divmod(round(sam["wall_seconds"]), 60)
+        w(f"**arm64, as deployed** (`sam build` on a fresh clone at {sam['commit']}, {sam['machine']['cpus']} cores "
+          f"{sam['machine']['arch']}: one `cargo lambda build --release --arm64 --workspace` for all five functions, "
+          f"**{minutes} min {seconds} s** wall; `scripts/bench-sam-build.sh`):\n")
+        w("| function | ELF machine | bootstrap MiB | zip MiB |")
+        w("|---|---|---|---|")
+        for logical, f in sam["functions"].items():
+            w(f"| {logical} | {f['arch']} | {f['bootstrap_bytes'] / 2**20:.2f} | {f['zip_bytes'] / 2**20:.2f} |")
+        w("")
+    elif not any(b["arch"] == ["arm64"] for b in r["sizes"]["builds"]):
         w("These are **x86_64** builds (this machine). arm64 (what the template deploys, `cargo lambda build --release")
         w("--arm64`) was not built in this run; expect sizes within ~10–20% of these (the same code and dependencies).\n")
     w(f"The Python baseline's own zip is {r['sizes']['python_zip_bytes'] / 1024:.1f} KiB, because boto3 (~{'10'}+ MB unpacked)")

@@ -5,9 +5,9 @@ use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     Instance, InstanceInterruptionBehavior, InstanceMarketOptionsRequest,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    MarketType, ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag,
-    TagSpecification, VolumeType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType,
+    ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
+    VolumeType,
 };
 use aws_sdk_ec2::Client;
 
@@ -82,12 +82,26 @@ pub async fn ensure_alive(
 
 /// The live instances carrying all of the given tags.
 pub async fn tagged_instances(ec2: &Client, wanted: &[(&str, &str)]) -> Result<Vec<Instance>> {
-    let mut request = ec2.describe_instances().filters(
-        Filter::builder()
-            .name("instance-state-name")
-            .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
-            .build(),
-    );
+    by_tags(ec2, wanted, true, "DescribeInstances by spotstep tags").await
+}
+
+/// The instances carrying all of `wanted` (EC2 filters by them; the tags are checked again
+/// here), live ones only or in any state.
+async fn by_tags(
+    ec2: &Client,
+    wanted: &[(&str, &str)],
+    live_only: bool,
+    what: &str,
+) -> Result<Vec<Instance>> {
+    let mut request = ec2.describe_instances();
+    if live_only {
+        request = request.filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                .build(),
+        );
+    }
     for (key, value) in wanted {
         request = request.filters(
             Filter::builder()
@@ -99,20 +113,13 @@ pub async fn tagged_instances(ec2: &Client, wanted: &[(&str, &str)]) -> Result<V
     let out = request
         .send()
         .await
-        .map_err(|e| Error::from_sdk("DescribeInstances by spotstep tags", &e))?;
+        .map_err(|e| Error::from_sdk(what, &e))?;
     Ok(out
         .reservations()
         .iter()
         .flat_map(|r| r.instances())
-        .filter(|i| {
-            let live = i.state().and_then(|s| s.name()).is_some_and(|n| {
-                !matches!(
-                    n,
-                    InstanceStateName::Terminated | InstanceStateName::ShuttingDown
-                )
-            });
-            live && wanted.iter().all(|(k, v)| tag(i, k) == Some(*v))
-        })
+        .filter(|i| wanted.iter().all(|(k, v)| tag(i, k) == Some(*v)))
+        .filter(|i| !live_only || is_live(i))
         .cloned()
         .collect())
 }
@@ -124,32 +131,8 @@ pub async fn instances_of_execution(
     execution: &str,
     stack: &str,
 ) -> Result<Vec<Instance>> {
-    let out = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::EXECUTION))
-                .values(execution)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::STACK))
-                .values(stack)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk("DescribeInstances of an execution", &e))?;
-    Ok(out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            tag(i, tags::EXECUTION) == Some(execution) && tag(i, tags::STACK) == Some(stack)
-        })
-        .cloned()
-        .collect())
+    let wanted = [(tags::EXECUTION, execution), (tags::STACK, stack)];
+    by_tags(ec2, &wanted, false, "DescribeInstances of an execution").await
 }
 
 /// The redrive round an instance was launched in (its `spotstep:round` tag; 0 when absent).
@@ -169,38 +152,14 @@ pub fn is_live(instance: &Instance) -> bool {
 
 /// All live instances this stack launched (any job).
 pub async fn stack_instances(ec2: &Client, stack: &str) -> Result<Vec<Instance>> {
-    let out = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::STACK))
-                .values(stack)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk("DescribeInstances of the stack's instances", &e))?;
-    Ok(out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| tag(i, tags::STACK) == Some(stack))
-        .filter(|i| {
-            i.state().and_then(|s| s.name()).is_some_and(|n| {
-                !matches!(
-                    n,
-                    InstanceStateName::Terminated | InstanceStateName::ShuttingDown
-                )
-            })
-        })
-        .cloned()
-        .collect())
+    let wanted = [(tags::STACK, stack)];
+    by_tags(
+        ec2,
+        &wanted,
+        true,
+        "DescribeInstances of the stack's instances",
+    )
+    .await
 }
 
 /// The (job, run id) an instance's tags name, when both are safe names: tags are input too
@@ -452,35 +411,20 @@ pub struct EarlierTries {
 /// The instances an execution's attempt launched, live or ended, found by their tags.
 pub async fn earlier_tries(ec2: &Client, execution: &str, attempt: u32) -> Result<EarlierTries> {
     let attempt = attempt.to_string();
-    let out = ec2
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::EXECUTION))
-                .values(execution)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", tags::ATTEMPT))
-                .values(&attempt)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| Error::from_sdk("DescribeInstances of this launch's earlier tries", &e))?;
+    let wanted = [
+        (tags::EXECUTION, execution),
+        (tags::ATTEMPT, attempt.as_str()),
+    ];
+    let found = by_tags(
+        ec2,
+        &wanted,
+        false,
+        "DescribeInstances of this launch's earlier tries",
+    )
+    .await?;
     let mut tries = EarlierTries::default();
-    let mine = out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| {
-            tag(i, tags::EXECUTION) == Some(execution)
-                && tag(i, tags::ATTEMPT) == Some(attempt.as_str())
-        });
-    for instance in mine {
-        let state = instance.state().and_then(|s| s.name()).map(|n| n.as_str());
-        if state.is_some_and(|s| LIVE_STATES.contains(&s)) {
+    for instance in &found {
+        if is_live(instance) {
             tries.live.get_or_insert_with(|| Started::of(instance));
         } else {
             tries.ended += 1;

@@ -55,6 +55,20 @@ fn put_bodies(put: &Puts) -> Vec<Value> {
     put.lock().unwrap().iter().map(|(_, b)| b.clone()).collect()
 }
 
+/// SendCommand answers `command_id`; `record` sees each request.
+fn send_answers(
+    command_id: &'static str,
+    record: impl Fn(&SendCommandInput) -> bool + Send + Sync + 'static,
+) -> Rule {
+    mock!(aws_sdk_ssm::Client::send_command)
+        .match_requests(record)
+        .then_output(move || {
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id(command_id).build())
+                .build()
+        })
+}
+
 fn listed(commands: Vec<Command>) -> Rule {
     mock!(aws_sdk_ssm::Client::list_commands).then_output(move || {
         ListCommandsOutput::builder()
@@ -69,16 +83,7 @@ async fn sends_with_execution_timeout_and_output_locations() {
     let (s3, put) = marker(None);
     let mocks = Mocks {
         s3,
-        ssm: vec![
-            listed(vec![]),
-            mock!(aws_sdk_ssm::Client::send_command)
-                .match_requests(record)
-                .then_output(|| {
-                    SendCommandOutput::builder()
-                        .command(Command::builder().command_id("cmd-1").build())
-                        .build()
-                }),
-        ],
+        ssm: vec![listed(vec![]), send_answers("cmd-1", record)],
         ..Mocks::default()
     };
     let command = handle(&mocks.env(), input(0)).await.unwrap();
@@ -169,16 +174,7 @@ async fn a_marker_of_another_instance_does_not_stop_the_send() {
     })));
     let mocks = Mocks {
         s3,
-        ssm: vec![
-            listed(vec![]),
-            mock!(aws_sdk_ssm::Client::send_command)
-                .match_requests(record)
-                .then_output(|| {
-                    SendCommandOutput::builder()
-                        .command(Command::builder().command_id("cmd-new").build())
-                        .build()
-                }),
-        ],
+        ssm: vec![listed(vec![]), send_answers("cmd-new", record)],
         ..Mocks::default()
     };
     let command = handle(&mocks.env(), input(0)).await.unwrap();
@@ -235,13 +231,7 @@ async fn a_redrive_round_sends_again() {
                 .command_id("cmd-round-0")
                 .comment(crate::naming::command_comment("run-1", "quoting", 0))
                 .build()]),
-            mock!(aws_sdk_ssm::Client::send_command)
-                .match_requests(record)
-                .then_output(|| {
-                    SendCommandOutput::builder()
-                        .command(Command::builder().command_id("cmd-round-1").build())
-                        .build()
-                }),
+            send_answers("cmd-round-1", record),
         ],
         ..Mocks::default()
     };
