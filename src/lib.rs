@@ -14,6 +14,7 @@
 pub mod asl;
 pub mod aws;
 pub mod capacity;
+pub mod cli;
 pub mod contract;
 pub mod env;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod lambda;
 pub mod loss;
 pub mod manifest;
 pub mod naming;
+pub mod operator;
 pub mod progress;
 pub mod records;
 pub mod script;

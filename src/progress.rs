@@ -45,9 +45,7 @@ impl Event {
         let failure = details
             .into_iter()
             .find(|d| d.get("error").is_some() || d.get("cause").is_some());
-        let text = |d: Option<&Value>, key: &str| {
-            d.and_then(|d| d[key].as_str()).map(String::from)
-        };
+        let text = |d: Option<&Value>, key: &str| d.and_then(|d| d[key].as_str()).map(String::from);
         let entered = v.get("stateEnteredEventDetails");
         let exited = v.get("stateExitedEventDetails");
         Some(Event {
@@ -111,7 +109,12 @@ pub fn cause_message(cause: &str) -> String {
         .ok()
         .and_then(|v| v["errorMessage"].as_str().map(String::from))
         .unwrap_or_else(|| cause.to_string());
-    message.lines().next().unwrap_or_default().trim().to_string()
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// The step a step state belongs to (`<step>: send`, `<step>: poll`, `<step>: failed`).
@@ -214,9 +217,10 @@ pub fn render(events: &[Event]) -> Progress {
                             state::LAUNCH | state::WAIT_FOR_AGENT | state::FINISH => {
                                 line(name.clone())
                             }
-                            state::RELAUNCH_CLEAN_UP => {
-                                line("relaunch: the instance is gone; cleaning up, then a new one".into())
-                            }
+                            state::RELAUNCH_CLEAN_UP => line(
+                                "relaunch: the instance is gone; cleaning up, then a new one"
+                                    .into(),
+                            ),
                             _ => {}
                         }
                         e.at_millis
@@ -239,11 +243,9 @@ pub fn render(events: &[Event]) -> Progress {
                     .unwrap_or_default();
                 let r = &output["result"];
                 if let (Some((s, "poll")), false) = (step_of(&name), r.is_null()) {
-                    let took = r["duration_seconds"].as_i64().or_else(|| {
-                        step_started
-                            .as_ref()
-                            .map(|(_, t)| (e.at_millis - t) / 1000)
-                    });
+                    let took = r["duration_seconds"]
+                        .as_i64()
+                        .or_else(|| step_started.as_ref().map(|(_, t)| (e.at_millis - t) / 1000));
                     line(format!(
                         "step {s}: {} (exit {}) in {}",
                         r["status"].as_str().unwrap_or("done"),
@@ -280,11 +282,7 @@ pub fn render(events: &[Event]) -> Progress {
 pub fn running_line(current: &Current, now_millis: i64) -> String {
     let took = duration((now_millis - current.since_millis) / 1000);
     let retried = match &current.last_error {
-        Some(error) => format!(
-            "; retried {}x, last: {}",
-            current.retried,
-            error
-        ),
+        Some(error) => format!("; retried {}x, last: {}", current.retried, error),
         None => String::new(),
     };
     match &current.step {
@@ -393,8 +391,9 @@ mod tests {
         assert_eq!(waiting.state, "Wait for agent");
         assert_eq!(waiting.retried, 1);
         assert!(
-            running_line(&waiting, waiting.since_millis + 3_000)
-                .starts_with("now: Wait for agent for 3s; retried 1x, last: AgentNotOnline: the SSM agent"),
+            running_line(&waiting, waiting.since_millis + 3_000).starts_with(
+                "now: Wait for agent for 3s; retried 1x, last: AgentNotOnline: the SSM agent"
+            ),
             "{}",
             running_line(&waiting, waiting.since_millis)
         );
