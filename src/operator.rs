@@ -446,3 +446,318 @@ pub fn graph(dir: &Path) -> Result<String, Failure> {
         &crate::asl::Timing::production(),
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handlers::tests::{meta, recorder, Mocks};
+    use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
+    use aws_sdk_sfn::operation::list_state_machines::ListStateMachinesOutput;
+    use aws_sdk_sfn::operation::redrive_execution::{
+        RedriveExecutionError, RedriveExecutionOutput,
+    };
+    use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;
+    use aws_sdk_sfn::types::{ExecutionStatus, StateMachineListItem, StateMachineType};
+    use aws_smithy_mocks::mock;
+    use aws_smithy_types::DateTime;
+
+    const MACHINE: &str = "arn:aws:states:eu-west-1:123:stateMachine:spotstep-demo";
+    const EXECUTION: &str = "arn:aws:states:eu-west-1:123:execution:spotstep-demo:r1";
+
+    fn target() -> Target {
+        Target {
+            stack: "spotstep".into(),
+            state_machine: None,
+        }
+    }
+
+    fn machines() -> aws_smithy_mocks::Rule {
+        mock!(aws_sdk_sfn::Client::list_state_machines).then_output(|| {
+            let item = |name: &str| {
+                StateMachineListItem::builder()
+                    .name(name)
+                    .state_machine_arn(format!("arn:aws:states:eu-west-1:123:stateMachine:{name}"))
+                    .r#type(StateMachineType::Standard)
+                    .creation_date(DateTime::from_secs(0))
+                    .build()
+                    .unwrap()
+            };
+            ListStateMachinesOutput::builder()
+                .state_machines(item("spotstep-data-weekly"))
+                .state_machines(item("spotstep-demo"))
+                .build()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn links_names_and_inputs() {
+        assert_eq!(
+            console_link(EXECUTION),
+            format!("https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/{EXECUTION}")
+        );
+        let t = crate::env::parse_rfc3339("2026-11-28T09:05:07Z").unwrap();
+        assert_eq!(run_name(t), "manual-20261128T090507Z");
+        check_run_id(&run_name(t)).unwrap();
+        assert_eq!(run_input(None, false, None), json!({}));
+        assert_eq!(
+            run_input(Some("full"), true, Some("main")),
+            json!({"mode": "full", "preflight": true, "branch": "main"})
+        );
+    }
+
+    #[tokio::test]
+    async fn run_starts_the_jobs_state_machine_with_the_input() {
+        let (seen, record) = recorder();
+        let env = Mocks {
+            sfn: vec![
+                machines(),
+                mock!(aws_sdk_sfn::Client::start_execution)
+                    .match_requests(record)
+                    .then_output(|| {
+                        StartExecutionOutput::builder()
+                            .execution_arn(EXECUTION)
+                            .start_date(DateTime::from_secs(0))
+                            .build()
+                            .unwrap()
+                    }),
+            ],
+            ..Mocks::default()
+        }
+        .env();
+        let mut out = Vec::new();
+        let now = crate::env::parse_rfc3339("2026-11-28T09:00:00Z").unwrap();
+        let input = run_input(Some("quick"), false, None);
+        let arn = run(&env.sfn, &target(), "demo", &input, now, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(arn, EXECUTION);
+        let requests = seen.lock().unwrap();
+        let request: &aws_sdk_sfn::operation::start_execution::StartExecutionInput = &requests[0];
+        assert_eq!(request.state_machine_arn(), Some(MACHINE));
+        assert_eq!(request.name(), Some("manual-20261128T090000Z"));
+        assert_eq!(request.input(), Some(r#"{"mode":"quick"}"#));
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(&format!("console: {}", console_link(EXECUTION))),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_without_a_state_machine_starts_nothing() {
+        let env = Mocks {
+            sfn: vec![machines()],
+            ..Mocks::default()
+        }
+        .env();
+        let mut out = Vec::new();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let f = run(&env.sfn, &target(), "nightly", &json!({}), now, &mut out)
+            .await
+            .unwrap_err();
+        assert_eq!(f.code, exit::ERROR);
+        assert!(
+            f.message.starts_with(
+                "job `nightly` has no state machine `spotstep-nightly` here (state machines: spotstep-data-weekly, spotstep-demo)"
+            ),
+            "{}",
+            f.message
+        );
+        assert!(out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_execution_by_job_and_run_id_and_an_unknown_one() {
+        let (seen, record) = recorder();
+        let env = Mocks {
+            sfn: vec![
+                machines(),
+                mock!(aws_sdk_sfn::Client::describe_execution)
+                    .match_requests(|r| r.execution_arn() == Some(EXECUTION))
+                    .then_output(|| {
+                        DescribeExecutionOutput::builder()
+                            .execution_arn(EXECUTION)
+                            .state_machine_arn(MACHINE)
+                            .name("r1")
+                            .status(ExecutionStatus::Failed)
+                            .start_date(DateTime::from_secs(100))
+                            .build()
+                            .unwrap()
+                    }),
+                mock!(aws_sdk_sfn::Client::describe_execution)
+                    .match_requests(record)
+                    .then_error(|| {
+                        aws_sdk_sfn::operation::describe_execution::DescribeExecutionError::ExecutionDoesNotExist(
+                            aws_sdk_sfn::types::error::ExecutionDoesNotExist::builder().build(),
+                        )
+                    }),
+            ],
+            ..Mocks::default()
+        }
+        .env();
+        let e = execution(&env.sfn, &target(), "demo/r1").await.unwrap();
+        assert_eq!((e.arn.as_str(), e.status.as_str()), (EXECUTION, "FAILED"));
+        let f = execution(&env.sfn, &target(), "demo/r2").await.unwrap_err();
+        assert_eq!(
+            f.message,
+            "no execution arn:aws:states:eu-west-1:123:execution:spotstep-demo:r2"
+        );
+        let asked: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(
+                |r: &aws_sdk_sfn::operation::describe_execution::DescribeExecutionInput| {
+                    r.execution_arn().unwrap_or_default().to_string()
+                },
+            )
+            .collect();
+        assert_eq!(
+            asked,
+            ["arn:aws:states:eu-west-1:123:execution:spotstep-demo:r2"]
+        );
+        let f = execution(&env.sfn, &target(), "demo/../x")
+            .await
+            .unwrap_err();
+        assert!(f.message.contains("is unsafe"), "{}", f.message);
+        let f = execution(&env.sfn, &target(), "r1").await.unwrap_err();
+        assert!(f
+            .message
+            .contains("neither an execution ARN nor <job>/<run-id>"));
+    }
+
+    #[tokio::test]
+    async fn redrive_sends_the_execution_and_a_refusal_is_an_error() {
+        let (seen, record) = recorder();
+        let env = Mocks {
+            sfn: vec![mock!(aws_sdk_sfn::Client::redrive_execution)
+                .match_requests(record)
+                .then_output(|| {
+                    RedriveExecutionOutput::builder()
+                        .redrive_date(DateTime::from_secs(0))
+                        .build()
+                        .unwrap()
+                })],
+            ..Mocks::default()
+        }
+        .env();
+        let mut out = Vec::new();
+        redrive(&env.sfn, EXECUTION, &mut out).await.unwrap();
+        let requests = seen.lock().unwrap();
+        let request: &aws_sdk_sfn::operation::redrive_execution::RedriveExecutionInput =
+            &requests[0];
+        assert_eq!(request.execution_arn(), Some(EXECUTION));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with(&format!("redriven: {EXECUTION}\n")));
+
+        let refusing = Mocks {
+            sfn: vec![mock!(aws_sdk_sfn::Client::redrive_execution)
+                .then_error(|| RedriveExecutionError::generic(meta("ExecutionNotRedrivable")))],
+            ..Mocks::default()
+        }
+        .env();
+        let mut out = Vec::new();
+        let f = redrive(&refusing.sfn, EXECUTION, &mut out)
+            .await
+            .unwrap_err();
+        assert_eq!(f.code, exit::ERROR);
+        assert!(
+            f.message
+                .starts_with("the redrive was refused, nothing was redriven: RedriveExecution")
+                && f.message.contains("ExecutionNotRedrivable"),
+            "{}",
+            f.message
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn sent_steps_and_the_runs_table() {
+        let exited = |state: &str, output: Value| progress::Event {
+            kind: "TaskStateExited".into(),
+            at_millis: 0,
+            state: Some(state.into()),
+            output: Some(output.to_string()),
+            error: None,
+            cause: None,
+        };
+        let events = [
+            exited(
+                "prepare: send",
+                json!({"command": {"step": "prepare", "output_prefix": "s3://b/logs/demo/r1/prepare"}}),
+            ),
+            exited(
+                "prepare: poll",
+                json!({"command": {"step": "x", "output_prefix": "s3://b/x"}}),
+            ),
+            exited(
+                "fail: send",
+                json!({"command": {"step": "fail", "output_prefix": "s3://b/logs/demo/r1/fail"}}),
+            ),
+        ];
+        assert_eq!(
+            sent(&events),
+            [
+                Sent {
+                    step: "prepare".into(),
+                    output_prefix: "s3://b/logs/demo/r1/prepare".into()
+                },
+                Sent {
+                    step: "fail".into(),
+                    output_prefix: "s3://b/logs/demo/r1/fail".into()
+                },
+            ]
+        );
+        let row = |name: &str, status: &str, stopped: Option<i64>, failed: Option<&str>| Row {
+            job: "demo".into(),
+            execution: sfn::Execution {
+                arn: format!("arn:{name}"),
+                name: name.into(),
+                state_machine: MACHINE.into(),
+                status: status.into(),
+                started_millis: 1_795_856_400_000,
+                stopped_millis: stopped,
+                error: None,
+                cause: None,
+            },
+            failed_state: failed.map(String::from),
+        };
+        let text = table(
+            &[
+                row("r2", "RUNNING", None, None),
+                row(
+                    "r1",
+                    "FAILED",
+                    Some(1_795_856_400_000 + 185_000),
+                    Some("fail: failed"),
+                ),
+            ],
+            1_795_856_400_000 + 42_000,
+        );
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            ["EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED", "AT"]
+        );
+        assert_eq!(
+            lines[1],
+            ["demo/r2", "RUNNING", "2026-11-28T09:00:00Z", "42s"]
+        );
+        assert_eq!(
+            lines[2],
+            [
+                "demo/r1",
+                "FAILED",
+                "2026-11-28T09:00:00Z",
+                "3m05s",
+                "fail:",
+                "failed"
+            ]
+        );
+    }
+}
