@@ -470,7 +470,7 @@ mod tests {
         assert!(err(&["run", "Demo!"]).message.starts_with("job `Demo!`"));
         assert!(err(&["run", "demo", "--branch", "-x"])
             .message
-            .contains("needs a value"));
+            .contains("not a safe branch name"));
         assert!(err(&["run", "demo", "--branch", "a..b"])
             .message
             .contains("not a safe branch"));

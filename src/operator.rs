@@ -644,10 +644,9 @@ mod tests {
         .env();
         let mut out = Vec::new();
         redrive(&env.sfn, EXECUTION, &mut out).await.unwrap();
-        let requests = seen.lock().unwrap();
-        let request: &aws_sdk_sfn::operation::redrive_execution::RedriveExecutionInput =
-            &requests[0];
-        assert_eq!(request.execution_arn(), Some(EXECUTION));
+        let asked: Vec<aws_sdk_sfn::operation::redrive_execution::RedriveExecutionInput> =
+            seen.lock().unwrap().clone();
+        assert_eq!(asked[0].execution_arn(), Some(EXECUTION));
         assert!(String::from_utf8(out)
             .unwrap()
             .starts_with(&format!("redriven: {EXECUTION}\n")));

@@ -186,10 +186,9 @@ pub fn render(events: &[Event]) -> Progress {
             }
             "LambdaFunctionFailed" | "LambdaFunctionTimedOut" | "TaskFailed" | "TaskTimedOut"
                 if e.error.as_deref() != Some(still_running.as_str())
-                    && !p
-                        .current
+                    && p.current
                         .as_ref()
-                        .is_some_and(|c| step_of(&c.state).is_some_and(|(_, w)| w == "failed")) =>
+                        .is_none_or(|c| step_of(&c.state).is_none_or(|(_, w)| w != "failed")) =>
             {
                 pending = Some((at.clone(), failure()));
             }
@@ -242,7 +241,10 @@ pub fn render(events: &[Event]) -> Progress {
                     .and_then(|o| serde_json::from_str(o).ok())
                     .unwrap_or_default();
                 let r = &output["result"];
-                if let (Some((s, "poll")), false) = (step_of(&name), r.is_null()) {
+                // A caught error's exit (moto) still carries an earlier step's result.
+                let polled =
+                    step_of(&name).filter(|(s, which)| *which == "poll" && r["step"] == *s);
+                if let Some((s, _)) = polled {
                     let took = r["duration_seconds"]
                         .as_i64()
                         .or_else(|| step_started.as_ref().map(|(_, t)| (e.at_millis - t) / 1000));
@@ -354,6 +356,7 @@ mod tests {
         // per state that carried it.
         assert!(!text.contains("AgentNotOnline"), "{text}");
         assert_eq!(text.matches("  StepFailed:").count(), 1, "{text}");
+        assert!(!text.contains("step big-output: Success"), "{text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ tested against a mocked client in `src/operator.rs`).
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -163,3 +164,22 @@ def test_clear_errors_and_nothing_started(e2e):
     assert "--mode needs a value" in usage.stderr and "spotstep run <job>" in usage.stderr
 
     assert executions(e2e) == before
+
+
+def test_logs_follow_waits_for_a_running_step_then_prints_its_whole_output(e2e):
+    e2e.harness.deploy("demo")
+    arn = started_arn(spotstep(e2e, "run", "demo", "--mode", "all"))
+    name = arn.rsplit(":", 1)[1]
+    deadline = time.time() + 90
+    while not e2e.commands(name, "slow"):
+        assert time.time() < deadline, "slow was never sent"
+        time.sleep(0.2)
+
+    followed = spotstep(e2e, "logs", arn, "slow", "--follow")
+    assert followed.returncode == 0, followed.stderr
+    assert "step slow is running; its output follows when it ends" in followed.stderr
+    assert followed.stdout.rstrip().endswith("slow: done after 8s"), followed.stdout
+    assert "slow: tick 1/8" in followed.stdout
+
+    assert e2e.wait(arn).status == "SUCCEEDED"
+    e2e.assert_nothing_left(name)
