@@ -172,7 +172,8 @@ def test_logs_follow_waits_for_a_running_step_then_prints_its_whole_output(e2e):
     name = arn.rsplit(":", 1)[1]
     deadline = time.time() + 90
     while not e2e.commands(name, "slow"):
-        assert time.time() < deadline, "slow was never sent"
+        status = e2e.harness.sfn.describe_execution(executionArn=arn)["status"]
+        assert status == "RUNNING" and time.time() < deadline, f"slow was never sent ({status})"
         time.sleep(0.2)
 
     followed = spotstep(e2e, "logs", arn, "slow", "--follow")
