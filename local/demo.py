@@ -4,13 +4,14 @@
 
 Starts moto (EC2, SSM, S3, Step Functions) with the SSM agent emulation and the real Rust
 Lambda binaries (target/debug), deploys the job's real state machine (local timing), runs
-it, prints each state entered and each step's status and duration, then the result, where
-each step's full output is, and what is left running (nothing).
+it, shows its progress with `spotstep watch` (the operator's view, one renderer for both),
+then the result, where each step's full output is, and what is left running (nothing).
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,9 +20,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
-from spotstep_local.stack import LocalStack  # noqa: E402
+from spotstep_local.stack import REGION, LocalStack  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli_env(stack) -> dict:
+    """What the `spotstep` CLI needs to talk to the local stack."""
+    return {
+        "AWS_ENDPOINT_URL": stack.endpoint,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 def main() -> int:
@@ -48,7 +60,10 @@ def main() -> int:
         started = time.time()
         arn = harness.start(args.job, name, payload)
         print(f"started execution {name} of spotstep-{args.job} with input {json.dumps(payload)}")
-        outcome = harness.wait(arn, timeout=900, on_event=Printer(started).event)
+        sys.stdout.flush()
+        watcher = subprocess.Popen([contract.binary(), "watch", arn], env=dict(os.environ, **cli_env(stack)))
+        outcome = harness.wait(arn, timeout=900)
+        watcher.wait(timeout=60)
         print()
         print(f"result: {outcome.status} in {time.time() - started:.0f}s")
         if outcome.status != "SUCCEEDED":
@@ -67,50 +82,6 @@ def main() -> int:
         return 0 if outcome.status == "SUCCEEDED" and not live and not staged else 1
     finally:
         stack.stop()
-
-
-class Printer:
-    """Prints states as they are entered and steps as they finish; polls are summarised."""
-
-    def __init__(self, started: float):
-        self.started = started
-        self.polls = 0
-
-    def event(self, e: dict):
-        t = f"[{time.time() - self.started:6.1f}s]"
-        kind = e["type"]
-        if "stateEnteredEventDetails" in e:
-            name = e["stateEnteredEventDetails"]["name"]
-            if not contract.fmt("state_poll").match(name):
-                print(f"{t} {name}")
-            self.polls = 0
-        elif kind == "LambdaFunctionFailed":
-            details = e.get("lambdaFunctionFailedEventDetails", {})
-            if details.get("error") == "StillRunning":
-                self.polls += 1
-                if self.polls in (1, 5) or self.polls % 20 == 0:
-                    print(f"{t}   still running ({self.polls} poll(s))")
-            else:
-                cause = details.get("cause", "")
-                try:
-                    cause = json.loads(cause)["errorMessage"]
-                except (ValueError, KeyError, TypeError):
-                    pass
-                print(f"{t}   {details.get('error')}: {cause.splitlines()[0] if cause else ''}")
-        elif "stateExitedEventDetails" in e:
-            details = e["stateExitedEventDetails"]
-            if contract.fmt("state_poll").match(details["name"]):
-                result = json.loads(details.get("output") or "{}").get("result", {})
-                print(
-                    f"{t}   step {result.get('step')}: {result.get('status')} "
-                    f"(exit {result.get('exit_code')}) in {result.get('duration_seconds')}s"
-                )
-            elif details["name"] == contract.state("launch"):
-                launch = json.loads(details.get("output") or "{}").get("launch", {})
-                print(
-                    f"{t}   instance {launch.get('instance_id')} ({launch.get('instance_type')}, "
-                    f"{launch.get('market')}, {launch.get('availability_zone')}), attempt {launch.get('attempt')}"
-                )
 
 
 if __name__ == "__main__":

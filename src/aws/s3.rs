@@ -158,3 +158,42 @@ pub async fn delete_prefix(s3: &Client, bucket: &str, prefix: &str) -> Result<us
         }
     }
 }
+
+/// An object under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: i64,
+    /// Epoch milliseconds.
+    pub modified_millis: i64,
+}
+
+/// Every object under `prefix` in `bucket` (ListObjectsV2, all pages), in key order.
+pub async fn list(s3: &Client, bucket: &str, prefix: &str) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), &e))?;
+        out.extend(page.contents().iter().filter_map(|o| {
+            Some(Listed {
+                key: o.key()?.to_string(),
+                size: o.size().unwrap_or_default(),
+                modified_millis: o
+                    .last_modified()
+                    .and_then(|d| d.to_millis().ok())
+                    .unwrap_or_default(),
+            })
+        }));
+        match page.next_continuation_token() {
+            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}

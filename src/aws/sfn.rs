@@ -73,3 +73,199 @@ pub async fn describe(sfn: &Client, execution: &str) -> Result<Option<Described>
         )),
     }
 }
+
+/// A state machine: its name and ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMachine {
+    pub name: String,
+    pub arn: String,
+}
+
+/// Every state machine of the account and region (ListStateMachines, all pages).
+pub async fn state_machines(sfn: &Client) -> Result<Vec<StateMachine>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = sfn
+            .list_state_machines()
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("ListStateMachines", &e))?;
+        out.extend(page.state_machines().iter().map(|m| StateMachine {
+            name: m.name().to_string(),
+            arn: m.state_machine_arn().to_string(),
+        }));
+        match page.next_token() {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Starts an execution of `state_machine` named `name` with `input` (JSON); returns its ARN.
+/// A name already used by this state machine is `AwsError` naming `ExecutionAlreadyExists`.
+pub async fn start(sfn: &Client, state_machine: &str, name: &str, input: &str) -> Result<String> {
+    let out = sfn
+        .start_execution()
+        .state_machine_arn(state_machine)
+        .name(name)
+        .input(input)
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk(&format!("StartExecution {name}"), &e))?;
+    Ok(out.execution_arn().to_string())
+}
+
+/// An execution, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub arn: String,
+    pub name: String,
+    pub state_machine: String,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, ...
+    pub status: String,
+    /// Epoch milliseconds.
+    pub started_millis: i64,
+    /// Epoch milliseconds; `None` while running.
+    pub stopped_millis: Option<i64>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// The execution `arn` now, or `None` when Step Functions does not know it.
+pub async fn execution(sfn: &Client, arn: &str) -> Result<Option<Execution>> {
+    match sfn.describe_execution().execution_arn(arn).send().await {
+        Ok(out) => Ok(Some(Execution {
+            arn: out.execution_arn().to_string(),
+            name: out.name().unwrap_or_default().to_string(),
+            state_machine: out.state_machine_arn().to_string(),
+            status: out.status().as_str().to_string(),
+            started_millis: out.start_date().to_millis().unwrap_or_default(),
+            stopped_millis: out.stop_date().and_then(|d| d.to_millis().ok()),
+            error: out.error().map(String::from),
+            cause: out.cause().map(String::from),
+        })),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_execution_does_not_exist()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::from_sdk(&format!("DescribeExecution {arn}"), &e)),
+    }
+}
+
+/// The most recent executions of `state_machine`, newest first, at most `max`.
+pub async fn executions(sfn: &Client, state_machine: &str, max: usize) -> Result<Vec<Execution>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    while out.len() < max {
+        let page = sfn
+            .list_executions()
+            .state_machine_arn(state_machine)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk("ListExecutions", &e))?;
+        out.extend(page.executions().iter().map(|e| Execution {
+            arn: e.execution_arn().to_string(),
+            name: e.name().to_string(),
+            state_machine: e.state_machine_arn().to_string(),
+            status: e.status().as_str().to_string(),
+            started_millis: e.start_date().to_millis().unwrap_or_default(),
+            stopped_millis: e.stop_date().and_then(|d| d.to_millis().ok()),
+            error: None,
+            cause: None,
+        }));
+        match page.next_token() {
+            Some(next) => token = Some(next.to_string()),
+            None => break,
+        }
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.started_millis));
+    out.truncate(max);
+    Ok(out)
+}
+
+/// The execution's history, oldest first (GetExecutionHistory, all pages), as
+/// [`progress::Event`](crate::progress::Event)s.
+pub async fn history(sfn: &Client, arn: &str) -> Result<Vec<crate::progress::Event>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = sfn
+            .get_execution_history()
+            .execution_arn(arn)
+            .include_execution_data(true)
+            .max_results(1000)
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| Error::from_sdk(&format!("GetExecutionHistory {arn}"), &e))?;
+        out.extend(page.events().iter().map(event));
+        match page.next_token() {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn event(e: &aws_sdk_sfn::types::HistoryEvent) -> crate::progress::Event {
+    let pair = |error: Option<&str>, cause: Option<&str>| {
+        (error.map(String::from), cause.map(String::from))
+    };
+    let failure = None
+        .or(e
+            .lambda_function_failed_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .lambda_function_timed_out_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .lambda_function_schedule_failed_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .lambda_function_start_failed_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .task_failed_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .task_timed_out_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .execution_failed_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .execution_timed_out_event_details()
+            .map(|d| pair(d.error(), d.cause())))
+        .or(e
+            .execution_aborted_event_details()
+            .map(|d| pair(d.error(), d.cause())));
+    let (error, cause) = failure.unwrap_or_default();
+    let exited = e.state_exited_event_details();
+    crate::progress::Event {
+        kind: e.r#type().as_str().to_string(),
+        at_millis: e.timestamp().to_millis().unwrap_or_default(),
+        state: e
+            .state_entered_event_details()
+            .map(|d| d.name().to_string())
+            .or(exited.map(|d| d.name().to_string())),
+        output: exited.and_then(|d| d.output()).map(String::from),
+        error,
+        cause,
+    }
+}
+
+/// Redrives a failed, timed out or aborted execution (RedriveExecution): its failed state
+/// runs again. An endpoint that refuses it (an emulator without redrive, an execution that
+/// cannot be redriven) is `AwsError` with its answer.
+pub async fn redrive(sfn: &Client, arn: &str) -> Result<()> {
+    sfn.redrive_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk(&format!("RedriveExecution {arn}"), &e))?;
+    Ok(())
+}

@@ -1,49 +1,162 @@
-//! The spotstep developer tool.
+//! The spotstep tool: the operator's commands against AWS (or `AWS_ENDPOINT_URL`) and the
+//! developer's generators.
 //!
 //! ```text
-//! spotstep asl jobs/<job> [--local]   print the job's state machine definition
-//! spotstep asl-all                    regenerate statemachine/<job>.asl.json for every job
-//! spotstep contract                   print the names and formats the Python stage reads (JSON)
+//! spotstep run <job> [--mode M] [--preflight] [--branch B]   start an execution, print its link
+//! spotstep watch <execution>                                 follow it to its end (exit code: its status)
+//! spotstep logs <execution> [step] [--follow]                a step's full output from S3
+//! spotstep redrive <execution>                               RedriveExecution, then watch
+//! spotstep runs [job] [--limit N]                            recent executions
+//! spotstep graph <job>                                       the state machine as Mermaid
+//! spotstep asl jobs/<job> [--local]                          print the job's state machine definition
+//! spotstep asl-all                                           regenerate statemachine/<job>.asl.json
+//! spotstep contract                                          the names and formats the Python stage reads
 //! ```
 //!
-//! Run from the repository root (`cargo run --bin spotstep -- asl-all`).
+//! `spotstep --help` and `spotstep <command> --help` say more (`spotstep::cli::USAGES`); exit
+//! codes are `spotstep::cli::exit`. Run `asl`, `asl-all` and `graph <job>` from the
+//! repository root.
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use spotstep::asl::{render, Timing};
+use spotstep::cli::{exit, parse, usage, Command};
 use spotstep::manifest::Job;
-
-const USAGE: &str = "usage:\n  spotstep asl jobs/<job> [--local]   print the job's state machine definition \
-                     (--local: the emulator's fast intervals)\n  spotstep asl-all                    \
-                     regenerate statemachine/<job>.asl.json for every folder in jobs/ (run from the repository root)\n  \
-                     spotstep contract                   print the names and formats the Python stage reads (JSON)";
+use spotstep::operator::{self, Failure, Watching};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        ["asl", dir] => print(Path::new(dir), &Timing::production()),
-        ["asl", dir, "--local"] | ["asl", "--local", dir] => {
-            print(Path::new(dir), &Timing::local())
+    let stack = std::env::var("SPOTSTEP_STACK").ok();
+    let command = match parse(&args, stack.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("spotstep: {}\n{}", e.message, usage(e.command));
+            return ExitCode::from(exit::USAGE);
         }
-        ["contract"] => {
+    };
+    let result = match command {
+        Command::Help(topic) => {
+            println!("{}", usage(topic));
+            Ok(exit::OK)
+        }
+        Command::Asl { dir, local } => {
+            let timing = if local {
+                Timing::local()
+            } else {
+                Timing::production()
+            };
+            print(Path::new(&dir), &timing).map(|()| exit::OK)
+        }
+        Command::Contract => {
             println!("{:#}", spotstep::contract::contract());
-            Ok(())
+            Ok(exit::OK)
         }
-        ["asl-all"] => regenerate_all(Path::new("jobs"), Path::new("statemachine")),
-        ["-h" | "--help" | "help"] => {
-            println!("{USAGE}");
-            Ok(())
+        Command::AslAll => {
+            regenerate_all(Path::new("jobs"), Path::new("statemachine")).map(|()| exit::OK)
         }
-        _ => Err(USAGE.to_string()),
+        Command::Graph { job } => operator::graph(&job_dir(&job))
+            .map(|text| {
+                print!("{text}");
+                exit::OK
+            })
+            .map_err(|f| f.message),
+        aws => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a Tokio runtime");
+            return match runtime.block_on(operate(aws)) {
+                Ok(code) => ExitCode::from(code),
+                Err(f) => {
+                    eprintln!("spotstep: {}", f.message);
+                    ExitCode::from(f.code)
+                }
+            };
+        }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(message) => {
             eprintln!("spotstep: {message}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILED)
         }
+    }
+}
+
+/// `jobs/<job>` for a bare job name, else the path as given.
+fn job_dir(job: &str) -> PathBuf {
+    if job.contains('/') {
+        PathBuf::from(job)
+    } else {
+        Path::new("jobs").join(job)
+    }
+}
+
+/// The commands that talk to AWS.
+async fn operate(command: Command) -> Result<u8, Failure> {
+    operator::credentials().await?;
+    let env = spotstep::env::Env::from_environment()
+        .await
+        .map_err(|e| Failure::error(e.to_string()))?;
+    let (sfn, s3) = (&env.sfn, &env.s3);
+    let how = Watching {
+        interval: Duration::from_secs(2),
+        tty: std::io::stdout().is_terminal(),
+    };
+    let mut out = std::io::stdout();
+    match command {
+        Command::Run {
+            job,
+            mode,
+            preflight,
+            branch,
+            target,
+        } => {
+            let input = operator::run_input(mode.as_deref(), preflight, branch.as_deref());
+            operator::run(sfn, &target, &job, &input, env.clock.now(), &mut out).await?;
+            Ok(exit::OK)
+        }
+        Command::Watch { execution, target } => {
+            let e = operator::execution(sfn, &target, &execution).await?;
+            operator::watch(sfn, &e.arn, how, &mut out).await
+        }
+        Command::Logs {
+            execution,
+            step,
+            follow,
+            target,
+        } => {
+            let e = operator::execution(sfn, &target, &execution).await?;
+            let follow = follow.then_some(how);
+            let mut note = std::io::stderr();
+            operator::logs(
+                sfn,
+                s3,
+                &e.arn,
+                step.as_deref(),
+                follow,
+                &mut out,
+                &mut note,
+            )
+            .await?;
+            Ok(exit::OK)
+        }
+        Command::Redrive { execution, target } => {
+            let e = operator::execution(sfn, &target, &execution).await?;
+            operator::redrive(sfn, &e.arn, &mut out).await?;
+            operator::watch(sfn, &e.arn, how, &mut out).await
+        }
+        Command::Runs { job, limit, target } => {
+            let rows = operator::runs(sfn, &target, job.as_deref(), limit).await?;
+            let now = env.clock.now().unix_timestamp() * 1000;
+            print!("{}", operator::table(&rows, now));
+            Ok(exit::OK)
+        }
+        other => Err(Failure::error(format!("not an AWS command: {other:?}"))),
     }
 }
 

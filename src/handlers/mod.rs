@@ -8,4 +8,4 @@ pub mod send_step;
 pub mod wait_online;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -38,11 +38,11 @@ macro_rules! client {
 }
 
 #[derive(Default)]
-struct Mocks {
-    ec2: Vec<Rule>,
-    s3: Vec<Rule>,
-    ssm: Vec<Rule>,
-    sfn: Vec<Rule>,
+pub(crate) struct Mocks {
+    pub ec2: Vec<Rule>,
+    pub s3: Vec<Rule>,
+    pub ssm: Vec<Rule>,
+    pub sfn: Vec<Rule>,
 }
 
 const NOW: i64 = 1_795_856_400; // 2026-11-28T09:00:00Z
@@ -63,7 +63,7 @@ fn settings() -> Settings {
 }
 
 impl Mocks {
-    fn env(&self) -> Env {
+    pub fn env(&self) -> Env {
         Env {
             ec2: client!(aws_sdk_ec2, self.ec2),
             s3: client!(aws_sdk_s3, self.s3),
@@ -76,7 +76,7 @@ impl Mocks {
 }
 
 /// Records the inputs a mock rule saw.
-fn recorder<T: Clone + Send + 'static>() -> (
+pub(crate) fn recorder<T: Clone + Send + 'static>() -> (
     Arc<Mutex<Vec<T>>>,
     impl Fn(&T) -> bool + Send + Sync + 'static,
 ) {
@@ -88,7 +88,7 @@ fn recorder<T: Clone + Send + 'static>() -> (
     })
 }
 
-fn meta(code: &str) -> ErrorMetadata {
+pub(crate) fn meta(code: &str) -> ErrorMetadata {
     ErrorMetadata::builder()
         .code(code)
         .message(format!("{code} (mocked)"))

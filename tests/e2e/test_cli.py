@@ -1,0 +1,186 @@
+"""The operator's tool: `target/debug/spotstep run/watch/logs/runs/redrive` against the local
+stack (AWS_ENDPOINT_URL), as an operator runs it.
+
+The CLI finds a job's state machine by name, `<stack>-<job>` with the default stack
+`spotstep`, which is the name the harness deploys it under. moto has no RedriveExecution:
+here the CLI must say the endpoint refused it and change nothing (the request itself is
+tested against a mocked client in `src/operator.rs`).
+"""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import TARGET
+
+SPOTSTEP = str(TARGET / "spotstep")
+
+
+def cli_env(e2e, **overrides) -> dict:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "AWS_ENDPOINT_URL": e2e.stack.endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def spotstep(e2e, *args, timeout=240, **env):
+    return subprocess.run(
+        [SPOTSTEP, *args], capture_output=True, text=True, timeout=timeout, env=cli_env(e2e, **env)
+    )
+
+
+def started_arn(done) -> str:
+    assert done.returncode == 0, done.stderr
+    [arn] = [line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("execution: ")]
+    return arn
+
+
+def executions(e2e) -> list:
+    sfn = e2e.harness.sfn
+    return [
+        x["executionArn"]
+        for m in sfn.list_state_machines()["stateMachines"]
+        for x in sfn.list_executions(stateMachineArn=m["stateMachineArn"])["executions"]
+    ]
+
+
+@pytest.mark.parametrize("command", ["run", "watch", "logs", "redrive", "runs", "graph", "asl", "asl-all", "contract"])
+def test_each_command_has_help(e2e, command):
+    done = spotstep(e2e, command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert f"spotstep {command}" in done.stdout
+    assert "exit codes" in done.stdout
+
+
+def test_run_watch_logs_and_runs_a_successful_execution(e2e):
+    e2e.harness.deploy("demo")
+    done = spotstep(e2e, "run", "demo", "--mode", "quick", "--branch", "main")
+    arn = started_arn(done)
+    name = arn.rsplit(":", 1)[1]
+    assert f"started demo/{name} with input " in done.stdout
+    assert '"mode":"quick"' in done.stdout and '"branch":"main"' in done.stdout
+    assert f"console: https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/{arn}" in done.stdout
+
+    watched = spotstep(e2e, "watch", arn)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    lines = watched.stdout.splitlines()
+    assert any(line.endswith("step prepare: started") for line in lines), watched.stdout
+    assert any("step quoting: Success (exit 0) in " in line for line in lines), watched.stdout
+    assert "SUCCEEDED after " in lines[-1], watched.stdout
+    assert any("instance i-" in line for line in lines), watched.stdout
+
+    outcome = e2e.wait(arn)
+    assert outcome.status == "SUCCEEDED"
+    e2e.assert_nothing_left(name)
+
+    logs = spotstep(e2e, "logs", f"demo/{name}", "quoting")
+    assert logs.returncode == 0, logs.stderr
+    [key] = [k for k in e2e.log_keys("demo", name, "quoting") if k.endswith("/stdout")]
+    assert logs.stdout == e2e.stack.read(key)
+    assert f"--- s3://{e2e.stack.bucket}/{key}" in logs.stderr
+    # Without a step: the last step sent (quoting, in mode quick).
+    assert spotstep(e2e, "logs", arn).stdout == logs.stdout
+
+    runs = spotstep(e2e, "runs", "demo")
+    assert runs.returncode == 0, runs.stderr
+    [row] = [line for line in runs.stdout.splitlines() if f"demo/{name} " in line]
+    assert row.split()[1] == "SUCCEEDED", runs.stdout
+
+
+def test_a_failed_execution_exits_1_names_its_cause_and_a_refused_redrive_changes_nothing(e2e):
+    e2e.harness.deploy("demo")
+    arn = started_arn(spotstep(e2e, "run", "demo", "--mode", "failing"))
+    name = arn.rsplit(":", 1)[1]
+
+    watched = spotstep(e2e, "watch", f"demo/{name}")
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert "  StepFailed: step `fail` failed: status Failed (Failed), exit code 3" in watched.stdout, watched.stdout
+    assert "step fail: failed: cleaning up" in watched.stdout
+    assert "FAILED after " in watched.stdout and "at `fail: failed`" in watched.stdout
+
+    runs = spotstep(e2e, "runs")
+    [row] = [line for line in runs.stdout.splitlines() if f"demo/{name} " in line]
+    assert row.split()[1] == "FAILED" and row.endswith("fail: failed"), runs.stdout
+
+    logs = spotstep(e2e, "logs", arn, "fail")
+    assert "fail: about to exit 3" in logs.stdout, logs.stdout + logs.stderr
+    missing = spotstep(e2e, "logs", arn, "slow")
+    assert missing.returncode == 4
+    assert "step `slow` was not sent" in missing.stderr
+
+    redrive = spotstep(e2e, "redrive", arn)
+    assert redrive.returncode == 4, redrive.stdout + redrive.stderr
+    assert "the redrive was refused, nothing was redriven: RedriveExecution" in redrive.stderr
+    assert redrive.stdout == ""
+    assert e2e.harness.sfn.describe_execution(executionArn=arn)["status"] == "FAILED"
+
+    outcome = e2e.wait(arn)  # the status-change rule cleans up, as EventBridge would
+    assert outcome.status == "FAILED"
+    e2e.assert_nothing_left(name)
+
+
+def test_clear_errors_and_nothing_started(e2e):
+    e2e.harness.deploy("demo")
+    before = executions(e2e)
+
+    unknown = spotstep(e2e, "watch", "demo/no-such-run")
+    assert unknown.returncode == 4
+    assert "spotstep: no execution arn:aws:states:us-east-1:" in unknown.stderr
+    assert ":execution:spotstep-demo:no-such-run" in unknown.stderr
+
+    no_machine = spotstep(e2e, "run", "nosuchjob")
+    assert no_machine.returncode == 4
+    assert "job `nosuchjob` has no state machine `spotstep-nosuchjob` here" in no_machine.stderr
+    assert "spotstep-demo" in no_machine.stderr
+
+    other_stack = spotstep(e2e, "run", "demo", SPOTSTEP_STACK="prod")
+    assert other_stack.returncode == 4
+    assert "no state machine `prod-demo`" in other_stack.stderr
+
+    no_credentials = spotstep(
+        e2e,
+        "run",
+        "demo",
+        AWS_ACCESS_KEY_ID=None,
+        AWS_SECRET_ACCESS_KEY=None,
+        AWS_CONFIG_FILE="/nonexistent/config",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/credentials",
+        timeout=60,
+    )
+    assert no_credentials.returncode == 4, no_credentials.stderr
+    assert "spotstep: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in no_credentials.stderr
+
+    usage = spotstep(e2e, "run", "demo", "--mode")
+    assert usage.returncode == 64
+    assert "--mode needs a value" in usage.stderr and "spotstep run <job>" in usage.stderr
+
+    assert executions(e2e) == before
+
+
+def test_logs_follow_waits_for_a_running_step_then_prints_its_whole_output(e2e):
+    e2e.harness.deploy("demo")
+    arn = started_arn(spotstep(e2e, "run", "demo", "--mode", "all"))
+    name = arn.rsplit(":", 1)[1]
+    deadline = time.time() + 90
+    while not e2e.commands(name, "slow"):
+        status = e2e.harness.sfn.describe_execution(executionArn=arn)["status"]
+        assert status == "RUNNING" and time.time() < deadline, f"slow was never sent ({status})"
+        time.sleep(0.2)
+
+    followed = spotstep(e2e, "logs", arn, "slow", "--follow")
+    assert followed.returncode == 0, followed.stderr
+    assert "step slow is running; its output follows when it ends" in followed.stderr
+    assert followed.stdout.rstrip().endswith("slow: done after 8s"), followed.stdout
+    assert "slow: tick 1/8" in followed.stdout
+
+    assert e2e.wait(arn).status == "SUCCEEDED"
+    e2e.assert_nothing_left(name)
