@@ -30,4 +30,9 @@ fn the_committed_data_weekly_graph_is_current() {
         .count();
     assert_eq!(edges, total);
     assert!(committed.contains("-.->|\"InstanceLost, InstanceReclaimed\"|"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```mermaid\n{committed}```\n")),
+        "the README's data-weekly graph differs from docs/data-weekly.mmd: paste it again"
+    );
 }
