@@ -88,6 +88,8 @@ class Faults:
         # returns.
         self.no_capacity_runs = 0
         self.throttle = {}  # operation -> remaining throttled answers
+        # The next N S3 CopyObject calls answer AccessDenied (e.g. Launch staging the config).
+        self.s3_copy_denied = 0
         self.reclaim_during = {}  # step -> {"after": seconds, "times": remaining (None = always)}
         # An operator's TerminateInstances (`Client.UserInitiatedShutdown`) during a step:
         # step -> {"after": seconds, "times": remaining (None = always)}.
@@ -127,6 +129,12 @@ class Faults:
         return any(
             t in ("*", instance_type) and s in ("*", subnet) for t, s in self.no_capacity
         )
+
+    def take_s3_copy_denied(self) -> bool:
+        if self.s3_copy_denied > 0:
+            self.s3_copy_denied -= 1
+            return True
+        return False
 
     def take_throttle(self, operation: str) -> bool:
         left = self.throttle.get(operation, 0)
@@ -551,6 +559,12 @@ class LocalStack:
                             print(f"spotstep local stage: {op}: {e}", file=sys.stderr, flush=True)
                             return self._json_error(500, "InternalServerError", f"spotstep local stage: {e}")
                         return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.1"})
+                if self.command == "PUT" and self.headers.get("x-amz-copy-source") and stack.faults.take_s3_copy_denied():
+                    payload = (
+                        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                        "<Message>Access Denied (injected)</Message><RequestId>local</RequestId></Error>"
+                    ).encode()
+                    return self._reply(403, payload, {"Content-Type": "application/xml"})
                 ec2_action = self._ec2_action(body)
                 if ec2_action:
                     if stack.faults.take_throttle(ec2_action):

@@ -287,3 +287,30 @@ def test_no_capacity_anywhere_for_a_while_is_retried_at_launch(e2e):
     assert launch["instance_id"] == instance.id
     assert e2e.steps_ran(run_id) == [SETUP, "quoting"]
     e2e.assert_nothing_left(run_id)
+
+
+# ----------------------------- 1b. terminating an instance EC2 does not show yet (Launch)
+
+
+def test_launch_terminates_its_instance_even_while_ec2_does_not_show_it(e2e):
+    # Staging the config fails right after RunInstances, while EC2 still answers NotFound for
+    # the new instance: Launch's own terminate retries until EC2 takes it, never leaving the
+    # instance running.
+    faults = e2e.stack.faults
+    faults.ec2_not_found_for = 2.5
+    faults.s3_copy_denied = 1
+    outcome = e2e.run("stage-fails", {"mode": "quick"}, rule=False)
+    run_id = outcome.name
+
+    assert outcome.status == "FAILED"
+    assert outcome.failed_state() == "Launch"
+    assert faults.s3_copy_denied == 0
+    assert outcome.error == "AwsError"
+    assert "AccessDenied" in outcome.cause_message(), outcome.cause_message()
+    [instance] = e2e.stack.instances(run_id=run_id)
+    tries = [a for a, i in faults.not_found if i == instance.id]
+    assert tries.count("TerminateInstances") >= 1, faults.not_found
+    assert instance.state == "terminated"
+    assert instance.state_reason.code == "Client.UserInitiatedShutdown"
+    assert e2e.commands(run_id) == []
+    e2e.assert_nothing_left(run_id)
