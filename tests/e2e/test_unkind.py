@@ -145,7 +145,9 @@ def test_a_late_aborted_event_leaves_the_redriven_run_and_its_new_instance_alone
     faults.reclaim_during = {"slow": {"after": 2, "times": 1}}
     hold = faults.hold(lambda function, event: function == "cleanup" and isinstance(event, dict) and event.get("action") == "relaunch")
     arn, run_id = e2e.start("late-event", {"mode": "all"})
-    assert hold.reached.wait(120), "the relaunch clean-up was never called"
+    status = lambda: e2e.harness.sfn.describe_execution(executionArn=arn)["status"]  # noqa: E731
+    wait_until(lambda: hold.reached.is_set() or status() != "RUNNING", 120, "the relaunch clean-up")
+    assert hold.reached.is_set(), f"the execution ended {status()} before its relaunch clean-up"
     [old] = e2e.stack.instances(run_id=run_id)
     e2e.harness.stop(arn)
 
