@@ -220,6 +220,9 @@ class Agent:
         inst = self._instance(instance_id)
         if inst is None or inst.state != "running" or self.faults.never_online:
             return False
+        if self.faults.invisible(instance_id):
+            # EC2 does not show the instance yet: its agent has not registered either.
+            return False
         launched = inst.launch_time
         if isinstance(launched, str):
             launched = datetime.datetime.fromisoformat(launched.replace("Z", "+00:00"))
@@ -332,6 +335,11 @@ class Agent:
             runs = [r for r in runs if r.command_id == body["CommandId"]]
         if body.get("InstanceId"):
             runs = [r for r in runs if r.instance_id == body["InstanceId"]]
+        lag = self.faults.list_commands_lag
+        if lag:
+            listed = [r for r in runs if time.time() - r.requested >= lag]
+            self.faults.unlisted += len(runs) - len(listed)
+            runs = listed
         return {"Commands": [self._command_summary(r) for r in runs]}
 
     def CancelCommand(self, body):
@@ -389,6 +397,7 @@ class Agent:
             )
             deadline = run.requested + run.execution_timeout
             reclaim_at = self.faults.reclaim_time(run)
+            terminate_at = self.faults.terminate_time(run)
             lost = timed_out = False
             while run.process.poll() is None:
                 if self._state(run.instance_id) not in ("running", "pending"):
@@ -398,6 +407,10 @@ class Agent:
                 if reclaim_at is not None and time.time() >= reclaim_at:
                     self.faults.reclaim(run.instance_id)
                     reclaim_at = None
+                    continue
+                if terminate_at is not None and time.time() >= terminate_at:
+                    self.faults.terminate(run.instance_id)
+                    terminate_at = None
                     continue
                 if time.time() >= deadline:
                     self._kill(run)
@@ -420,7 +433,8 @@ class Agent:
                 self.s3_put(run.s3_bucket, self._key(run, "stderr"), run.stderr)
         run.ended = _now_iso()
         if timed_out:
-            run.status, run.details, run.response_code = "TimedOut", "Execution Timed Out", 124
+            details, code = self.faults.execution_timed_out
+            run.status, run.details, run.response_code = "TimedOut", details, code
         elif run.status != "Cancelled":
             code = run.process.returncode
             run.response_code = code

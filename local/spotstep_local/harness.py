@@ -104,8 +104,13 @@ class Outcome:
         self.cause = cause
         self.output = output
         self.events = events
-        # What the status-change rule's cleanup reported (None when it did not run).
+        # What the status-change rule's cleanup reported (None when it did not run, or runs
+        # late: then `rule_delivery` follows it).
         self.rule_report = None
+        self.rule_delivery = None
+        # The status-change event EventBridge sends for this end (None for SUCCEEDED): it
+        # can be delivered again (`Harness.deliver`).
+        self.event = None
 
     def entered(self):
         return [e["stateEnteredEventDetails"]["name"] for e in self.events if "stateEnteredEventDetails" in e]
@@ -217,8 +222,13 @@ class Harness:
         if arn in self.redrives:
             _mirror_redrive(self.redrives[arn], arn)
         outcome = Outcome(arn, desc["status"], desc.get("error"), desc.get("cause"), desc.get("output"), events)
-        if rule and outcome.status in ("FAILED", "TIMED_OUT", "ABORTED"):
-            outcome.rule_report = self.status_change_rule(self.logical_arn(arn), outcome.status, desc)
+        if outcome.status in ("FAILED", "TIMED_OUT", "ABORTED"):
+            outcome.event = self.status_change_event(self.logical_arn(arn), outcome.status, desc)
+            plan = self.stack.faults.rule_delivery
+            if rule and plan:
+                outcome.rule_delivery = self.deliver_later(outcome.event, plan.get("when", 0), plan.get("copies", 1))
+            elif rule:
+                outcome.rule_report = self.deliver(outcome.event)
         return outcome
 
     def logical_arn(self, arn: str) -> str:
@@ -228,6 +238,19 @@ class Harness:
         """The EventBridge rule's cleanup target, with the event EventBridge delivers: `desc` is
         the DescribeExecution answer of the execution that ended (for an emulated redrive,
         the derived execution's; the event names the logical execution)."""
+        return self.deliver(self.status_change_event(execution_arn, status, desc))
+
+    def deliver(self, event: dict):
+        """Delivers a status-change event to the rule's target (cleanup); its report."""
+        return self.invoke("cleanup", event)
+
+    def deliver_later(self, event: dict, when=0, copies: int = 1) -> "Delivery":
+        """Delivers `event` from another thread once `when` is due (seconds from now, or a
+        predicate polled until true), `copies` times (EventBridge delivers at least once)."""
+        return Delivery(self, event, when, copies)
+
+    def status_change_event(self, execution_arn: str, status: str, desc: dict = None) -> dict:
+        """The event EventBridge sends when the execution ended (see `status_change_rule`)."""
         desc = desc or self.sfn.describe_execution(executionArn=execution_arn)
 
         def millis(value):
@@ -261,7 +284,7 @@ class Harness:
                 "redriveCount": redrive_count,
             },
         }
-        return self.invoke("cleanup", event)
+        return event
 
     def invoke(self, function: str, payload: dict):
         status, body, error = self.stack.lambdas.invoke(function, json.dumps(payload).encode())
@@ -316,3 +339,41 @@ class Harness:
     def _follow_redrive(logical: str, derived: str):
         while not _mirror_redrive(logical, derived):
             time.sleep(0.2)
+
+
+class Delivery:
+    """A status-change event delivered late, from its own thread (`Harness.deliver_later`)."""
+
+    def __init__(self, harness: Harness, event: dict, when, copies: int):
+        self.event = event
+        self.reports = []
+        self.errors = []
+        self.delivered_at = []
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(harness, when, copies), daemon=True).start()
+
+    def _run(self, harness, when, copies):
+        try:
+            deadline = time.time() + 600
+            if callable(when):
+                while not when():
+                    if time.time() > deadline:
+                        raise TimeoutError("the delivery condition never held")
+                    time.sleep(0.1)
+            else:
+                time.sleep(when)
+            for _ in range(copies):
+                self.delivered_at.append(time.time())
+                self.reports.append(harness.deliver(self.event))
+        except Exception as e:  # reported by `join`
+            self.errors.append(e)
+        finally:
+            self.done.set()
+
+    def join(self, timeout: float = 120) -> list:
+        """Waits for every copy; returns their reports (raises what a delivery raised)."""
+        if not self.done.wait(timeout):
+            raise TimeoutError(f"the status-change event was not delivered within {timeout}s")
+        if self.errors:
+            raise self.errors[0]
+        return self.reports

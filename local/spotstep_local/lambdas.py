@@ -310,19 +310,43 @@ class Function:
 
 
 class LambdaService:
-    """The spotstep functions, invoked by name or ARN."""
+    """The spotstep functions, invoked by name or ARN.
 
-    def __init__(self, binaries: dict, env: dict, log_dir: str, timeouts: dict):
+    `faults` (the stack's, optional) may hold an invocation before its function runs
+    (`Faults.hold`) or lose the answer of one that succeeded (`Faults.lose_answer`): Lambda
+    then answers HTTP 500 `ServiceException` (the third value is that error code, with a
+    status >= 400; a function error comes with status 200)."""
+
+    def __init__(self, binaries: dict, env: dict, log_dir: str, timeouts: dict, faults=None):
         self.functions = {
             name: Function(name, path, env, timeouts.get(name, 60), log_dir) for name, path in binaries.items()
         }
+        self.faults = faults
 
     def invoke(self, function: str, payload: bytes):
         name = function.rsplit(":", 1)[-1] if function.startswith("arn:") else function
         if name not in self.functions:
-            body = json.dumps({"Type": "User", "Message": f"Function not found: {function}"}).encode()
-            return 404, body, None
-        return self.functions[name].invoke(payload)
+            body = json.dumps({"Type": "User", "message": f"Function not found: {function}"}).encode()
+            return 404, body, "ResourceNotFoundException"
+        if self.faults is None:
+            return self.functions[name].invoke(payload)
+        try:
+            event = json.loads(payload or b"null")
+        except ValueError:
+            event = None
+        for hold in list(self.faults.holds):
+            if hold.take(name, event):
+                hold.reached.set()
+                hold.released.wait(600)
+        status, body, error = self.functions[name].invoke(payload)
+        step = event.get("step") if isinstance(event, dict) else None
+        step_name = step.get("name") if isinstance(step, dict) else None
+        if status == 200 and error is None and self.faults.take_lost_answer(name, step_name):
+            # The function succeeded; its answer never reaches the caller.
+            self.faults.lost_answers.append((name, step_name, body))
+            answer = {"Type": "Service", "message": "Internal error: the answer was lost (injected)"}
+            return 500, json.dumps(answer).encode(), "ServiceException"
+        return status, body, error
 
     def stop(self):
         for f in self.functions.values():

@@ -15,6 +15,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 import http.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,23 +50,91 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Hold:
+    """Holds the Lambda invocations `matches(function, payload)` picks (before the function
+    runs) until `release()`; `reached` is set once one is held."""
+
+    def __init__(self, matches, times: int = 1):
+        self.matches = matches
+        self.times = times
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    def take(self, function: str, payload) -> bool:
+        if self.times == 0 or not self.matches(function, payload):
+            return False
+        self.times -= 1
+        return True
+
+    def release(self):
+        self.released.set()
+
+
 class Faults:
-    """What the tests can break."""
+    """What the tests can break. Each switch is off after `reset()` (between tests)."""
 
     def __init__(self):
+        self.holds = []
         self.reset()
         self.reclaim_hook = None
+        self.terminate_hook = None
 
     def reset(self):
+        for hold in getattr(self, "holds", []):
+            hold.release()
         self.never_online = False
         self.no_capacity = set()  # {(instance_type or "*", subnet_id or "*")}
+        # The next N RunInstances (any pool) answer InsufficientInstanceCapacity; then capacity
+        # returns.
+        self.no_capacity_runs = 0
         self.throttle = {}  # operation -> remaining throttled answers
+        # The next N S3 CopyObject calls answer AccessDenied (e.g. Launch staging the config).
+        self.s3_copy_denied = 0
         self.reclaim_during = {}  # step -> {"after": seconds, "times": remaining (None = always)}
+        # An operator's TerminateInstances (`Client.UserInitiatedShutdown`) during a step:
+        # step -> {"after": seconds, "times": remaining (None = always)}.
+        self.terminate_during = {}
+        # EC2 eventual consistency: for this many seconds after RunInstances, EC2 does not show
+        # the instance: DescribeInstances and TerminateInstances naming it answer
+        # `InvalidInstanceID.NotFound`, a filtered DescribeInstances leaves it out, and its SSM
+        # agent is not registered yet. `not_found` records each (action, instance_id) so hidden.
+        self.ec2_not_found_for = 0.0
+        self.not_found = []
+        self.launched = {}  # instance_id -> time.time() of the RunInstances that made it
+        # SSM ListCommands lags SendCommand: a command is listed only this many seconds after
+        # it was sent. `unlisted` counts the commands a ListCommands answer left out.
+        self.list_commands_lag = 0.0
+        self.unlisted = 0
+        # What the agent reports for a command that ran past its executionTimeout:
+        # (StatusDetails, ResponseCode). SSM documents `Execution Timed Out`; other SSM
+        # references (and events) spell it `ExecutionTimedOut`.
+        self.execution_timed_out = ("Execution Timed Out", 124)
+        # A Lambda answer lost after the function succeeded: (function, step name or None) ->
+        # remaining; the Lambda service then answers HTTP 500 `ServiceException`, as Lambda
+        # does, and Step Functions sees `Lambda.ServiceException`. `lost_answers` records
+        # (function, step, the body the function had returned).
+        self.lose_answer = {}
+        self.lost_answers = []
+        # Lambda invocations held before the function runs (see `hold`).
+        self.holds = []
+        # The status-change rule's delivery (harness): None = at once, synchronously, as
+        # before; or {"when": seconds or a predicate, "copies": n}: delivered late, from
+        # another thread, once `when` is due, `copies` times (duplicates).
+        self.rule_delivery = None
 
     def capacity_error(self, instance_type: str, subnet: str) -> bool:
+        if self.no_capacity_runs > 0:
+            self.no_capacity_runs -= 1
+            return True
         return any(
             t in ("*", instance_type) and s in ("*", subnet) for t, s in self.no_capacity
         )
+
+    def take_s3_copy_denied(self) -> bool:
+        if self.s3_copy_denied > 0:
+            self.s3_copy_denied -= 1
+            return True
+        return False
 
     def take_throttle(self, operation: str) -> bool:
         left = self.throttle.get(operation, 0)
@@ -74,16 +143,54 @@ class Faults:
             return True
         return False
 
-    def reclaim_time(self, run):
-        plan = self.reclaim_during.get(run.step)
+    def _due(self, plans: dict, run):
+        plan = plans.get(run.step)
         if not plan or plan.get("times") == 0:
             return None
         if plan.get("times") is not None:
             plan["times"] -= 1
         return run.requested + plan.get("after", 1.0)
 
+    def reclaim_time(self, run):
+        return self._due(self.reclaim_during, run)
+
+    def terminate_time(self, run):
+        return self._due(self.terminate_during, run)
+
     def reclaim(self, instance_id):
         self.reclaim_hook(instance_id)
+
+    def terminate(self, instance_id):
+        self.terminate_hook(instance_id)
+
+    # -- EC2 eventual consistency
+
+    def saw_launch(self, instance_ids):
+        now = time.time()
+        for instance_id in instance_ids:
+            self.launched[instance_id] = now
+
+    def invisible(self, instance_id: str) -> bool:
+        """True while EC2 does not show `instance_id` yet (the fault is on and it was launched
+        less than `ec2_not_found_for` seconds ago)."""
+        launched = self.launched.get(instance_id)
+        return bool(self.ec2_not_found_for) and launched is not None and time.time() - launched < self.ec2_not_found_for
+
+    # -- Lambda
+
+    def hold(self, matches, times: int = 1) -> Hold:
+        """Holds the next `times` Lambda invocations for which `matches(function, payload)` is
+        true (payload: the parsed event) until the returned hold is released."""
+        hold = Hold(matches, times)
+        self.holds.append(hold)
+        return hold
+
+    def take_lost_answer(self, function: str, step) -> bool:
+        for key in ((function, step), (function, None)):
+            if self.lose_answer.get(key, 0) > 0:
+                self.lose_answer[key] -= 1
+                return True
+        return False
 
 
 def _patch_moto_terminate():
@@ -106,6 +213,98 @@ def _patch_moto_terminate():
 
     Instance.terminate = terminate
     Instance._spotstep_patched = True
+
+
+# The faults the patched moto calls consult (the stack's, set when it starts).
+_FAULTS = []
+
+
+def _faults():
+    return _FAULTS[-1] if _FAULTS else None
+
+
+def _patch_moto_ec2_visibility():
+    """EC2 eventual consistency (`Faults.ec2_not_found_for`): an instance EC2 does not show yet
+    is `InvalidInstanceID.NotFound` to a DescribeInstances or TerminateInstances naming it and
+    absent from a filtered DescribeInstances. Only the API answers change: moto's model, which
+    the harness and the agent read directly, still has the instance."""
+    from moto.ec2.exceptions import InvalidInstanceIdError
+    from moto.ec2.models.instances import InstanceBackend
+    from moto.ec2.responses.instances import InstanceResponse
+
+    if getattr(InstanceResponse, "_spotstep_patched", False):
+        return
+
+    def hidden(action: str, ids) -> list:
+        faults = _faults()
+        found = [i for i in ids if faults is not None and faults.invisible(i)]
+        for instance_id in found:
+            faults.not_found.append((action, instance_id))
+        return found
+
+    def guarded(action: str, original):
+        def method(self):
+            missing = hidden(action, self._get_param("InstanceIds", []))
+            if missing:
+                raise InvalidInstanceIdError(missing)
+            return original(self)
+
+        return method
+
+    InstanceResponse.describe_instances = guarded("DescribeInstances", InstanceResponse.describe_instances)
+    InstanceResponse.terminate_instances = guarded("TerminateInstances", InstanceResponse.terminate_instances)
+
+    original_describe = InstanceBackend.describe_instances
+
+    def describe_instances(self, filters=None):
+        # The filtered (no instance ids) DescribeInstances; the reservations are shallow copies
+        # whose instance lists are moto's own: build new lists.
+        reservations = []
+        for reservation in original_describe(self, filters):
+            gone = set(hidden("DescribeInstances", [i.id for i in reservation.instances]))
+            if gone:
+                reservation.instances = [i for i in reservation.instances if i.id not in gone]
+            if reservation.instances:
+                reservations.append(reservation)
+        return reservations
+
+    InstanceBackend.describe_instances = describe_instances
+    InstanceResponse._spotstep_patched = True
+
+
+def _patch_moto_lambda_service_errors():
+    """When Lambda's Invoke itself fails (HTTP 4xx/5xx, no function error), Step Functions
+    names the error `Lambda.<the Lambda error code>` (`Lambda.ServiceException`, ...): what the
+    states' transient Retry lists. moto names every such error `Exception`."""
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.api import HistoryEventType, LambdaFunctionFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import StateTaskLambda
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    if getattr(StateTaskLambda, "_spotstep_patched", False):
+        return
+    original = StateTaskLambda._from_error
+
+    def _from_error(self, env, ex):
+        if not isinstance(ex, ClientError):
+            return original(self, env, ex)
+        error = ex.response.get("Error", {})
+        name = "Lambda." + (error.get("Code") or "ServiceException")
+        status = ex.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        cause = f"{error.get('Message', '')} (Service: Lambda, Status Code: {status}, Error Code: {error.get('Code')})"
+        return FailureEvent(
+            env=env,
+            error_name=CustomErrorName(name),
+            event_type=HistoryEventType.LambdaFunctionFailed,
+            event_details=EventDetails(
+                lambdaFunctionFailedEventDetails=LambdaFunctionFailedEventDetails(error=name, cause=cause)
+            ),
+        )
+
+    StateTaskLambda._from_error = _from_error
+    StateTaskLambda._spotstep_patched = True
 
 
 def _patch_moto_state_machine_clone():
@@ -138,6 +337,8 @@ class LocalStack:
 
         _patch_moto_terminate()
         _patch_moto_state_machine_clone()
+        _patch_moto_ec2_visibility()
+        _patch_moto_lambda_service_errors()
 
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -147,6 +348,8 @@ class LocalStack:
         os.makedirs(root, exist_ok=True)
         self.faults = Faults()
         self.faults.reclaim_hook = self.reclaim
+        self.faults.terminate_hook = self.operator_terminate
+        _FAULTS.append(self.faults)
         self.moto_port = free_port()
         self.front_port = free_port()
         os.environ["MOTO_PORT"] = str(self.front_port)
@@ -185,7 +388,9 @@ class LocalStack:
             "SPOTSTEP_STACK": "spotstep-local",
         }
         os.makedirs(os.path.join(root, "logs"), exist_ok=True)
-        self.lambdas = LambdaService(binaries, env, os.path.join(root, "logs"), {"launch": 120, "cleanup": 300})
+        self.lambdas = LambdaService(
+            binaries, env, os.path.join(root, "logs"), {"launch": 120, "cleanup": 300}, faults=self.faults
+        )
         self.front = ThreadingHTTPServer(("127.0.0.1", self.front_port), self._front_handler())
         self.front.daemon_threads = True
         threading.Thread(target=self.front.serve_forever, daemon=True).start()
@@ -256,6 +461,10 @@ class LocalStack:
         instance.state_reason = StateReason(
             "Server.SpotInstanceTermination: Spot instance termination", "Server.SpotInstanceTermination"
         )
+
+    def operator_terminate(self, instance_id: str):
+        """An operator's TerminateInstances (moto: `Client.UserInitiatedShutdown`)."""
+        self._ec2_backend().terminate_instances([instance_id])
 
     def live_instances(self) -> list:
         return [i for i in self._ec2_backend().all_instances() if i.state in ("pending", "running", "stopping", "stopped")]
@@ -328,7 +537,10 @@ class LocalStack:
                 if m and self.command == "POST":
                     status, payload, error = stack.lambdas.invoke(m.group(1), body)
                     headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST"}
-                    if error:
+                    if error and status >= 400:
+                        # Lambda's own failure (no function error): its error code
+                        headers["x-amzn-ErrorType"] = error
+                    elif error:
                         headers["X-Amz-Function-Error"] = error
                     return self._reply(status, payload, headers)
                 target = self.headers.get("X-Amz-Target", "")
@@ -347,6 +559,12 @@ class LocalStack:
                             print(f"spotstep local stage: {op}: {e}", file=sys.stderr, flush=True)
                             return self._json_error(500, "InternalServerError", f"spotstep local stage: {e}")
                         return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.1"})
+                if self.command == "PUT" and self.headers.get("x-amz-copy-source") and stack.faults.take_s3_copy_denied():
+                    payload = (
+                        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                        "<Message>Access Denied (injected)</Message><RequestId>local</RequestId></Error>"
+                    ).encode()
+                    return self._reply(403, payload, {"Content-Type": "application/xml"})
                 ec2_action = self._ec2_action(body)
                 if ec2_action:
                     if stack.faults.take_throttle(ec2_action):
@@ -360,6 +578,9 @@ class LocalStack:
                                 "InsufficientInstanceCapacity",
                                 f"We currently do not have sufficient {itype} capacity in the subnet {subnet} (injected)",
                             )
+                        data = self._forward(body)
+                        stack.faults.saw_launch(re.findall(r"<instanceId>(i-[0-9a-f]+)</instanceId>", data.decode(errors="replace")))
+                        return data
                 return self._forward(body)
 
             def _ec2_action(self, body: bytes) -> str:
@@ -390,6 +611,7 @@ class LocalStack:
                 data = resp.read()
                 conn.close()
                 self._reply(resp.status, data, dict(resp.getheaders()))
+                return data
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
