@@ -183,6 +183,16 @@ def sizes(profile_dir: str, work: str, level=9) -> dict:
 # ------------------------------------------------------------------------ local executions
 
 
+def put_job_secrets(stack, manifest_path: str):
+    """Puts a stand-in value for each of the job's `[secrets]` parameters into the local stack:
+    the runner reads them on the instance before the step starts, as in a deployment."""
+    with open(manifest_path, "rb") as f:
+        secrets = tomllib.load(f).get("secrets", {})
+    ssm = stack.client("ssm")
+    for name, parameter in secrets.items():
+        ssm.put_parameter(Name=parameter, Value=f"bench-stand-in-{name.lower()}", Type="SecureString", Overwrite=True)
+
+
 def sim_jobs_dir(work: str, seconds_per_minute: float) -> str:
     """jobs/data-weekly with every step script replaced by a `sleep` of the step's stated
     production duration, scaled to `seconds_per_minute` seconds per minute."""
@@ -714,6 +724,7 @@ def main() -> int:
         stack.front.RequestHandlerClass.disable_nagle_algorithm = True
     results["emulator_tcp_nodelay"] = not args.emulator_as_is
     seconds_per_minute = 0.05 if quick else 0.25
+    put_job_secrets(stack, os.path.join(REPO, "jobs", "data-weekly", "job.toml"))
     harness = Harness(stack, REPO, target_dir=profile_dir, jobs_dirs=[sim_jobs_dir(work, seconds_per_minute), os.path.join(REPO, "jobs")])
     fns = Functions(binaries, stack.lambdas.functions["poll-result"].env, os.path.join(work, "logs"))
     os.makedirs(fns.logs, exist_ok=True)
