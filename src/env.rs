@@ -26,6 +26,9 @@ pub struct Settings {
     pub image_id: String,
     /// `SPOTSTEP_LOG_GROUP`: CloudWatch log group for step output (empty: S3 only).
     pub log_group: String,
+    /// `SPOTSTEP_TOPIC`: the SNS topic cleanup tells of an execution that ended without
+    /// success (empty: no notification).
+    pub topic: String,
     /// `SPOTSTEP_STACK`: the deployment's stack name. Every instance is tagged with it, and
     /// cleanup and the sweep touch only instances that carry it (IAM is conditioned on it).
     pub stack: String,
@@ -67,6 +70,7 @@ impl Settings {
             image_id: get("SPOTSTEP_IMAGE_ID"),
             log_group: get("SPOTSTEP_LOG_GROUP"),
             stack: get("SPOTSTEP_STACK"),
+            topic: get("SPOTSTEP_TOPIC"),
             registration_grace_seconds: number("SPOTSTEP_REGISTRATION_GRACE", 300)?,
             sweep_grace_seconds: number("SPOTSTEP_SWEEP_GRACE", 1800)?,
         })
@@ -149,6 +153,7 @@ pub struct Env {
     pub s3: aws_sdk_s3::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub sfn: aws_sdk_sfn::Client,
+    pub sns: aws_sdk_sns::Client,
     pub settings: Settings,
     pub clock: Clock,
 }
@@ -174,6 +179,7 @@ impl Env {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             ssm: aws_sdk_ssm::Client::new(&config),
             sfn: aws_sdk_sfn::Client::new(&config),
+            sns: aws_sdk_sns::Client::new(&config),
             settings,
             clock: Clock::System,
         })

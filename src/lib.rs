@@ -25,6 +25,7 @@ pub mod lambda;
 pub mod loss;
 pub mod manifest;
 pub mod naming;
+pub mod notification;
 pub mod operator;
 pub mod progress;
 pub mod records;

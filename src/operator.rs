@@ -419,11 +419,7 @@ pub async fn runs(
                 execution.status.as_str(),
                 "FAILED" | "TIMED_OUT" | "ABORTED"
             ) {
-                let last = sfn::history(client, &execution.arn).await?;
-                last.iter()
-                    .rev()
-                    .find(|e| e.kind.ends_with("StateEntered"))
-                    .and_then(|e| e.state.clone())
+                sfn::last_state(client, &execution.arn).await?
             } else {
                 None
             };
@@ -720,6 +716,7 @@ mod tests {
                 stopped_millis: stopped,
                 error: None,
                 cause: None,
+                redrive_count: 0,
             },
             failed_state: failed.map(String::from),
         };

@@ -386,6 +386,7 @@ class LocalStack:
             "SPOTSTEP_REGISTRATION_GRACE": "30",
             "SPOTSTEP_SWEEP_GRACE": "60",
             "SPOTSTEP_STACK": "spotstep-local",
+            "SPOTSTEP_TOPIC": self.world["topic"],
         }
         os.makedirs(os.path.join(root, "logs"), exist_ok=True)
         self.lambdas = LambdaService(
@@ -439,7 +440,22 @@ class LocalStack:
         iam.add_role_to_instance_profile(InstanceProfileName="spotstep-instance", RoleName="spotstep-instance")
         s3 = self.client("s3")
         s3.create_bucket(Bucket=self.bucket)
-        return {"vpc": vpc, "subnets": subnets, "security_group": sg, "image_id": image_id, "instance_profile": "spotstep-instance"}
+        topic = self.client("sns").create_topic(Name="spotstep-local")["TopicArn"]
+        return {
+            "vpc": vpc,
+            "subnets": subnets,
+            "security_group": sg,
+            "image_id": image_id,
+            "instance_profile": "spotstep-instance",
+            "topic": topic,
+        }
+
+    def notifications(self) -> list:
+        """(subject, message) of every notification published to the stack's topic, in order."""
+        from moto.sns.models import sns_backends
+
+        sent = sns_backends[ACCOUNT][REGION].topics[self.world["topic"]].sent_notifications
+        return [(n[2], n[1]) for n in sent]
 
     def put_config(self, uri: str, text: str = "local: true\n"):
         bucket, key = uri[len("s3://"):].split("/", 1)

@@ -6,4 +6,5 @@
 pub mod ec2;
 pub mod s3;
 pub mod sfn;
+pub mod sns;
 pub mod ssm;

@@ -34,46 +34,6 @@ pub async fn running_executions(sfn: &Client, state_machine: &str) -> Result<Vec
         .collect())
 }
 
-/// An execution's status and redrive count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Described {
-    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED`, ...
-    pub status: String,
-    /// How many times it was redriven (`redriveCount`): the current round.
-    pub redrive_count: u32,
-}
-
-impl Described {
-    pub fn running(&self) -> bool {
-        self.status == ExecutionStatus::Running.as_str()
-    }
-}
-
-/// The execution's status now, or `None` when Step Functions does not know it.
-pub async fn describe(sfn: &Client, execution: &str) -> Result<Option<Described>> {
-    match sfn
-        .describe_execution()
-        .execution_arn(execution)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(Some(Described {
-            status: out.status().as_str().to_string(),
-            redrive_count: out.redrive_count().unwrap_or(0).max(0) as u32,
-        })),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_execution_does_not_exist()) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(Error::from_sdk(
-            &format!("DescribeExecution {execution}"),
-            &e,
-        )),
-    }
-}
-
 /// A state machine: its name and ARN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateMachine {
@@ -131,6 +91,14 @@ pub struct Execution {
     pub stopped_millis: Option<i64>,
     pub error: Option<String>,
     pub cause: Option<String>,
+    /// How many times it was redriven (`redriveCount`): the current round.
+    pub redrive_count: u32,
+}
+
+impl Execution {
+    pub fn running(&self) -> bool {
+        self.status == ExecutionStatus::Running.as_str()
+    }
 }
 
 /// The execution `arn` now, or `None` when Step Functions does not know it.
@@ -145,6 +113,7 @@ pub async fn execution(sfn: &Client, arn: &str) -> Result<Option<Execution>> {
             stopped_millis: out.stop_date().and_then(|d| d.to_millis().ok()),
             error: out.error().map(String::from),
             cause: out.cause().map(String::from),
+            redrive_count: out.redrive_count().unwrap_or(0).max(0) as u32,
         })),
         Err(e)
             if e.as_service_error()
@@ -177,6 +146,7 @@ pub async fn executions(sfn: &Client, state_machine: &str, max: usize) -> Result
             stopped_millis: e.stop_date().and_then(|d| d.to_millis().ok()),
             error: None,
             cause: None,
+            redrive_count: e.redrive_count().unwrap_or(0).max(0) as u32,
         }));
         match page.next_token() {
             Some(next) => token = Some(next.to_string()),
@@ -186,6 +156,16 @@ pub async fn executions(sfn: &Client, state_machine: &str, max: usize) -> Result
     out.sort_by_key(|e| std::cmp::Reverse(e.started_millis));
     out.truncate(max);
     Ok(out)
+}
+
+/// The state an execution was in when it ended: the last state it entered.
+pub async fn last_state(sfn: &Client, arn: &str) -> Result<Option<String>> {
+    Ok(history(sfn, arn)
+        .await?
+        .iter()
+        .rev()
+        .find(|e| e.kind.ends_with("StateEntered"))
+        .and_then(|e| e.state.clone()))
 }
 
 /// The execution's history, oldest first (GetExecutionHistory, all pages), as

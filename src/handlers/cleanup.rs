@@ -17,12 +17,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::aws::{ec2, s3, sfn, ssm};
+use crate::aws::{ec2, s3, sfn, sns, ssm};
 use crate::env::{Env, Need};
 use crate::error::{Error, Result};
 use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepSpec};
 use crate::naming::{self, tags};
+use crate::notification;
 use crate::records::{Command, Launch, Run};
 use crate::telemetry;
 
@@ -95,6 +96,9 @@ pub struct Report {
     /// succeeds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// True when the on-call engineer was told (execution-ended with `SPOTSTEP_TOPIC`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub notified: bool,
 }
 
 /// Reads the request shape: an EventBridge event or an `action` object.
@@ -265,7 +269,7 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
         });
     }
     env.settings.require(&[Need::Bucket, Need::Stack])?;
-    let described = sfn::describe(&env.sfn, execution).await?;
+    let described = sfn::execution(&env.sfn, execution).await?;
     let round = match &described {
         Some(d) if d.running() => {
             info!(
@@ -312,7 +316,47 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
         let prefix = naming::staging_prefix(&job, &run_id);
         report.deleted_objects += s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await?;
     }
+    if !env.settings.topic.is_empty() {
+        Box::pin(notify(env, execution, status, described.as_ref())).await?;
+        report.notified = true;
+    }
     Ok(report)
+}
+
+/// Tells the on-call engineer (`SPOTSTEP_TOPIC`) which state failed, with which error and
+/// cause, and how to redrive ([`notification`]). After the cleanup, so a failed publish is
+/// retried (EventBridge's async invocation retries, then the dead-letter queue) with the
+/// cleanup already done.
+async fn notify(
+    env: &Env,
+    execution: &str,
+    status: &str,
+    described: Option<&sfn::Execution>,
+) -> Result<()> {
+    let failed_state = match described {
+        Some(_) => sfn::last_state(&env.sfn, execution).await?,
+        None => None,
+    };
+    let ended = notification::Ended {
+        execution_arn: execution,
+        status,
+        failed_state: failed_state.as_deref(),
+        error: described
+            .and_then(|d| d.error.as_deref())
+            .unwrap_or_default(),
+        cause: described
+            .and_then(|d| d.cause.as_deref())
+            .unwrap_or_default(),
+    };
+    sns::publish(
+        &env.sns,
+        &env.settings.topic,
+        &notification::subject(&ended),
+        &notification::message(&ended),
+    )
+    .await?;
+    info!(execution, status, failed_state = ?ended.failed_state, "failure notification sent");
+    Ok(())
 }
 
 /// The `errorMessage` of a Lambda error cause (its JSON), or the cause as it is.
@@ -430,7 +474,7 @@ async fn sweep(env: &Env) -> Result<Report> {
         // Over: the execution ended, is unknown, or runs a later round than the instance's.
         // An instance without an execution tag is only swept once it outlived its budget.
         let execution_over = match ec2::tag(&instance, tags::EXECUTION) {
-            Some(execution) => match sfn::describe(&env.sfn, execution).await {
+            Some(execution) => match sfn::execution(&env.sfn, execution).await {
                 Ok(Some(d)) => !d.running() || ec2::round_of(&instance) < d.redrive_count,
                 Ok(None) => true,
                 Err(e) => {

@@ -546,3 +546,77 @@ async fn a_just_launched_instance_ec2_does_not_show_yet_is_terminated_once_it_do
         .collect();
     assert_eq!(tries.len(), 3, "{tries:?}");
 }
+
+#[tokio::test]
+async fn an_ended_execution_is_told_with_its_failed_state_error_and_cause() {
+    use aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput;
+    use aws_sdk_sfn::types::{HistoryEvent, HistoryEventType, StateEnteredEventDetails};
+    use aws_sdk_sns::operation::publish::{PublishInput, PublishOutput};
+    let (mut mocks, _) = mocks(vec![run_tags("i-1")]);
+    mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
+        .then_output(|| ListCommandsOutput::builder().build())];
+    mocks.sfn = vec![
+        mock!(aws_sdk_sfn::Client::describe_execution).then_output(|| {
+            DescribeExecutionOutput::builder()
+                .execution_arn(fixtures::run().execution)
+                .state_machine_arn("arn:sm")
+                .status(ExecutionStatus::Failed)
+                .start_date(DateTime::from_secs(NOW - 100))
+                .error("StepFailed")
+                .cause(r#"{"errorType":"StepFailed","errorMessage":"step `slow` failed: exit code 3\nslow: boom"}"#)
+                .build()
+                .unwrap()
+        }),
+        mock!(aws_sdk_sfn::Client::get_execution_history).then_output(|| {
+            let entered = |id: i64, name: &str| {
+                HistoryEvent::builder()
+                    .id(id)
+                    .timestamp(DateTime::from_secs(NOW - 50 + id))
+                    .r#type(HistoryEventType::TaskStateEntered)
+                    .state_entered_event_details(
+                        StateEnteredEventDetails::builder().name(name).build().unwrap(),
+                    )
+                    .build()
+                    .unwrap()
+            };
+            GetExecutionHistoryOutput::builder()
+                .events(entered(1, "slow: poll"))
+                .events(entered(2, "slow: failed"))
+                .build()
+                .unwrap()
+        }),
+    ];
+    let (published, record) = recorder::<PublishInput>();
+    mocks.sns = vec![mock!(aws_sdk_sns::Client::publish)
+        .match_requests(record)
+        .then_output(|| PublishOutput::builder().build())];
+    let mut env = mocks.env();
+    env.settings.topic = "arn:aws:sns:us-east-1:123456789012:spotstep".into();
+    let event = json!({"detail-type": "Step Functions Execution Status Change",
+                       "detail": {"executionArn": fixtures::run().execution, "status": "FAILED"}});
+    let report = handle(&env, event).await.unwrap();
+    assert!(report.notified);
+    assert_eq!(report.terminated, ["i-1"], "cleaned up first");
+    let published = published.lock().unwrap();
+    let message = published[0].message().unwrap();
+    assert_eq!(
+        published[0].topic_arn(),
+        Some("arn:aws:sns:us-east-1:123456789012:spotstep")
+    );
+    assert_eq!(
+        published[0].subject(),
+        Some("spotstep spotstep-demo: run-1 FAILED at slow: failed")
+    );
+    assert!(
+        message.contains("Failed state: slow: failed\nError: StepFailed\n"),
+        "{message}"
+    );
+    assert!(
+        message.contains("    step `slow` failed: exit code 3\n    slow: boom\n"),
+        "{message}"
+    );
+    assert!(
+        message.contains("redrive-execution --execution-arn arn:aws:states"),
+        "{message}"
+    );
+}

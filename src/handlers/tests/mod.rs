@@ -43,6 +43,7 @@ pub(crate) struct Mocks {
     pub s3: Vec<Rule>,
     pub ssm: Vec<Rule>,
     pub sfn: Vec<Rule>,
+    pub sns: Vec<Rule>,
 }
 
 const NOW: i64 = 1_795_856_400; // 2026-11-28T09:00:00Z
@@ -57,6 +58,7 @@ fn settings() -> Settings {
         image_id: "ami-123".into(),
         log_group: "/spotstep/steps".into(),
         stack: "spotstep-test".into(),
+        topic: String::new(),
         registration_grace_seconds: 300,
         sweep_grace_seconds: 1800,
     }
@@ -69,6 +71,7 @@ impl Mocks {
             s3: client!(aws_sdk_s3, self.s3),
             ssm: client!(aws_sdk_ssm, self.ssm),
             sfn: client!(aws_sdk_sfn, self.sfn),
+            sns: client!(aws_sdk_sns, self.sns),
             settings: settings(),
             clock: Clock::Fixed(OffsetDateTime::from_unix_timestamp(NOW).unwrap()),
         }
