@@ -345,7 +345,8 @@ def markdown(r: dict) -> str:
         minutes, seconds = divmod(round(sam["wall_seconds"]), 60)
         w(f"**arm64, as deployed** (`sam build` on a fresh clone at {sam['commit']}, {sam['machine']['cpus']} cores "
           f"{sam['machine']['arch']}: one `cargo lambda build --release --arm64 --workspace` for all five functions, "
-          f"**{minutes} min {seconds} s** wall; `scripts/bench-sam-build.sh`):\n")
+          f"**{minutes} min {seconds} s** wall; `scripts/bench-sam-build.sh`)"
+          + (f"; measured while {sam['conditions']}" if sam.get("conditions") else "") + ":\n")
         w("| function | ELF machine | bootstrap MiB | zip MiB |")
         w("|---|---|---|---|")
         for logical, f in sam["functions"].items():
