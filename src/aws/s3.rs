@@ -110,53 +110,37 @@ pub async fn tail(
 /// Deletes every object under `prefix` in `bucket` (and nothing outside it); returns how
 /// many were deleted.
 pub async fn delete_prefix(s3: &Client, bucket: &str, prefix: &str) -> Result<usize> {
-    let mut deleted = 0;
-    let mut token: Option<String> = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
+    let keys: Vec<String> = list(s3, bucket, prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.starts_with(prefix))
+        .collect();
+    // DeleteObjects takes at most 1,000 keys.
+    for batch in keys.chunks(1000) {
+        let building = |e: aws_sdk_s3::error::BuildError| {
+            Error::AwsError(format!("building the DeleteObjects request: {e}"))
+        };
+        let objects = batch
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(building)?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(building)?;
+        s3.delete_objects()
             .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
+            .delete(delete)
             .send()
             .await
-            .map_err(|e| Error::from_sdk(&format!("ListObjectsV2 s3://{bucket}/{prefix}"), &e))?;
-        let keys: Vec<String> = page
-            .contents()
-            .iter()
-            .filter_map(|o| o.key())
-            .filter(|k| k.starts_with(prefix))
-            .map(String::from)
-            .collect();
-        if !keys.is_empty() {
-            let building = |e: aws_sdk_s3::error::BuildError| {
-                Error::AwsError(format!("building the DeleteObjects request: {e}"))
-            };
-            let objects = keys
-                .iter()
-                .map(|k| ObjectIdentifier::builder().key(k).build())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(building)?;
-            let delete = Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .map_err(building)?;
-            s3.delete_objects()
-                .bucket(bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| {
-                    Error::from_sdk(&format!("DeleteObjects under s3://{bucket}/{prefix}"), &e)
-                })?;
-            deleted += keys.len();
-        }
-        match page.next_continuation_token() {
-            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-            _ => return Ok(deleted),
-        }
+            .map_err(|e| {
+                Error::from_sdk(&format!("DeleteObjects under s3://{bucket}/{prefix}"), &e)
+            })?;
     }
+    Ok(keys.len())
 }
 
 /// An object under a prefix.

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -34,6 +35,17 @@ JOBS = [REPO / "jobs", HERE / "jobs"]
 # The jobs the tests run; each one's config_source object is uploaded once.
 USED_JOBS = ("demo", "bigfail")
 
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    """The first truthy value of `predicate()`, polled every `interval` s for `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 def _binaries() -> dict:
     paths = {name: TARGET / name for name in FUNCTIONS}

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from conftest import wait_until
+
 # The demo job's modes (jobs/demo/job.toml), in workload order.
 DEMO_MODES = {
     "all": ["quoting", "slow", "big-output"],
@@ -20,16 +22,6 @@ DEMO_MODES = {
     "failing": ["quoting", "fail", "slow"],
 }
 SETUP = "prepare"
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_the_demo_modes_are_the_ones_tested(e2e):
