@@ -71,6 +71,12 @@ fn mocks(instances: Vec<Instance>) -> (Mocks, Recorded) {
     )
 }
 
+/// The rule's event: the fixture run's execution ended with `status`.
+fn status_change(status: &str) -> Value {
+    json!({"detail-type": "Step Functions Execution Status Change",
+           "detail": {"executionArn": fixtures::run().execution, "status": status}})
+}
+
 fn deleted_keys(r: &Recorded) -> Vec<String> {
     r.deleted
         .lock()
@@ -241,8 +247,7 @@ async fn execution_ended_deletes_the_staging_of_runs_whose_instances_are_gone() 
     mocks.sfn = vec![execution_is(ExecutionStatus::Failed, 0)];
     mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
         .then_output(|| ListCommandsOutput::builder().build())];
-    let event = json!({"detail-type": "Step Functions Execution Status Change",
-                       "detail": {"executionArn": fixtures::run().execution, "status": "FAILED"}});
+    let event = status_change("FAILED");
     let report = handle(&mocks.env(), event).await.unwrap();
     assert!(report.terminated.is_empty());
     assert!(rec.terminated.lock().unwrap().is_empty());
@@ -410,8 +415,7 @@ async fn unknown_shapes_are_invalid_input() {
 async fn a_late_status_change_leaves_a_redriven_execution_alone() {
     let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
     mocks.sfn = vec![execution_is(ExecutionStatus::Running, 1)];
-    let event = json!({"detail-type": "Step Functions Execution Status Change",
-                       "detail": {"executionArn": fixtures::run().execution, "status": "ABORTED"}});
+    let event = status_change("ABORTED");
     let report = handle(&mocks.env(), event).await.unwrap();
     assert!(report.action.contains("running again"), "{}", report.action);
     assert!(rec.terminated.lock().unwrap().is_empty());
@@ -434,8 +438,7 @@ async fn a_status_change_touches_only_rounds_up_to_the_described_one() {
     mocks.sfn = vec![execution_is(ExecutionStatus::Failed, 0)];
     mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
         .then_output(|| ListCommandsOutput::builder().build())];
-    let event = json!({"detail-type": "Step Functions Execution Status Change",
-                       "detail": {"executionArn": fixtures::run().execution, "status": "FAILED"}});
+    let event = status_change("FAILED");
     let report = handle(&mocks.env(), event).await.unwrap();
     assert_eq!(report.terminated, ["i-1"]);
     assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
@@ -592,8 +595,7 @@ async fn an_ended_execution_is_told_with_its_failed_state_error_and_cause() {
         .then_output(|| PublishOutput::builder().build())];
     let mut env = mocks.env();
     env.settings.topic = "arn:aws:sns:us-east-1:123456789012:spotstep".into();
-    let event = json!({"detail-type": "Step Functions Execution Status Change",
-                       "detail": {"executionArn": fixtures::run().execution, "status": "FAILED"}});
+    let event = status_change("FAILED");
     let report = handle(&env, event).await.unwrap();
     assert!(report.notified);
     assert_eq!(report.terminated, ["i-1"], "cleaned up first");
