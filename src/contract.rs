@@ -9,7 +9,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::asl::{resource, state, task_timeout, Backoff, Timing};
-use crate::{naming, script};
+use crate::{naming, script, waiting};
 
 /// The contract's layout version: bumped when a key is renamed or removed.
 pub const VERSION: u64 = 1;
@@ -260,6 +260,14 @@ pub fn contract() -> Value {
         "tags": tags,
         "formats": formats,
         "instance": {"workdir_template": script::WORKDIR_TEMPLATE},
+        "callback_resource": resource::WAIT_FOR_TOKEN,
+        "events": {
+            "rules": waiting::events::rules()
+                .into_iter()
+                .map(|(name, pattern)| json!({"name": name, "pattern": pattern}))
+                .collect::<Vec<Value>>(),
+            "reconcile_schedule": waiting::events::RECONCILE_SCHEDULE,
+        },
         "timing": {"production": timing(&Timing::production()), "local": timing(&Timing::local())},
     })
 }
@@ -534,7 +542,7 @@ mod tests {
             .as_object()
             .unwrap()
             .values()
-            .filter_map(|s| s["Resource"].as_str())
+            .filter_map(crate::asl::function_of)
             .collect();
         used.sort();
         used.dedup();

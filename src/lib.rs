@@ -4,7 +4,7 @@
 //! The Lambda functions (`functions/*`) are wiring only; everything they do lives here, in
 //! three floors:
 //! - pure rules that need no AWS: [`manifest`], [`naming`], [`script`], [`status`],
-//!   [`capacity`], [`loss`], [`records`], [`input`], [`asl`], [`contract`];
+//!   [`capacity`], [`loss`], [`records`], [`waiting`], [`input`], [`asl`], [`contract`];
 //! - one narrow module per AWS service, the only code that calls AWS: [`aws`];
 //! - the handlers, which read as decisions over both: [`handlers`];
 //!
@@ -32,5 +32,6 @@ pub mod records;
 pub mod script;
 pub mod status;
 pub mod telemetry;
+pub mod waiting;
 
 pub use error::{Error, Result};

@@ -217,7 +217,12 @@ pub fn ssm_stdout_object(
 /// the command in S3 (strongly consistent) rather than in ListCommands (eventually
 /// consistent). Deleted with the staging.
 pub fn send_marker_key(job: &str, run_id: &str, step: &str, round: u32) -> String {
-    format!("{}sent/{step}.round-{round}", staging_prefix(job, run_id))
+    format!("{}{step}.round-{round}", send_markers_prefix(job, run_id))
+}
+
+/// Where a run's send markers are: `tmp/<job>/<run_id>/sent/`.
+pub fn send_markers_prefix(job: &str, run_id: &str) -> String {
+    format!("{}sent/", staging_prefix(job, run_id))
 }
 
 /// The key SSM writes a command's full stdout to, under its output prefix.

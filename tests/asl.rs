@@ -1,5 +1,5 @@
 //! The state machines of the real jobs (jobs/*): the committed definitions match the
-//! manifests, every step has its states, the graph is whole, failures can be redriven, polls
+//! manifests, every step has its states, the graph is whole, failures can be redriven, waits
 //! outlast their steps, relaunches resume where they left off, and modes pick their steps.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,13 +90,25 @@ fn every_step_has_its_states() {
             let send = &states[&state::send(s)];
             let poll = &states[&state::poll(s)];
             let failed = &states[&state::failed(s)];
-            assert_eq!(send["Resource"], asl::resource::SEND_STEP, "{s}");
+            assert_eq!(send["Resource"], asl::resource::WAIT_FOR_TOKEN, "{s}");
+            assert_eq!(asl::function_of(send), Some(asl::resource::SEND_STEP));
             assert_eq!(
-                send["Parameters"]["step"],
+                send["Parameters"]["Payload"]["step"],
                 serde_json::to_value(step).unwrap(),
                 "{s}"
             );
-            assert_eq!(send["Next"], state::poll(s));
+            assert_eq!(
+                send["Parameters"]["Payload"]["task_token.$"], "$$.Task.Token",
+                "{s}"
+            );
+            assert_eq!(send["Next"], poll["Next"], "{s}: the poll is a detour");
+            let timeout_catch = send["Catch"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["ErrorEquals"] == json!(["States.Timeout"]))
+                .unwrap_or_else(|| panic!("{s}: a timed-out wait falls back to the poll"));
+            assert_eq!(timeout_catch["Next"], state::poll(s));
             assert_eq!(poll["Resource"], asl::resource::POLL_RESULT, "{s}");
             assert_eq!(
                 poll["Parameters"]["step"],
@@ -135,7 +147,7 @@ fn every_task_retries_transient_errors_first_and_has_a_timeout() {
                 if s["Type"] != "Task" {
                     continue;
                 }
-                let resource = s["Resource"].as_str().unwrap();
+                let resource = asl::function_of(s).unwrap();
                 assert!(
                     resource.starts_with("${") && resource.ends_with("FunctionArn}"),
                     "{name}: {resource}"
@@ -152,10 +164,15 @@ fn every_task_retries_transient_errors_first_and_has_a_timeout() {
                     "{name}"
                 );
                 let timeout = s["TimeoutSeconds"].as_u64().unwrap_or(0);
-                assert!(
-                    (1..=120).contains(&timeout),
-                    "{name}: TimeoutSeconds {timeout}"
-                );
+                if s["Resource"] == asl::resource::WAIT_FOR_TOKEN {
+                    let step = job.step(name.strip_suffix(": send").unwrap()).unwrap();
+                    assert_eq!(timeout, asl::wait_seconds(&job.spec, step), "{name}");
+                } else {
+                    assert!(
+                        (1..=120).contains(&timeout),
+                        "{name}: TimeoutSeconds {timeout}"
+                    );
+                }
             }
         }
     }
@@ -182,7 +199,8 @@ fn no_fail_state_and_no_catch_of_a_step_failure_except_into_its_cleanup() {
                 if errors.contains(&json!("StepFailed")) {
                     let step = name
                         .strip_suffix(": poll")
-                        .expect("only polls catch StepFailed");
+                        .or_else(|| name.strip_suffix(": send"))
+                        .expect("only sends and polls catch StepFailed");
                     assert_eq!(catcher["Next"], state::failed(step));
                 }
             }
@@ -253,39 +271,45 @@ fn still_running_retrier(poll: &Value) -> &Value {
 }
 
 #[test]
-fn polls_outlast_their_steps() {
+fn waits_outlast_their_steps_and_a_timed_out_wait_polls_briefly() {
     for (_, job) in jobs() {
         for timing in [Timing::production(), Timing::local()] {
             let def = definition(&job, &timing);
             for step in &job.steps {
+                let send = &states(&def)[&state::send(&step.name)];
+                let needed = step.timeout_seconds + job.spec.delivery_timeout_seconds;
+                let waits = send["TimeoutSeconds"].as_u64().unwrap();
+                assert!(waits >= needed, "{}: waits {waits}s < {needed}s", step.name);
+                assert!(waits <= needed + asl::POLL_SLACK_SECONDS, "{}", step.name);
                 let retrier = still_running_retrier(&states(&def)[&state::poll(&step.name)]);
                 let attempts = retrier["MaxAttempts"].as_u64().unwrap();
-                let needed = step.timeout_seconds + job.spec.delivery_timeout_seconds;
-                assert!(
-                    retry_coverage(retrier, attempts) >= needed,
-                    "{}: {attempts} polls cover {}s < {needed}s",
-                    step.name,
-                    retry_coverage(retrier, attempts)
-                );
-                assert!(retry_coverage(retrier, attempts - 1) < needed + asl::POLL_SLACK_SECONDS);
+                assert!(retry_coverage(retrier, attempts) >= asl::FALLBACK_POLL_SECONDS);
             }
         }
     }
 }
 
 #[test]
-fn a_ninety_minute_step_costs_fewer_than_sixty_poll_transitions() {
+fn a_ninety_minute_step_makes_no_transition_while_it_waits() {
     for (_, job) in jobs() {
         let def = production(&job);
         for step in &job.steps {
-            let retrier = still_running_retrier(&states(&def)[&state::poll(&step.name)]);
-            let budget = 5400 + job.spec.delivery_timeout_seconds + asl::POLL_SLACK_SECONDS;
-            let transitions = (1..)
-                .find(|&n| retry_coverage(retrier, n) >= budget)
-                .unwrap();
+            let send = &states(&def)[&state::send(&step.name)];
+            assert_eq!(send["Resource"], asl::resource::WAIT_FOR_TOKEN);
             assert!(
-                transitions < 60,
-                "{}: {transitions} poll transitions for 90 minutes",
+                send["Retry"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|r| r["ErrorEquals"] != json!(["StillRunning"])),
+                "{}: a waiting send never polls",
+                step.name
+            );
+            let poll = &states(&def)[&state::poll(&step.name)];
+            let transitions = still_running_retrier(poll)["MaxAttempts"].as_u64().unwrap();
+            assert!(
+                transitions <= 10,
+                "{}: the fallback poll is short",
                 step.name
             );
         }
@@ -379,10 +403,10 @@ fn each_mode_runs_exactly_its_steps_in_order() {
             expected.extend(spec.steps.iter().map(String::as_str));
             assert_eq!(sends(&path), expected, "mode {mode}");
             assert!(path.iter().any(|s| s == state::FINISH), "mode {mode}");
-            for step in sends(&path) {
-                let after_send = path.iter().position(|s| *s == state::send(step)).unwrap();
-                assert_eq!(path[after_send + 1], state::poll(step));
-            }
+            assert!(
+                !path.iter().any(|s| s.ends_with(": poll")),
+                "mode {mode}: a step that ends by its token never polls: {path:?}"
+            );
         }
     }
 }
@@ -425,7 +449,7 @@ fn a_lost_workload_step_relaunches_and_resumes_at_itself() {
                 state::WAIT_FOR_AGENT.into(),
             ];
             for setup in setup_steps(&job) {
-                expected.extend([state::send(setup), state::poll(setup)]);
+                expected.push(state::send(setup));
             }
             expected.extend([state::RESUME.into(), state::send(step)]);
             assert_eq!(path, expected, "relaunch from {step}");
@@ -494,6 +518,7 @@ fn resolve(parameters: &Value, data: &Value) -> Value {
                 let path = value.as_str().unwrap();
                 let resolved = match path {
                     "$$.Execution.RedriveCount" => json!(1),
+                    "$$.Task.Token" => json!("token"),
                     _ => data[path
                         .strip_prefix("$.")
                         .unwrap_or_else(|| panic!("path {path}"))]
@@ -522,7 +547,6 @@ fn every_task_input_is_what_its_handler_reads() {
             "run": event("launch.json")["run"],
             "job": serde_json::to_value(&job.spec).unwrap(),
             "launch": event("wait-online.json")["instance"],
-            "command": event("poll-result.json")["command"],
             "failure": event("cleanup-step-failed.json")["failure"],
             "resume_at": "",
         });
@@ -532,8 +556,13 @@ fn every_task_input_is_what_its_handler_reads() {
             if s["Type"] != "Task" {
                 continue;
             }
-            let input = resolve(&s["Parameters"], &data);
-            let parsed = match s["Resource"].as_str().unwrap() {
+            let parameters = if s["Resource"] == asl::resource::WAIT_FOR_TOKEN {
+                &s["Parameters"]["Payload"]
+            } else {
+                &s["Parameters"]
+            };
+            let input = resolve(parameters, &data);
+            let parsed = match asl::function_of(s).unwrap() {
                 asl::resource::LAUNCH => serde_json::from_value::<launch::Input>(input).map(|_| ()),
                 asl::resource::WAIT_ONLINE => {
                     serde_json::from_value::<wait_online::Input>(input).map(|_| ())

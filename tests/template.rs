@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use spotstep::asl::{self, Timing};
 use spotstep::handlers::{cleanup, launch, poll_result, send_step, wait_online};
 use spotstep::manifest::Job;
+use spotstep::waiting;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -394,7 +395,7 @@ fn one_state_machine_per_job_with_substitutions_covering_its_definition() {
             .as_object()
             .unwrap()
             .values()
-            .filter_map(|s| s["Resource"].as_str())
+            .filter_map(asl::function_of)
             .flat_map(placeholders)
             .collect();
         let substitutions = properties["DefinitionSubstitutions"].as_object().unwrap();
@@ -460,7 +461,15 @@ fn task_timeouts_fit_in_the_function_timeouts() {
     for job in jobs() {
         let def = asl::definition(&job, &Timing::production());
         for (name, state) in def["States"].as_object().unwrap() {
-            if state["Type"] == "Task" {
+            if state["Type"] == "Task" && state["Resource"] == asl::resource::WAIT_FOR_TOKEN {
+                // A waiting state's timeout bounds the step's wait, not the invocation.
+                let step = job.step(name.strip_suffix(": send").unwrap()).unwrap();
+                assert_eq!(
+                    state["TimeoutSeconds"],
+                    asl::wait_seconds(&job.spec, step),
+                    "{name}"
+                );
+            } else if state["Type"] == "Task" {
                 let function_timeout = timeout_of[state["Resource"].as_str().unwrap()];
                 let task_timeout = state["TimeoutSeconds"].as_u64().unwrap();
                 assert!(
@@ -512,10 +521,13 @@ fn the_weekly_job_starts_saturdays_at_nine_utc_in_full_mode() {
 fn ended_executions_are_cleaned_up_and_notified() {
     let template = template();
     let rules = of_type(&template, "AWS::Events::Rule");
-    assert_eq!(rules.len(), 1);
-    let properties = &rules[0].1["Properties"];
+    let ended: Vec<_> = rules
+        .iter()
+        .filter(|(_, r)| r["Properties"]["EventPattern"]["source"] == json!(["aws.states"]))
+        .collect();
+    assert_eq!(ended.len(), 1);
+    let properties = &ended[0].1["Properties"];
     let pattern = &properties["EventPattern"];
-    assert_eq!(pattern["source"], json!(["aws.states"]));
     assert_eq!(
         pattern["detail-type"],
         json!(["Step Functions Execution Status Change"])
@@ -615,6 +627,10 @@ fn every_event_is_what_its_handler_reads() {
         "cleanup-step-failed.json",
         "cleanup-sweep.json",
         "launch.json",
+        "poll-result-command-ended.json",
+        "poll-result-instance-going.json",
+        "poll-result-reconcile.json",
+        "poll-result-spot-warning.json",
         "poll-result.json",
         "send-step.json",
         "wait-online.json",
@@ -644,8 +660,22 @@ fn every_event_is_what_its_handler_reads() {
         poll.step,
         demo.step(&poll.step.name).unwrap().without_script()
     );
-    assert_eq!(poll.command.step, poll.step.name);
-    assert_eq!(poll.command.instance_id, poll.instance.instance_id);
+    poll.run.validate(&demo.spec).unwrap();
+    for (name, expected) in [
+        ("poll-result-command-ended.json", "CommandEnded"),
+        ("poll-result-spot-warning.json", "SpotWarning"),
+        ("poll-result-instance-going.json", "InstanceGoing"),
+        ("poll-result-reconcile.json", "Reconcile"),
+    ] {
+        let told = waiting::told(&event(name))
+            .unwrap_or_else(|| panic!("{name} is not an event"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            format!("{told:?}").starts_with(expected),
+            "{name}: {told:?}"
+        );
+    }
+    assert!(!send.task_token.is_empty());
 
     match cleanup::request(event("cleanup-end-of-run.json")).unwrap() {
         cleanup::Request::EndOfRun { run } => run.validate(&demo.spec).unwrap(),
@@ -657,14 +687,9 @@ fn every_event_is_what_its_handler_reads() {
     }
     match cleanup::request(event("cleanup-step-failed.json")).unwrap() {
         cleanup::Request::StepFailed {
-            step,
-            command,
-            failure,
-            job,
-            ..
+            step, failure, job, ..
         } => {
             assert_eq!(serde_json::to_value(&job).unwrap(), job_json);
-            assert_eq!(command.step, step.name);
             assert_eq!(failure.error, "StepFailed");
             assert!(cleanup::cause_message(&failure)
                 .starts_with(&format!("step `{}` failed", step.name)));
@@ -1258,7 +1283,10 @@ fn asynchronous_failures_land_in_an_encrypted_queue_that_alarms() {
     let asynchronous = invoked_asynchronously(&template);
     assert_eq!(
         asynchronous,
-        BTreeSet::from(["CleanupFunction".to_string()])
+        BTreeSet::from([
+            "CleanupFunction".to_string(),
+            "PollResultFunction".to_string()
+        ])
     );
     for id in &asynchronous {
         assert_eq!(
@@ -1295,9 +1323,17 @@ fn asynchronous_failures_land_in_an_encrypted_queue_that_alarms() {
         statement["Principal"],
         json!({"Service": "events.amazonaws.com"})
     );
-    assert_eq!(
-        statement["Condition"]["ArnEquals"]["aws:SourceArn"],
-        json!({"Fn::GetAtt": ["ExecutionEndedRule", "Arn"]})
+    let rule_arns: Vec<Value> = of_type(&template, "AWS::Events::Rule")
+        .iter()
+        .map(|(id, _)| json!({"Fn::GetAtt": [id, "Arn"]}))
+        .collect();
+    let allowed = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+        .as_array()
+        .unwrap();
+    assert_eq!(allowed.len(), rule_arns.len(), "{allowed:?}");
+    assert!(
+        rule_arns.iter().all(|arn| allowed.contains(arn)),
+        "{allowed:?}"
     );
     assert_eq!(
         resources(&template)["UndeliveredQueue"]["Properties"]["KmsMasterKeyId"],
@@ -1455,4 +1491,72 @@ fn the_makefile_installs_the_pinned_build_tools() {
         assert!(recipe.contains(needed), "build-tools lacks {needed}");
     }
     assert!(makefile.contains("export PATH := $(BUILD_TOOLS)/bin:$(PATH)"));
+}
+
+#[test]
+fn step_events_and_the_reconciler_reach_poll_result() {
+    let template = template();
+    let target = json!({"Fn::GetAtt": ["PollResultFunction", "Arn"]});
+    let rules = of_type(&template, "AWS::Events::Rule");
+    for (id, pattern) in waiting::events::rules() {
+        let (_, rule) = rules
+            .iter()
+            .find(|(rid, _)| rid.as_str() == id)
+            .unwrap_or_else(|| panic!("template.yaml has no {id}"));
+        assert_eq!(rule["Properties"]["EventPattern"], pattern, "{id}");
+        let targets = rule["Properties"]["Targets"].as_array().unwrap();
+        assert_eq!(targets.len(), 1, "{id}");
+        assert_eq!(targets[0]["Arn"], target, "{id}");
+        let permitted = of_type(&template, "AWS::Lambda::Permission")
+            .iter()
+            .any(|(_, p)| {
+                p["Properties"]["SourceArn"] == json!({"Fn::GetAtt": [id, "Arn"]})
+                    && p["Properties"]["FunctionName"] == target
+            });
+        assert!(permitted, "{id} may invoke poll-result");
+    }
+    let schedules = of_type(&template, "AWS::Scheduler::Schedule");
+    let (_, reconcile) = schedules
+        .iter()
+        .find(|(_, s)| s["Properties"]["Target"]["Arn"] == target)
+        .expect("a schedule runs the reconciler");
+    assert_eq!(
+        reconcile["Properties"]["ScheduleExpression"],
+        waiting::events::RECONCILE_SCHEDULE
+    );
+    let input: Value =
+        serde_json::from_str(reconcile["Properties"]["Target"]["Input"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        waiting::told(&input).unwrap().unwrap(),
+        waiting::Told::Reconcile
+    );
+}
+
+#[test]
+fn only_poll_result_and_send_step_may_answer_task_tokens() {
+    let template = template();
+    let mut answering: BTreeSet<String> = BTreeSet::new();
+    for (id, resource) in resources(&template) {
+        if resource["Type"] != "AWS::Serverless::Function" && resource["Type"] != "AWS::IAM::Role" {
+            continue;
+        }
+        let statements = statements_of(&template, id);
+        for action in ["states:SendTaskSuccess", "states:SendTaskFailure"] {
+            if !allowing(&statements, action).is_empty() {
+                answering.insert(id.clone());
+            }
+        }
+    }
+    assert_eq!(
+        answering,
+        BTreeSet::from([
+            "PollResultFunction".to_string(),
+            "SendStepFunction".to_string()
+        ])
+    );
+    assert!(allowing(
+        &statements_of(&template, "PollResultFunction"),
+        "states:SendTaskHeartbeat"
+    )
+    .is_empty());
 }

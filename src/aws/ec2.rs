@@ -162,6 +162,19 @@ pub async fn stack_instances(ec2: &Client, stack: &str) -> Result<Vec<Instance>>
     .await
 }
 
+/// Every instance this stack launched, in any state (a terminated one is still shown for
+/// about an hour).
+pub async fn stack_instances_any_state(ec2: &Client, stack: &str) -> Result<Vec<Instance>> {
+    let wanted = [(tags::STACK, stack)];
+    by_tags(
+        ec2,
+        &wanted,
+        false,
+        "DescribeInstances of the stack's instances",
+    )
+    .await
+}
+
 /// The (job, run id) an instance's tags name, when both are safe names: tags are input too
 /// (anyone allowed to tag can write them), and a run id names an S3 prefix.
 pub fn run_of(instance: &Instance) -> Option<(String, String)> {

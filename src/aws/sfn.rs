@@ -1,7 +1,9 @@
 //! The Step Functions calls: a state machine's running executions, an execution's status.
 
+use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sfn::types::ExecutionStatus;
 use aws_sdk_sfn::Client;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 
 use crate::error::{Error, Result};
 
@@ -248,4 +250,59 @@ pub async fn redrive(sfn: &Client, arn: &str) -> Result<()> {
         .await
         .map_err(|e| Error::from_sdk(&format!("RedriveExecution {arn}"), &e))?;
     Ok(())
+}
+
+/// What became of a task token's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// The waiting state took it.
+    Taken,
+    /// The token was already answered or timed out (`TaskTimedOut`, `InvalidToken`,
+    /// `TaskDoesNotExist`): an expected answer to a late or duplicated event.
+    Stale(String),
+}
+
+/// Answers a waiting state: SendTaskSuccess with `output` (JSON), or SendTaskFailure with
+/// `error` and `cause`.
+pub async fn answer_task(
+    sfn: &Client,
+    token: &str,
+    answer: &crate::waiting::Answer,
+) -> Result<Delivered> {
+    use crate::waiting::Answer;
+    let sent = match answer {
+        Answer::Success(output) => sfn
+            .send_task_success()
+            .task_token(token)
+            .output(output.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| stale_or(e, "SendTaskSuccess")),
+        Answer::Failure { error, cause } => sfn
+            .send_task_failure()
+            .task_token(token)
+            .error(error)
+            .cause(cause)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| stale_or(e, "SendTaskFailure")),
+    };
+    match sent {
+        Ok(()) => Ok(Delivered::Taken),
+        Err(Ok(code)) => Ok(Delivered::Stale(code)),
+        Err(Err(e)) => Err(e),
+    }
+}
+
+/// A SendTask* error: `Ok(code)` for a stale token, `Err` for anything else.
+fn stale_or<E>(e: SdkError<E, HttpResponse>, what: &str) -> std::result::Result<String, Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match e.code() {
+        Some(code @ ("TaskTimedOut" | "InvalidToken" | "TaskDoesNotExist")) => Ok(code.to_string()),
+        _ => Err(Error::from_sdk(what, &e)),
+    }
 }

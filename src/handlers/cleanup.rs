@@ -20,11 +20,12 @@ use tracing::{info, warn};
 use crate::aws::{ec2, s3, sfn, sns, ssm};
 use crate::env::{Env, Need};
 use crate::error::{Error, Result};
+use crate::handlers::poll_result;
 use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepSpec};
 use crate::naming::{self, tags};
 use crate::notification;
-use crate::records::{Command, Launch, Run};
+use crate::records::{Launch, Run};
 use crate::telemetry;
 
 /// The error a caught step failure carries (`Catch` with `ResultPath`).
@@ -60,7 +61,6 @@ pub enum Request {
         run: Run,
         job: Box<JobSpec>,
         step: StepSpec,
-        command: Command,
         failure: CaughtError,
         #[serde(default)]
         redrive_count: u32,
@@ -149,12 +149,15 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
         Request::StepFailed {
             run,
             step,
-            command,
             failure,
             redrive_count,
             ..
         } => {
-            if redrive_count > command.round {
+            env.settings.require(&[Need::Bucket, Need::Stack])?;
+            let sent_round = Box::pin(poll_result::latest_marker(env, &run, &step.name))
+                .await?
+                .map(|(_, marker)| marker.round);
+            if redriven(redrive_count, sent_round) {
                 info!(step = %step.name, redrive_count, "redriven: sending the failed step again");
                 return Ok(Report {
                     action: "step-failed".into(),
@@ -162,7 +165,6 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                     ..Report::default()
                 });
             }
-            env.settings.require(&[Need::Bucket, Need::Stack])?;
             let (_, errors) = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await;
             for e in errors {
                 warn!(step = %step.name, error = %e, "cleanup after the failed step was incomplete; the status-change rule retries it");
@@ -174,6 +176,14 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
         }
         Request::Sweep => Box::pin(sweep(env)).await,
     }
+}
+
+/// Whether a `step-failed` pass runs in a redrive of the failure it was caught for: the
+/// execution's round is past the round the step was last sent in (`sent_round`, from its
+/// send marker). The first pass deletes the staging with the markers, so a redrive finds
+/// none; the first pass itself always finds the marker of the send that failed.
+pub fn redriven(redrive_count: u32, sent_round: Option<u32>) -> bool {
+    redrive_count > 0 && sent_round.is_none_or(|round| redrive_count > round)
 }
 
 /// Before a relaunch: terminate what is left of the run's instance, and decide whether the

@@ -1,12 +1,30 @@
-//! poll-result: read a step's invocation. Not finished is the retryable `StillRunning` (the
-//! state machine polls through Retry); success returns where the full output is; anything
-//! else checks the instance first (a reclaim is `InstanceReclaimed`), then fails the step
-//! with the last 40 lines of its real output, read from S3.
+//! poll-result: decide a step's outcome, whether an event tells or a state asks, and answer
+//! the step's waiting task token.
+//!
+//! Shapes:
+//! - an EventBridge event ([`waiting::told`]): an SSM invocation that ended, a spot
+//!   interruption warning, an instance stopping or terminating. poll-result goes from the
+//!   instance's tags to its run, from the run to the send markers waiting on that instance,
+//!   checks the command id, decides, and calls SendTaskSuccess or SendTaskFailure with the
+//!   stable error names (`StepFailed`, `InstanceReclaimed`, `InstanceLost`). Duplicate, late
+//!   and out-of-order events are harmless: an answered marker is skipped, and a token already
+//!   used or timed out is an expected answer, logged at info.
+//! - the reconciler's `Scheduled Event` (every 5 minutes): every waiting step of this stack's
+//!   instances whose command ended or whose instance is gone is answered, so a lost event
+//!   costs minutes, not the run.
+//! - the `<step>: poll` state's input: the fallback after a waiting state timed out. It
+//!   classifies the step's last send once (retrying `StillRunning` briefly).
+//!
+//! Deciding is today's rules: not finished is `StillRunning` (nothing to answer yet); success
+//! returns where the full output is; anything else checks the instance first (a reclaim is
+//! `InstanceReclaimed`), then fails the step with the last 40 lines of its real output,
+//! read from S3.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::aws::sfn::{self, Delivered};
 use crate::aws::{ec2, s3, ssm};
 use crate::env::{parse_rfc3339, Env, Need};
 use crate::error::{Error, Result};
@@ -16,24 +34,28 @@ use crate::naming;
 use crate::records::{Command, Launch, Run};
 use crate::status::{classify, tail_lines, Failure, Verdict};
 use crate::telemetry;
+use crate::waiting::{self, Answer, SendMarker, Told};
 
 /// How many lines of output a failure message ends with.
 pub const TAIL_LINES: usize = 40;
 /// How many bytes from the end of the output object are read for the tail.
 const TAIL_BYTES: u64 = 64 * 1024;
+/// Pauses while SSM still reports a command running that its event said ended (the event
+/// can overtake GetCommandInvocation), and while EC2 still shows an instance running that
+/// its event said is going.
+const CONFIRM_PAUSES_SECONDS: [u64; 3] = [1, 2, 4];
 
-/// What the state machine passes to poll-result.
+/// What the `<step>: poll` state passes to poll-result.
 #[derive(Debug, Deserialize)]
 pub struct Input {
     pub run: Run,
     pub job: JobSpec,
     pub instance: Launch,
     pub step: StepSpec,
-    pub command: Command,
 }
 
 /// A step that succeeded.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StepResult {
     pub step: String,
     pub status: String,
@@ -46,32 +68,350 @@ pub struct StepResult {
 }
 
 impl Checked for Input {
-    /// The run against its job, and the command's output prefix: it must be this step's
-    /// log prefix, since the step's output is read from there.
     fn check(&self) -> Result<()> {
-        self.run.validate(&self.job)?;
-        let expected = naming::step_log_prefix(&self.job.name, &self.run.run_id, &self.step.name);
-        match naming::parse_s3_uri(&self.command.output_prefix) {
-            Ok((_, key)) if key == expected => Ok(()),
-            _ => Err(Error::InvalidInput(format!(
-                "command.output_prefix `{}` is not s3://<bucket>/{expected}",
-                self.command.output_prefix
-            ))),
+        self.run.validate(&self.job)
+    }
+}
+
+/// One waiting step an event or the reconciler answered (or found already answered).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Answered {
+    pub run_id: String,
+    pub step: String,
+    pub round: u32,
+    /// `Succeeded` or the error name.
+    pub answer: String,
+    /// False when the token was already answered or had timed out.
+    pub taken: bool,
+}
+
+/// What poll-result did.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Polled {
+    /// The `<step>: poll` state's answer.
+    Step(StepResult),
+    /// An event's or the reconciler's: the steps answered.
+    Told { answered: Vec<Answered> },
+}
+
+/// Handles one request: an event, the reconciler's schedule, or the poll state.
+pub async fn handle(env: &Env, input: Value) -> Result<Polled> {
+    match waiting::told(&input) {
+        Some(told) => {
+            env.settings.require(&[Need::Bucket, Need::Stack])?;
+            let answered = Box::pin(on_told(env, told?)).await?;
+            Ok(Polled::Told { answered })
+        }
+        None => Ok(Polled::Step(Box::pin(poll(env, input)).await?)),
+    }
+}
+
+/// The fallback poll: the step's last send, classified once.
+async fn poll(env: &Env, input: Value) -> Result<StepResult> {
+    let Input {
+        run,
+        step,
+        instance,
+        ..
+    } = parse("poll-result input", input)?;
+    env.settings.require(&[Need::Bucket])?;
+    let Some((_, marker)) = latest_marker(env, &run, &step.name).await? else {
+        return Err(Error::StepFailed(format!(
+            "step `{}` has no record of a send (its send marker is gone); redrive the execution to send it again",
+            step.name
+        )));
+    };
+    let Some(command) = marker.command.clone() else {
+        return Err(Error::StepFailed(format!(
+            "step `{}` was never sent: its send marker (round {}) records no command; redrive the execution to send it again",
+            step.name, marker.round
+        )));
+    };
+    if command.instance_id != instance.instance_id {
+        return Err(Error::StepFailed(format!(
+            "step `{}`'s last command {} ran on instance {}, not on the run's instance {}; redrive the execution to send it again",
+            step.name, command.command_id, command.instance_id, instance.instance_id
+        )));
+    }
+    let result = decide(env, &marker, &command).await?;
+    heartbeats(env, &marker);
+    Ok(result)
+}
+
+/// Answers what an event told, or reconciles.
+async fn on_told(env: &Env, told: Told) -> Result<Vec<Answered>> {
+    let mut answered = Vec::new();
+    match told {
+        Told::Reconcile => return reconcile(env).await,
+        Told::CommandEnded {
+            command_id,
+            instance_id,
+            status,
+        } => {
+            for (key, marker) in waiting_on(env, &instance_id).await? {
+                let Some(command) = command_of(env, &marker, &command_id).await? else {
+                    continue;
+                };
+                info!(run_id = %marker.run.run_id, step = %marker.step.name, %command_id, %status, "told: the command ended");
+                let outcome = confirm(
+                    env,
+                    || decide(env, &marker, &command),
+                    |o| matches!(o, Err(Error::StillRunning(_))),
+                )
+                .await;
+                answered.extend(answer(env, &key, marker, &outcome).await?);
+            }
+        }
+        Told::SpotWarning {
+            instance_id,
+            action,
+        } => {
+            for (key, marker) in waiting_on(env, &instance_id).await? {
+                let outcome: Result<StepResult> = Err(waiting::reclaim_warning(
+                    &instance_id,
+                    &action,
+                    &marker.step.name,
+                ));
+                answered.extend(answer(env, &key, marker, &outcome).await?);
+            }
+        }
+        Told::InstanceGoing { instance_id, state } => {
+            for (key, marker) in waiting_on(env, &instance_id).await? {
+                let check = || ec2::ensure_alive(&env.ec2, &instance_id, None);
+                let outcome: Result<StepResult> = match confirm(env, check, Result::is_ok).await {
+                    Ok(()) => Err(Error::InstanceLost(format!(
+                        "EC2 reported instance {instance_id} {state} while step `{}` ran; the run's instance is gone",
+                        marker.step.name
+                    ))),
+                    Err(e) => Err(e),
+                };
+                answered.extend(answer(env, &key, marker, &outcome).await?);
+            }
+        }
+    }
+    Ok(answered)
+}
+
+/// Runs `check` again after each of [`CONFIRM_PAUSES_SECONDS`] while `unconfirmed` says the
+/// AWS API does not show yet what the event told.
+async fn confirm<T, F, Fut>(
+    env: &Env,
+    check: F,
+    unconfirmed: impl Fn(&Result<T>) -> bool,
+) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut outcome = check().await;
+    for pause in CONFIRM_PAUSES_SECONDS {
+        if !unconfirmed(&outcome) {
+            break;
+        }
+        env.clock.pause(pause).await;
+        outcome = check().await;
+    }
+    outcome
+}
+
+/// The reconciler: every waiting step of this stack's instances (in any state: a terminated
+/// instance's step waits too) whose command ended or whose instance is gone is answered.
+async fn reconcile(env: &Env) -> Result<Vec<Answered>> {
+    let mut runs: Vec<(String, String)> =
+        ec2::stack_instances_any_state(&env.ec2, &env.settings.stack)
+            .await?
+            .iter()
+            .filter_map(ec2::run_of)
+            .collect();
+    runs.sort();
+    runs.dedup();
+    let mut answered = Vec::new();
+    for (job, run_id) in runs {
+        for (key, marker) in markers(env, &job, &run_id).await? {
+            let Some(command) = marker.command.clone().filter(|_| marker.waiting()) else {
+                continue;
+            };
+            let outcome = decide(env, &marker, &command).await;
+            answered.extend(answer(env, &key, marker, &outcome).await?);
+        }
+    }
+    info!(answered = answered.len(), "reconciled the waiting steps");
+    Ok(answered)
+}
+
+/// Answers `marker`'s token with `outcome`, when there is something to say: nothing while the
+/// step runs, an error that is not the step's (AWS failing us) goes back to the caller. The
+/// marker records the answer once Step Functions took it; a stale token changes nothing.
+async fn answer(
+    env: &Env,
+    key: &str,
+    mut marker: SendMarker,
+    outcome: &Result<StepResult>,
+) -> Result<Option<Answered>> {
+    let Some(answer) = Answer::of(outcome) else {
+        return match outcome {
+            Err(e @ (Error::StillRunning(_) | Error::AgentNotOnline(_))) => {
+                info!(run_id = %marker.run.run_id, step = %marker.step.name, detail = %e, "the step is still running; nothing to answer");
+                Ok(None)
+            }
+            Err(e) => Err(e.clone()),
+            Ok(_) => Ok(None),
+        };
+    };
+    let delivered = sfn::answer_task(&env.sfn, &marker.task_token, &answer).await?;
+    let recorded = answer.recorded().to_string();
+    let step = marker.step.name.clone();
+    let taken = match delivered {
+        Delivered::Taken => {
+            info!(run_id = %marker.run.run_id, %step, answer = %recorded, "answered the waiting step");
+            if matches!(answer, Answer::Success(_)) {
+                heartbeats(env, &marker);
+            }
+            marker.answer = recorded.clone();
+            if let Err(e) = s3::put(&env.s3, &env.settings.bucket, key, marker.to_json()).await {
+                warn!(%step, error = %e, "the answer was taken but its send marker was not updated");
+            }
+            true
+        }
+        Delivered::Stale(code) => {
+            info!(run_id = %marker.run.run_id, %step, %code, "the waiting state's token was already answered or timed out");
+            false
+        }
+    };
+    Ok(Some(Answered {
+        run_id: marker.run.run_id,
+        step,
+        round: marker.round,
+        answer: recorded,
+        taken,
+    }))
+}
+
+/// For send-step, when a retried send finds its command already sent: answers the (new)
+/// token now if the command has already ended, since its event may have gone to the old one.
+pub async fn settle(env: &Env, key: &str, marker: SendMarker) -> Result<()> {
+    let Some(command) = marker.command.clone() else {
+        return Ok(());
+    };
+    let outcome = decide(env, &marker, &command).await;
+    answer(env, key, marker, &outcome).await.map(|_| ())
+}
+
+/// The send markers waiting on `instance_id`: from the instance's tags to its run (only an
+/// instance of this stack), then the run's markers.
+async fn waiting_on(env: &Env, instance_id: &str) -> Result<Vec<(String, SendMarker)>> {
+    let Some(instance) = ec2::describe(&env.ec2, instance_id).await? else {
+        info!(instance_id, "EC2 does not know the instance; the reconciler and the state's timeout cover its steps");
+        return Ok(Vec::new());
+    };
+    let ours = ec2::tag(&instance, naming::tags::STACK) == Some(env.settings.stack.as_str());
+    let Some((job, run_id)) = ec2::run_of(&instance).filter(|_| ours) else {
+        info!(
+            instance_id,
+            "not an instance of this stack's runs; nothing to answer"
+        );
+        return Ok(Vec::new());
+    };
+    Ok(markers(env, &job, &run_id)
+        .await?
+        .into_iter()
+        .filter(|(_, m)| m.waiting() && m.instance.instance_id == instance_id)
+        .collect())
+}
+
+/// Every readable send marker of a run, in key order.
+async fn markers(env: &Env, job: &str, run_id: &str) -> Result<Vec<(String, SendMarker)>> {
+    let bucket = &env.settings.bucket;
+    let mut out = Vec::new();
+    for listed in s3::list(&env.s3, bucket, &naming::send_markers_prefix(job, run_id)).await? {
+        let Some(text) = s3::read(&env.s3, bucket, &listed.key).await? else {
+            continue;
+        };
+        match SendMarker::parse(&text) {
+            Some(marker) if marker.run.run_id == run_id && marker.run.job == job => {
+                out.push((listed.key, marker))
+            }
+            _ => warn!(key = %listed.key, "an unreadable send marker; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// The latest send marker of `step` in the run (the highest round).
+pub async fn latest_marker(
+    env: &Env,
+    run: &Run,
+    step: &str,
+) -> Result<Option<(String, SendMarker)>> {
+    Ok(markers(env, &run.job, &run.run_id)
+        .await?
+        .into_iter()
+        .filter(|(_, m)| m.step.name == step)
+        .max_by_key(|(_, m)| m.round))
+}
+
+/// The command of `marker` if it is `command_id`. A marker not yet completed with its command
+/// (the command ended before send-step recorded it) is matched by the command's Comment, which
+/// names the run, the step and the round.
+async fn command_of(env: &Env, marker: &SendMarker, command_id: &str) -> Result<Option<Command>> {
+    if let Some(command) = &marker.command {
+        return Ok((command.command_id == command_id).then(|| command.clone()));
+    }
+    let id = &marker.instance.instance_id;
+    let comment = naming::command_comment(&marker.run.run_id, &marker.step.name, marker.round);
+    let listed = ssm::commands_on(&env.ssm, id).await?;
+    Ok(listed
+        .into_iter()
+        .find(|c| c.command_id == command_id && c.comment == comment)
+        .map(|c| Command {
+            command_id: c.command_id,
+            step: marker.step.name.clone(),
+            instance_id: id.clone(),
+            round: marker.round,
+            sent_at: c.requested_at,
+            output_prefix: format!(
+                "s3://{}/{}",
+                env.settings.bucket,
+                naming::step_log_prefix(&marker.run.job, &marker.run.run_id, &marker.step.name)
+            ),
+            reused: false,
+        }))
+}
+
+/// The workload step's heartbeat metrics, once it succeeded (not for a preflight).
+fn heartbeats(env: &Env, marker: &SendMarker) {
+    if marker.step.kind == StepKind::Workload && !marker.run.preflight {
+        for process in &marker.step.heartbeats {
+            telemetry::emit_count(
+                "AlphaEngine",
+                "Heartbeat",
+                ("Process", process),
+                env.clock.now(),
+            );
         }
     }
 }
 
-/// Handles one poll.
-pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
-    let Input {
+/// Decides a sent step's outcome from its invocation, its instance and its output.
+pub async fn decide(env: &Env, marker: &SendMarker, command: &Command) -> Result<StepResult> {
+    let SendMarker {
         run,
         instance,
         step,
-        command,
         ..
-    } = parse("poll-result input", input)?;
-    env.settings.require(&[Need::Bucket])?;
-    let id = instance.instance_id.as_str();
+    } = marker;
+    let expected = naming::step_log_prefix(&run.job, &run.run_id, &step.name);
+    match naming::parse_s3_uri(&command.output_prefix) {
+        Ok((_, key)) if key == expected => {}
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "command.output_prefix `{}` is not s3://<bucket>/{expected}",
+                command.output_prefix
+            )))
+        }
+    }
+    let id = command.instance_id.as_str();
     let (bucket, stdout_key) =
         naming::ssm_stdout_object(&command.output_prefix, &command.command_id, id)
             .map_err(Error::InvalidInput)?;
@@ -109,16 +449,6 @@ pub async fn handle(env: &Env, input: Value) -> Result<StepResult> {
         }
         Verdict::Succeeded => {
             let duration = duration_seconds.unwrap_or(0);
-            if step.kind == StepKind::Workload && !run.preflight {
-                for process in &step.heartbeats {
-                    telemetry::emit_count(
-                        "AlphaEngine",
-                        "Heartbeat",
-                        ("Process", process),
-                        env.clock.now(),
-                    );
-                }
-            }
             info!(step = %step.name, instance_id = %id, duration_seconds = duration, "step succeeded");
             Ok(StepResult {
                 step: step.name.clone(),

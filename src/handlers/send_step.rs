@@ -1,12 +1,18 @@
-//! send-step: render a step's script and send it through `AWS-RunShellScript`, once.
+//! send-step: render a step's script and send it through `AWS-RunShellScript`, once, and
+//! leave the waiting state's task token where poll-result finds it.
 //!
-//! `SendCommand` has no client token. Before sending, send-step writes a marker under the
-//! run's staging prefix (S3, strongly consistent) and completes it with the command id after
-//! the send; a retried send finds the command there and returns it instead of running the
-//! script twice. Only when a try died between marking and recording does it fall back to
-//! ListCommands, by the command's `Comment` (run, step, redrive round).
+//! The step's send state waits on a task token (`lambda:invoke.waitForTaskToken`). Before
+//! sending, send-step writes the [`SendMarker`] under the run's staging prefix (S3, strongly
+//! consistent): the token and everything poll-result needs to decide the step, so a command
+//! that ends at once cannot beat it. After the send it completes the marker with the command.
+//!
+//! `SendCommand` has no client token: a retried send finds the command in its marker and
+//! sends nothing; it records its own (new) token, and answers it at once if the command has
+//! already ended (its end event may have gone to the old token). Only when a try died
+//! between marking and recording does it fall back to ListCommands, by the command's
+//! `Comment` (run, step, redrive round).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -14,11 +20,13 @@ use crate::aws::ssm::{self, Sent, StepCommand};
 use crate::aws::{ec2, s3};
 use crate::env::{rfc3339, Env, Need};
 use crate::error::{Error, Result};
+use crate::handlers::poll_result;
 use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepSpec};
 use crate::naming;
 use crate::records::{Command, Launch, Run};
 use crate::script::{self, Placement};
+use crate::waiting::SendMarker;
 
 /// What the state machine passes to send-step.
 #[derive(Debug, Deserialize)]
@@ -30,34 +38,25 @@ pub struct Input {
     /// `$$.Execution.RedriveCount`.
     #[serde(default)]
     pub redrive_count: u32,
+    /// `$$.Task.Token` of the waiting send state.
+    pub task_token: String,
 }
 
 impl Checked for Input {
     fn check(&self) -> Result<()> {
-        self.run.validate(&self.job)
+        self.run.validate(&self.job)?;
+        if self.task_token.is_empty() || self.task_token.len() > MAX_TOKEN_CHARS {
+            return Err(Error::InvalidInput(format!(
+                "task_token must be the waiting state's $$.Task.Token (1 to {MAX_TOKEN_CHARS} characters), got {} characters",
+                self.task_token.len()
+            )));
+        }
+        Ok(())
     }
 }
 
-/// The S3 record of one send ([`naming::send_marker_key`]): written before SendCommand
-/// (intent, no command id) and completed with the command id after it. S3 is strongly
-/// consistent, so a retry right after a successful send finds the command here even while
-/// ListCommands does not show it yet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SendMarker {
-    pub step: String,
-    pub round: u32,
-    pub instance_id: String,
-    /// Empty until SendCommand answered.
-    pub command_id: String,
-    pub sent_at: String,
-}
-
-impl SendMarker {
-    fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a SendMarker always serializes")
-    }
-}
+/// The longest task token Step Functions issues (its API reference).
+pub const MAX_TOKEN_CHARS: usize = 2048;
 
 /// Handles one send-step request.
 pub async fn handle(env: &Env, input: Value) -> Result<Command> {
@@ -67,6 +66,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         instance,
         step,
         redrive_count,
+        task_token,
     } = parse("send-step input", input)?;
     env.settings.require(&[Need::Bucket, Need::Region])?;
     let id = instance.instance_id.as_str();
@@ -84,28 +84,43 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
     };
 
     let marker_key = naming::send_marker_key(&job.name, &run.run_id, &step.name, redrive_count);
-    let marker = s3::read(&env.s3, bucket, &marker_key)
+    let earlier = s3::read(&env.s3, bucket, &marker_key)
         .await?
-        .map(|text| serde_json::from_str::<SendMarker>(&text).unwrap_or_default())
-        .filter(|m| m.instance_id == id);
-    if let Some(marker) = marker {
-        if !marker.command_id.is_empty() {
-            info!(step = %step.name, instance_id = %id, command_id = %marker.command_id, "command already sent (S3 marker); not sending it again");
-            return Ok(record(&marker.command_id, marker.sent_at, true));
-        }
-        let listed = ssm::commands_on(&env.ssm, id).await?;
-        if let Some(sent) = listed.iter().find(|c| c.comment == comment) {
-            info!(step = %step.name, instance_id = %id, command_id = %sent.command_id, "command already sent (listed); not sending it again");
-            return Ok(record(&sent.command_id, sent.requested_at.clone(), true));
+        .and_then(|text| SendMarker::parse(&text))
+        .filter(|m| m.instance.instance_id == id);
+    let mut marker = SendMarker {
+        run: run.clone(),
+        job: job.clone(),
+        instance: instance.clone(),
+        step: step.without_script(),
+        round: redrive_count,
+        task_token,
+        command: None,
+        answer: String::new(),
+    };
+    if let Some(earlier) = earlier {
+        let found = match earlier.command {
+            Some(command) => {
+                info!(step = %step.name, instance_id = %id, command_id = %command.command_id, "command already sent (S3 marker); not sending it again");
+                Some(record(&command.command_id, command.sent_at, true))
+            }
+            None => ssm::commands_on(&env.ssm, id)
+                .await?
+                .into_iter()
+                .find(|c| c.comment == comment)
+                .map(|sent| {
+                    info!(step = %step.name, instance_id = %id, command_id = %sent.command_id, "command already sent (listed); not sending it again");
+                    record(&sent.command_id, sent.requested_at, true)
+                }),
+        };
+        if let Some(command) = found {
+            marker.command = Some(command.clone());
+            s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await?;
+            Box::pin(poll_result::settle(env, &marker_key, marker)).await?;
+            return Ok(command);
         }
         warn!(step = %step.name, instance_id = %id, "an earlier try marked this send but recorded no command and SSM lists none; sending");
     }
-    let mut marker = SendMarker {
-        step: step.name.clone(),
-        round: redrive_count,
-        instance_id: id.to_string(),
-        ..SendMarker::default()
-    };
     s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await?;
 
     let placement = Placement {
@@ -126,12 +141,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
     match ssm::send(&env.ssm, &command).await? {
         Sent::Command(command_id) => {
             info!(step = %step.name, instance_id = %id, %command_id, timeout = step.timeout_seconds, "step sent");
-            marker.command_id = command_id.clone();
-            marker.sent_at = rfc3339(env.clock.now());
+            let command = record(&command_id, rfc3339(env.clock.now()), false);
+            marker.command = Some(command.clone());
             if let Err(e) = s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await {
                 warn!(step = %step.name, %command_id, error = %e, "the command was sent but its S3 marker was not completed");
             }
-            Ok(record(&command_id, marker.sent_at, false))
+            Ok(command)
         }
         Sent::NotRegistered => {
             ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;

@@ -160,16 +160,48 @@ fn step_failed(redrive_count: u32) -> Value {
     json!({
         "action": "step-failed", "run": run_json(), "job": job_json(),
         "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120},
-        "command": {"command_id": "cmd-1", "step": "slow", "instance_id": "i-1", "round": 0,
-                    "sent_at": "2026-11-28T08:49:00Z", "output_prefix": "s3://b/logs/demo/run-1/slow"},
         "failure": {"Error": "StepFailed", "Cause": "{\"errorType\":\"StepFailed\",\"errorMessage\":\"step `slow` failed: exit code 3\"}"},
         "redrive_count": redrive_count
     })
 }
 
+/// The run's send markers: step `slow`'s of round `round`, or none (the staging is gone).
+fn with_marker(mocks: &mut Mocks, round: Option<u32>) {
+    let key = format!("tmp/demo/run-1/sent/slow.round-{}", round.unwrap_or(0));
+    let marker = json!({
+        "run": run_json(), "job": job_json(), "instance": launch_json(),
+        "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120},
+        "round": round.unwrap_or(0), "task_token": "t", "answer": "StepFailed",
+    })
+    .to_string();
+    let listed_key = key.clone();
+    let rules = vec![
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.prefix() == Some("tmp/demo/run-1/sent/"))
+            .then_output(move || {
+                let mut out = ListObjectsV2Output::builder();
+                if round.is_some() {
+                    out = out.contents(Object::builder().key(listed_key.clone()).build());
+                }
+                out.build()
+            }),
+        mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(move |r| r.key() == Some(key.as_str()))
+            .then_output(move || {
+                aws_sdk_s3::operation::get_object::GetObjectOutput::builder()
+                    .body(aws_sdk_s3::primitives::ByteStream::from(
+                        marker.clone().into_bytes(),
+                    ))
+                    .build()
+            }),
+    ];
+    mocks.s3.splice(0..0, rules);
+}
+
 #[tokio::test]
 async fn a_failed_step_cleans_up_and_fails_with_its_own_error() {
-    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
+    let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
+    with_marker(&mut mocks, Some(0));
     let err = handle(&mocks.env(), step_failed(0)).await.unwrap_err();
     assert_eq!(err.name(), "StepFailed");
     assert_eq!(err.to_string(), "step `slow` failed: exit code 3");
@@ -179,10 +211,30 @@ async fn a_failed_step_cleans_up_and_fails_with_its_own_error() {
 
 #[tokio::test]
 async fn a_redriven_failed_step_lets_the_run_resume() {
-    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
-    let report = handle(&mocks.env(), step_failed(1)).await.unwrap();
-    assert!(report.resumed);
-    assert!(rec.terminated.lock().unwrap().is_empty());
+    for marker in [Some(0), None] {
+        let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
+        with_marker(&mut mocks, marker);
+        let report = handle(&mocks.env(), step_failed(1)).await.unwrap();
+        assert!(report.resumed, "{marker:?}");
+        assert!(rec.terminated.lock().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_step_failed_pass_is_a_redrive_only_past_the_round_sent() {
+    use crate::handlers::cleanup::redriven;
+    assert!(!redriven(0, Some(0)), "the first pass of round 0");
+    assert!(
+        !redriven(0, None),
+        "round 0 with no marker is still a first pass"
+    );
+    assert!(redriven(1, Some(0)));
+    assert!(redriven(1, None), "the first pass deleted the staging");
+    assert!(
+        !redriven(1, Some(1)),
+        "sent again in round 1 and failed again"
+    );
+    assert!(redriven(2, Some(1)));
 }
 
 #[tokio::test]

@@ -1,20 +1,112 @@
-//! poll-result against mocked AWS.
+//! poll-result against mocked AWS: deciding a step, the fallback poll, events and the
+//! reconciler answering the waiting token.
 
 use super::*;
-use crate::handlers::poll_result::handle;
+use crate::handlers::poll_result::{decide, handle, Polled};
+use crate::records::Command;
+use crate::waiting::SendMarker;
 use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectInput, GetObjectOutput};
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::operation::put_object::{PutObjectInput, PutObjectOutput};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sfn::operation::send_task_failure::{SendTaskFailureInput, SendTaskFailureOutput};
+use aws_sdk_sfn::operation::send_task_success::{
+    SendTaskSuccessError, SendTaskSuccessInput, SendTaskSuccessOutput,
+};
 use aws_sdk_ssm::operation::get_command_invocation::{
     GetCommandInvocationError, GetCommandInvocationOutput,
 };
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::types::CommandInvocationStatus;
 
-fn input(sent_at: &str) -> Value {
-    json!({
-        "run": run_json(), "job": job_json(), "instance": launch_json(),
-        "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120, "heartbeats": ["demo-slow"]},
-        "command": {"command_id": "cmd-1", "step": "slow", "instance_id": "i-1", "round": 0,
-                    "sent_at": sent_at, "output_prefix": "s3://spotstep-bucket/logs/demo/run-1/slow"}
-    })
+const MARKER_KEY: &str = "tmp/demo/run-1/sent/slow.round-0";
+
+fn command(sent_at: &str) -> Command {
+    serde_json::from_value(
+        json!({"command_id": "cmd-1", "step": "slow", "instance_id": "i-1", "round": 0,
+        "sent_at": sent_at, "output_prefix": "s3://spotstep-bucket/logs/demo/run-1/slow"}),
+    )
+    .unwrap()
+}
+
+fn send_marker(command: Option<Command>, answer: &str) -> SendMarker {
+    SendMarker {
+        run: fixtures::run(),
+        job: fixtures::job(),
+        instance: serde_json::from_value(launch_json()).unwrap(),
+        step: serde_json::from_value(
+            json!({"name": "slow", "kind": "workload", "timeout_seconds": 120, "heartbeats": ["demo-slow"]}),
+        )
+        .unwrap(),
+        round: 0,
+        task_token: "token-1".into(),
+        command,
+        answer: answer.into(),
+    }
+}
+
+/// Each PutObject's key and body.
+type Puts = Arc<Mutex<Vec<(String, String)>>>;
+
+/// S3 holding `marker` as the run's one send marker; records every PutObject.
+fn staged(marker: &SendMarker) -> (Vec<Rule>, Puts) {
+    let puts: Puts = Arc::default();
+    let sink = puts.clone();
+    let record = move |r: &PutObjectInput| {
+        let body = String::from_utf8(r.body().bytes().unwrap().to_vec()).unwrap();
+        sink.lock()
+            .unwrap()
+            .push((r.key().unwrap_or_default().to_string(), body));
+        true
+    };
+    let text = marker.to_json();
+    let rules = vec![
+        mock!(aws_sdk_s3::Client::list_objects_v2)
+            .match_requests(|r| r.prefix() == Some("tmp/demo/run-1/sent/"))
+            .then_output(|| {
+                ListObjectsV2Output::builder()
+                    .contents(aws_sdk_s3::types::Object::builder().key(MARKER_KEY).build())
+                    .build()
+            }),
+        mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(|r| r.key() == Some(MARKER_KEY))
+            .then_output(move || {
+                GetObjectOutput::builder()
+                    .body(ByteStream::from(text.clone().into_bytes()))
+                    .build()
+            }),
+        mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(record)
+            .then_output(|| PutObjectOutput::builder().build()),
+    ];
+    (rules, puts)
+}
+
+/// The run's instance, tagged with its run and this stack.
+fn run_instance(state: InstanceStateName) -> Rule {
+    describe_instances(vec![instance(
+        "i-1",
+        state,
+        &[("spotstep:job", "demo"), ("spotstep:run-id", "run-1")],
+    )])
+}
+
+fn event(kind: &str, detail: Value) -> Value {
+    json!({"version": "0", "id": "e-1", "detail-type": kind, "source": "aws.ssm", "detail": detail})
+}
+
+fn command_ended() -> Value {
+    event(
+        crate::waiting::events::COMMAND_INVOCATION,
+        json!({"command-id": "cmd-1", "instance-id": "i-1", "status": "Success"}),
+    )
+}
+
+fn answered(polled: Polled) -> Vec<crate::handlers::poll_result::Answered> {
+    match polled {
+        Polled::Told { answered } => answered,
+        Polled::Step(r) => panic!("a step result: {r:?}"),
+    }
 }
 
 fn invocation(status: CommandInvocationStatus, details: &str, code: i32) -> Rule {
@@ -35,6 +127,20 @@ fn running_instance() -> Rule {
     describe_instances(vec![instance("i-1", InstanceStateName::Running, &[])])
 }
 
+/// `decide` on the fixture's step with its command sent at `sent_at`.
+async fn decide_sent(
+    mocks: &Mocks,
+    sent_at: &str,
+) -> crate::Result<crate::handlers::poll_result::StepResult> {
+    let command = command(sent_at);
+    decide(
+        &mocks.env(),
+        &send_marker(Some(command.clone()), ""),
+        &command,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn not_registered_yet_is_still_running_then_a_failure() {
     let missing = || {
@@ -47,11 +153,11 @@ async fn not_registered_yet_is_still_running_then_a_failure() {
         ec2: vec![running_instance()],
         ..Mocks::default()
     };
-    let err = handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
+    let err = decide_sent(&mocks, "2026-11-28T08:59:00Z")
         .await
         .unwrap_err();
     assert_eq!(err.name(), "StillRunning");
-    let err = handle(&mocks.env(), input("2026-11-28T08:00:00Z"))
+    let err = decide_sent(&mocks, "2026-11-28T08:00:00Z")
         .await
         .unwrap_err();
     assert_eq!(err.name(), "StepFailed");
@@ -71,7 +177,7 @@ async fn unfinished_statuses_are_still_running() {
             ec2: vec![running_instance()],
             ..Mocks::default()
         };
-        let err = handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
+        let err = decide_sent(&mocks, "2026-11-28T08:59:00Z")
             .await
             .unwrap_err();
         assert_eq!(err.name(), "StillRunning", "{status:?}");
@@ -91,7 +197,7 @@ async fn a_reclaim_is_reported_whether_running_or_timed_out() {
             )])],
             ..Mocks::default()
         };
-        let err = handle(&mocks.env(), input("2026-11-28T08:59:00Z"))
+        let err = decide_sent(&mocks, "2026-11-28T08:59:00Z")
             .await
             .unwrap_err();
         assert_eq!(err.name(), "InstanceReclaimed", "{details}");
@@ -104,9 +210,7 @@ async fn success_reports_duration_and_full_output() {
         ssm: vec![invocation(CommandInvocationStatus::Success, "Success", 0)],
         ..Mocks::default()
     };
-    let result = handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
-        .await
-        .unwrap();
+    let result = decide_sent(&mocks, "2026-11-28T08:49:00Z").await.unwrap();
     assert_eq!(result.exit_code, 0);
     assert_eq!(result.duration_seconds, 500);
     assert_eq!(
@@ -133,7 +237,7 @@ async fn a_failed_step_ends_with_the_real_tail_of_its_output() {
             })],
         ..Mocks::default()
     };
-    let err = handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
+    let err = decide_sent(&mocks, "2026-11-28T08:49:00Z")
         .await
         .unwrap_err();
     assert_eq!(err.name(), "StepFailed");
@@ -174,7 +278,7 @@ async fn unreadable_output_falls_back_to_the_head_and_says_so() {
         })],
         ..Mocks::default()
     };
-    let err = handle(&mocks.env(), input("2026-11-28T08:49:00Z"))
+    let err = decide_sent(&mocks, "2026-11-28T08:49:00Z")
         .await
         .unwrap_err();
     let message = err.to_string();
@@ -184,4 +288,234 @@ async fn unreadable_output_falls_back_to_the_head_and_says_so() {
     );
     assert!(message.contains("could not be read from S3"), "{message}");
     assert!(message.ends_with("head line 1\nhead line 2"), "{message}");
+}
+
+#[tokio::test]
+async fn the_fallback_poll_classifies_the_steps_last_send() {
+    let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
+    let mocks = Mocks {
+        s3,
+        ssm: vec![invocation(CommandInvocationStatus::Success, "Success", 0)],
+        ..Mocks::default()
+    };
+    let input = json!({"run": run_json(), "job": job_json(), "instance": launch_json(),
+        "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120}});
+    match handle(&mocks.env(), input).await.unwrap() {
+        Polled::Step(result) => assert_eq!(result.command_id, "cmd-1"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_fallback_poll_fails_a_step_that_was_never_sent() {
+    let (s3, _) = staged(&send_marker(None, ""));
+    let mocks = Mocks {
+        s3,
+        ..Mocks::default()
+    };
+    let input = json!({"run": run_json(), "job": job_json(), "instance": launch_json(),
+        "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120}});
+    let err = handle(&mocks.env(), input).await.unwrap_err();
+    assert_eq!(err.name(), "StepFailed");
+    assert!(err.to_string().contains("records no command"), "{err}");
+}
+
+#[tokio::test]
+async fn a_command_ended_event_answers_the_waiting_token_and_records_it() {
+    let (s3, puts) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
+    let (sent, record) = recorder::<SendTaskSuccessInput>();
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        ssm: vec![invocation(CommandInvocationStatus::Success, "Success", 0)],
+        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_success)
+            .match_requests(record)
+            .then_output(|| SendTaskSuccessOutput::builder().build())],
+        ..Mocks::default()
+    };
+    let answered = answered(handle(&mocks.env(), command_ended()).await.unwrap());
+    assert_eq!(answered.len(), 1);
+    assert_eq!(
+        (answered[0].answer.as_str(), answered[0].taken),
+        ("Succeeded", true)
+    );
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent[0].task_token(), Some("token-1"));
+    let output: Value = serde_json::from_str(sent[0].output().unwrap()).unwrap();
+    assert_eq!(output["command_id"], "cmd-1");
+    assert_eq!(output["exit_code"], 0);
+    let puts = puts.lock().unwrap();
+    assert_eq!(puts[0].0, MARKER_KEY);
+    let recorded = SendMarker::parse(&puts[0].1).unwrap();
+    assert_eq!(recorded.answer, "Succeeded");
+}
+
+#[tokio::test]
+async fn duplicate_and_foreign_events_answer_nothing() {
+    // Already answered: no SendTask call at all (no sfn rule: a call would fail the test).
+    let (s3, puts) = staged(&send_marker(
+        Some(command("2026-11-28T08:49:00Z")),
+        "Succeeded",
+    ));
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        ..Mocks::default()
+    };
+    assert!(answered(handle(&mocks.env(), command_ended()).await.unwrap()).is_empty());
+    assert!(puts.lock().unwrap().is_empty());
+    // Another command on the instance (an earlier step's late event): not this marker's.
+    let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        ..Mocks::default()
+    };
+    let other = event(
+        crate::waiting::events::COMMAND_INVOCATION,
+        json!({"command-id": "cmd-0", "instance-id": "i-1", "status": "Success"}),
+    );
+    assert!(answered(handle(&mocks.env(), other).await.unwrap()).is_empty());
+    // An instance of another stack: its tags are not ours, S3 is not even read.
+    let mocks = Mocks {
+        ec2: vec![describe_instances(vec![foreign_instance(
+            "i-1",
+            InstanceStateName::Running,
+            &[
+                ("spotstep:job", "demo"),
+                ("spotstep:run-id", "run-1"),
+                ("spotstep:stack", "other"),
+            ],
+        )])],
+        ..Mocks::default()
+    };
+    assert!(answered(handle(&mocks.env(), command_ended()).await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_token_is_an_expected_answer() {
+    let (s3, puts) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        ssm: vec![invocation(CommandInvocationStatus::Success, "Success", 0)],
+        sfn: vec![
+            mock!(aws_sdk_sfn::Client::send_task_success).then_error(|| {
+                SendTaskSuccessError::TaskTimedOut(
+                    aws_sdk_sfn::types::error::TaskTimedOut::builder()
+                        .meta(meta("TaskTimedOut"))
+                        .build(),
+                )
+            }),
+        ],
+        ..Mocks::default()
+    };
+    let answered = answered(handle(&mocks.env(), command_ended()).await.unwrap());
+    assert!(!answered[0].taken);
+    assert!(
+        puts.lock().unwrap().is_empty(),
+        "a stale token changes no marker"
+    );
+}
+
+#[tokio::test]
+async fn a_spot_warning_fails_the_waiting_step_as_reclaimed() {
+    let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
+    let (sent, record) = recorder::<SendTaskFailureInput>();
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_failure)
+            .match_requests(record)
+            .then_output(|| SendTaskFailureOutput::builder().build())],
+        ..Mocks::default()
+    };
+    let warning = event(
+        crate::waiting::events::SPOT_WARNING,
+        json!({"instance-id": "i-1", "instance-action": "terminate"}),
+    );
+    handle(&mocks.env(), warning).await.unwrap();
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent[0].error(), Some("InstanceReclaimed"));
+    assert!(sent[0].cause().unwrap().contains("interruption warning"));
+}
+
+#[tokio::test]
+async fn an_instance_going_away_fails_the_waiting_step_by_its_reason() {
+    let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
+    let (sent, record) = recorder::<SendTaskFailureInput>();
+    let mut going = terminated_by("Client.UserInitiatedShutdown");
+    going.tags = Some(vec![
+        stack_tag(),
+        Tag::builder().key("spotstep:job").value("demo").build(),
+        Tag::builder().key("spotstep:run-id").value("run-1").build(),
+    ]);
+    let mocks = Mocks {
+        s3,
+        ec2: vec![describe_instances(vec![going])],
+        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_failure)
+            .match_requests(record)
+            .then_output(|| SendTaskFailureOutput::builder().build())],
+        ..Mocks::default()
+    };
+    let state = event(
+        crate::waiting::events::INSTANCE_STATE,
+        json!({"instance-id": "i-1", "state": "shutting-down"}),
+    );
+    handle(&mocks.env(), state).await.unwrap();
+    assert_eq!(sent.lock().unwrap()[0].error(), Some("InstanceLost"));
+}
+
+#[tokio::test]
+async fn an_event_before_the_marker_has_its_command_is_matched_by_comment() {
+    let (s3, _) = staged(&send_marker(None, ""));
+    let comment = crate::naming::command_comment("run-1", "slow", 0);
+    let (sent, record) = recorder::<SendTaskSuccessInput>();
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        ssm: vec![
+            mock!(aws_sdk_ssm::Client::list_commands).then_output(move || {
+                ListCommandsOutput::builder()
+                    .commands(
+                        aws_sdk_ssm::types::Command::builder()
+                            .command_id("cmd-1")
+                            .comment(comment.clone())
+                            .build(),
+                    )
+                    .build()
+            }),
+            invocation(CommandInvocationStatus::Success, "Success", 0),
+        ],
+        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_success)
+            .match_requests(record)
+            .then_output(|| SendTaskSuccessOutput::builder().build())],
+        ..Mocks::default()
+    };
+    handle(&mocks.env(), command_ended()).await.unwrap();
+    assert_eq!(sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_reconciler_answers_a_step_whose_event_was_lost() {
+    let (mut s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
+    s3.push(mock!(aws_sdk_s3::Client::get_object).then_error(|| {
+        GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
+    }));
+    let (sent, record) = recorder::<SendTaskFailureInput>();
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        ssm: vec![invocation(CommandInvocationStatus::Failed, "Failed", 2)],
+        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_failure)
+            .match_requests(record)
+            .then_output(|| SendTaskFailureOutput::builder().build())],
+        ..Mocks::default()
+    };
+    let schedule = event(crate::waiting::events::SCHEDULED, json!({}));
+    let answered = answered(handle(&mocks.env(), schedule).await.unwrap());
+    assert_eq!(answered[0].answer, "StepFailed");
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent[0].error(), Some("StepFailed"));
+    assert!(sent[0].cause().unwrap().starts_with("step `slow` failed"));
 }

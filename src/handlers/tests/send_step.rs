@@ -5,14 +5,33 @@ use crate::handlers::send_step::handle;
 use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::put_object::{PutObjectInput, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sfn::operation::send_task_success::{SendTaskSuccessInput, SendTaskSuccessOutput};
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandInput, SendCommandOutput};
-use aws_sdk_ssm::types::Command;
+use aws_sdk_ssm::types::{Command, CommandInvocationStatus};
 
 fn input(redrive_count: u32) -> Value {
     json!({
         "run": run_json(), "job": job_json(), "instance": launch_json(), "redrive_count": redrive_count,
-        "step": {"name": "quoting", "kind": "workload", "timeout_seconds": 5400, "script": "echo 'it'\\''s'\n"}
+        "step": {"name": "quoting", "kind": "workload", "timeout_seconds": 5400, "script": "echo 'it'\\''s'\n"},
+        "task_token": "token-now"
+    })
+}
+
+/// The marker an earlier try of round 0 left: on `instance_id`, with its command when it
+/// recorded one.
+fn earlier(instance_id: &str, command: Option<(&str, &str)>) -> Value {
+    let mut launch = launch_json();
+    launch["instance_id"] = json!(instance_id);
+    json!({
+        "run": run_json(), "job": job_json(), "instance": launch,
+        "step": {"name": "quoting", "kind": "workload", "timeout_seconds": 5400},
+        "round": 0, "task_token": "token-before",
+        "command": command.map(|(id, sent_at)| json!({
+            "command_id": id, "step": "quoting", "instance_id": instance_id, "round": 0,
+            "sent_at": sent_at, "output_prefix": "s3://spotstep-bucket/logs/demo/run-1/quoting"
+        })),
     })
 }
 
@@ -67,6 +86,20 @@ fn send_answers(
                 .command(Command::builder().command_id(command_id).build())
                 .build()
         })
+}
+
+fn invocation_is(status: CommandInvocationStatus) -> Rule {
+    mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(move || {
+        GetCommandInvocationOutput::builder()
+            .status(status.clone())
+            .status_details(status.as_str())
+            .response_code(if status == CommandInvocationStatus::Success {
+                0
+            } else {
+                -1
+            })
+            .build()
+    })
 }
 
 fn listed(commands: Vec<Command>) -> Rule {
@@ -128,9 +161,16 @@ async fn sends_with_execution_timeout_and_output_locations() {
         2,
         "marked before the send, completed after: {marks:?}"
     );
-    assert_eq!(marks[0]["command_id"], "");
-    assert_eq!(marks[0]["instance_id"], "i-1");
-    assert_eq!(marks[1]["command_id"], "cmd-1");
+    assert_eq!(marks[0]["command"], Value::Null);
+    assert_eq!(marks[0]["instance"]["instance_id"], "i-1");
+    assert_eq!(marks[0]["task_token"], "token-now");
+    assert_eq!(
+        marks[0]["step"].get("script"),
+        None,
+        "the marker holds no script"
+    );
+    assert_eq!(marks[1]["command"]["command_id"], "cmd-1");
+    assert_eq!(marks[1]["task_token"], "token-now");
     assert_eq!(
         put.lock().unwrap()[0].0,
         "tmp/demo/run-1/sent/quoting.round-0"
@@ -140,10 +180,10 @@ async fn sends_with_execution_timeout_and_output_locations() {
 #[tokio::test]
 async fn a_retry_right_after_a_send_finds_its_marker_while_ssm_lists_nothing() {
     let (sent, record) = recorder::<SendCommandInput>();
-    let (s3, put) = marker(Some(json!({
-        "step": "quoting", "round": 0, "instance_id": "i-1",
-        "command_id": "cmd-1", "sent_at": "2026-11-28T08:59:58Z"
-    })));
+    let (s3, put) = marker(Some(earlier(
+        "i-1",
+        Some(("cmd-1", "2026-11-28T08:59:58Z")),
+    )));
     let mocks = Mocks {
         s3,
         ssm: vec![
@@ -151,7 +191,13 @@ async fn a_retry_right_after_a_send_finds_its_marker_while_ssm_lists_nothing() {
             mock!(aws_sdk_ssm::Client::send_command)
                 .match_requests(record)
                 .then_output(|| SendCommandOutput::builder().build()),
+            invocation_is(CommandInvocationStatus::InProgress),
         ],
+        ec2: vec![describe_instances(vec![instance(
+            "i-1",
+            InstanceStateName::Running,
+            &[],
+        )])],
         ..Mocks::default()
     };
     let command = handle(&mocks.env(), input(0)).await.unwrap();
@@ -162,16 +208,43 @@ async fn a_retry_right_after_a_send_finds_its_marker_while_ssm_lists_nothing() {
         sent.lock().unwrap().is_empty(),
         "the script must not run twice"
     );
-    assert!(put.lock().unwrap().is_empty());
+    let marks = put_bodies(&put);
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(
+        marks[0]["task_token"], "token-now",
+        "the retry's own token waits now"
+    );
+    assert_eq!(marks[0]["command"]["command_id"], "cmd-1");
+}
+
+#[tokio::test]
+async fn a_retried_send_whose_command_already_ended_answers_its_own_token() {
+    let (s3, _) = marker(Some(earlier(
+        "i-1",
+        Some(("cmd-1", "2026-11-28T08:59:58Z")),
+    )));
+    let (answered, record) = recorder::<SendTaskSuccessInput>();
+    let mocks = Mocks {
+        s3,
+        ssm: vec![invocation_is(CommandInvocationStatus::Success)],
+        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_success)
+            .match_requests(record)
+            .then_output(|| SendTaskSuccessOutput::builder().build())],
+        ..Mocks::default()
+    };
+    handle(&mocks.env(), input(0)).await.unwrap();
+    let answered = answered.lock().unwrap();
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].task_token(), Some("token-now"));
 }
 
 #[tokio::test]
 async fn a_marker_of_another_instance_does_not_stop_the_send() {
     let (sent, record) = recorder::<SendCommandInput>();
-    let (s3, _) = marker(Some(json!({
-        "step": "quoting", "round": 0, "instance_id": "i-before-the-reclaim",
-        "command_id": "cmd-old", "sent_at": "2026-11-28T08:00:00Z"
-    })));
+    let (s3, _) = marker(Some(earlier(
+        "i-before-the-reclaim",
+        Some(("cmd-old", "2026-11-28T08:00:00Z")),
+    )));
     let mocks = Mocks {
         s3,
         ssm: vec![listed(vec![]), send_answers("cmd-new", record)],
@@ -187,9 +260,7 @@ async fn a_retried_send_finds_the_earlier_command() {
     let (sent, record) = recorder::<SendCommandInput>();
     let comment = crate::naming::command_comment("run-1", "quoting", 0);
     // An earlier try marked the send and died before recording its command.
-    let (s3, _) = marker(Some(
-        json!({"step": "quoting", "round": 0, "instance_id": "i-1"}),
-    ));
+    let (s3, _) = marker(Some(earlier("i-1", None)));
     let mocks = Mocks {
         s3,
         ssm: vec![
@@ -207,7 +278,13 @@ async fn a_retried_send_finds_the_earlier_command() {
             mock!(aws_sdk_ssm::Client::send_command)
                 .match_requests(record)
                 .then_output(|| SendCommandOutput::builder().build()),
+            invocation_is(CommandInvocationStatus::InProgress),
         ],
+        ec2: vec![describe_instances(vec![instance(
+            "i-1",
+            InstanceStateName::Running,
+            &[],
+        )])],
         ..Mocks::default()
     };
     let command = handle(&mocks.env(), input(0)).await.unwrap();

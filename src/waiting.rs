@@ -1,0 +1,354 @@
+//! A step waits on a task token: what is recorded while it waits, and the events that can end
+//! the wait.
+//!
+//! Each step's send state is `lambda:invoke.waitForTaskToken`. send-step writes the
+//! [`SendMarker`] (S3, under the run's staging prefix, so it is deleted with the staging)
+//! *before* SendCommand, holding the token and everything poll-result needs to decide the
+//! step's outcome, then completes it with the command. poll-result answers the token when an
+//! event tells it (SSM invocation status change, spot interruption warning, instance state
+//! change), when the 5-minute reconciler finds the command ended or the instance gone, or
+//! when a retried send finds its command already ended. The token never goes to the instance
+//! or into the command (its Comment holds 100 characters; a token up to 2,048).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::manifest::{JobSpec, StepSpec};
+use crate::records::{Command, Launch, Run};
+
+/// The S3 record of one step's send in one redrive round
+/// ([`naming::send_marker_key`](crate::naming::send_marker_key)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMarker {
+    pub run: Run,
+    pub job: JobSpec,
+    pub instance: Launch,
+    /// The step, without its script.
+    pub step: StepSpec,
+    /// The redrive round the step was sent in.
+    pub round: u32,
+    /// The waiting state's `$$.Task.Token` (a retried send writes its own).
+    pub task_token: String,
+    /// `None` until SendCommand answered.
+    #[serde(default)]
+    pub command: Option<Command>,
+    /// Empty while the step waits; then the answer given: [`SUCCEEDED`] or an error name.
+    #[serde(default)]
+    pub answer: String,
+}
+
+/// The answer recorded for a step that succeeded.
+pub const SUCCEEDED: &str = "Succeeded";
+
+impl SendMarker {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a SendMarker always serializes")
+    }
+
+    /// Reads a marker; `None` for one this version cannot read (written by another).
+    pub fn parse(text: &str) -> Option<SendMarker> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// True while its token is unanswered.
+    pub fn waiting(&self) -> bool {
+        self.answer.is_empty()
+    }
+
+    /// The command id, once sent.
+    pub fn command_id(&self) -> Option<&str> {
+        self.command.as_ref().map(|c| c.command_id.as_str())
+    }
+}
+
+/// The largest `cause` SendTaskFailure accepts (characters).
+pub const MAX_CAUSE_CHARS: usize = 32_768;
+
+/// `cause` cut to fit SendTaskFailure: the head (what failed and what to do) and the end of
+/// the output tail are kept, the middle is cut and says so.
+pub fn fit_cause(cause: &str) -> String {
+    let chars: Vec<char> = cause.chars().collect();
+    if chars.len() <= MAX_CAUSE_CHARS {
+        return cause.to_string();
+    }
+    let marker = "\n[... cut to fit the 32,768 characters of a task failure's cause ...]\n";
+    let keep = MAX_CAUSE_CHARS - marker.chars().count();
+    let head = keep / 4;
+    let tail = keep - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push_str(marker);
+    out.extend(&chars[chars.len() - tail..]);
+    out
+}
+
+/// The EventBridge events poll-result is told by, and the schedule of its reconciler.
+pub mod events {
+    use serde_json::{json, Value};
+
+    pub const COMMAND_INVOCATION: &str = "EC2 Command Invocation Status-change Notification";
+    pub const SPOT_WARNING: &str = "EC2 Spot Instance Interruption Warning";
+    pub const INSTANCE_STATE: &str = "EC2 Instance State-change Notification";
+    pub const SCHEDULED: &str = "Scheduled Event";
+
+    /// The invocation statuses that end a command (the rule matches only these).
+    pub const TERMINAL_STATUSES: [&str; 4] = ["Success", "Failed", "TimedOut", "Cancelled"];
+    /// The instance states that mean it is going away.
+    pub const GOING_STATES: [&str; 3] = ["stopping", "shutting-down", "terminated"];
+
+    /// The reconciler's schedule (production).
+    pub const RECONCILE_SCHEDULE: &str = "rate(5 minutes)";
+
+    /// Each rule feeding poll-result: its name in `template.yaml` and its event pattern.
+    pub fn rules() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "CommandEndedRule",
+                json!({
+                    "source": ["aws.ssm"],
+                    "detail-type": [COMMAND_INVOCATION],
+                    "detail": {"status": TERMINAL_STATUSES},
+                }),
+            ),
+            (
+                "SpotWarningRule",
+                json!({"source": ["aws.ec2"], "detail-type": [SPOT_WARNING]}),
+            ),
+            (
+                "InstanceGoingRule",
+                json!({
+                    "source": ["aws.ec2"],
+                    "detail-type": [INSTANCE_STATE],
+                    "detail": {"state": GOING_STATES},
+                }),
+            ),
+        ]
+    }
+}
+
+/// What an event told poll-result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Told {
+    /// A command's invocation on an instance reached a terminal status.
+    CommandEnded {
+        command_id: String,
+        instance_id: String,
+        status: String,
+    },
+    /// EC2 will reclaim the spot instance in about two minutes.
+    SpotWarning { instance_id: String, action: String },
+    /// The instance is stopping, shutting down or terminated.
+    InstanceGoing { instance_id: String, state: String },
+    /// The reconciler's schedule.
+    Reconcile,
+}
+
+/// Reads an EventBridge event; `None` when `input` is not one (a state's input).
+pub fn told(input: &Value) -> Option<Result<Told>> {
+    let kind = input.get("detail-type")?.as_str()?;
+    let detail = &input["detail"];
+    let field = |k: &str| {
+        detail
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .ok_or_else(|| Error::InvalidInput(format!("`{kind}` event without detail.{k}")))
+    };
+    let instance = || field("instance-id").and_then(checked_instance_id);
+    let parsed = match kind {
+        events::COMMAND_INVOCATION => (|| {
+            Ok(Told::CommandEnded {
+                command_id: field("command-id")?,
+                instance_id: instance()?,
+                status: field("status")?,
+            })
+        })(),
+        events::SPOT_WARNING => (|| {
+            Ok(Told::SpotWarning {
+                instance_id: instance()?,
+                action: field("instance-action").unwrap_or_else(|_| "terminate".into()),
+            })
+        })(),
+        events::INSTANCE_STATE => (|| {
+            Ok(Told::InstanceGoing {
+                instance_id: instance()?,
+                state: field("state")?,
+            })
+        })(),
+        events::SCHEDULED => Ok(Told::Reconcile),
+        other => Err(Error::InvalidInput(format!(
+            "poll-result does not handle `{other}` events"
+        ))),
+    };
+    Some(parsed)
+}
+
+/// An instance id as EC2 writes them (`i-` and hex): events are input too.
+fn checked_instance_id(id: String) -> Result<String> {
+    let ok = id.len() <= 32
+        && id
+            .strip_prefix("i-")
+            .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(id)
+    } else {
+        Err(Error::InvalidInput(format!(
+            "`{id}` is not an EC2 instance id"
+        )))
+    }
+}
+
+/// The error a spot interruption warning answers a waiting step with.
+pub fn reclaim_warning(instance_id: &str, action: &str, step: &str) -> Error {
+    Error::InstanceReclaimed(format!(
+        "instance {instance_id} got EC2's spot interruption warning (action: {action}) while step \
+         `{step}` ran: spot reclaims it in about two minutes; the state machine relaunches and \
+         resumes at this step"
+    ))
+}
+
+/// What a waiting state's token is answered with: success with the step's result, or
+/// failure with a stable error name and the cause.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Success(Value),
+    Failure { error: String, cause: String },
+}
+
+impl Answer {
+    /// The answer for an outcome; `None` while the step is still running (nothing to say).
+    pub fn of<T: Serialize>(outcome: &Result<T>) -> Option<Answer> {
+        match outcome {
+            Ok(result) => Some(Answer::Success(json!(result))),
+            Err(Error::StillRunning(_) | Error::AgentNotOnline(_)) => None,
+            Err(
+                e @ (Error::StepFailed(_) | Error::InstanceLost(_) | Error::InstanceReclaimed(_)),
+            ) => Some(Answer::Failure {
+                error: e.name().to_string(),
+                cause: fit_cause(&e.to_string()),
+            }),
+            Err(_) => None,
+        }
+    }
+
+    /// What the marker records once the answer is delivered.
+    pub fn recorded(&self) -> &str {
+        match self {
+            Answer::Success(_) => SUCCEEDED,
+            Answer::Failure { error, .. } => error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, detail: Value) -> Value {
+        json!({"version": "0", "detail-type": kind, "source": "aws.ssm", "detail": detail})
+    }
+
+    #[test]
+    fn events_are_read_by_detail_type() {
+        let ended = event(
+            events::COMMAND_INVOCATION,
+            json!({"command-id": "c-1", "instance-id": "i-0abc", "status": "Success"}),
+        );
+        assert_eq!(
+            told(&ended).unwrap().unwrap(),
+            Told::CommandEnded {
+                command_id: "c-1".into(),
+                instance_id: "i-0abc".into(),
+                status: "Success".into()
+            }
+        );
+        let warning = event(
+            events::SPOT_WARNING,
+            json!({"instance-id": "i-0abc", "instance-action": "terminate"}),
+        );
+        assert!(matches!(
+            told(&warning).unwrap().unwrap(),
+            Told::SpotWarning { .. }
+        ));
+        let going = event(
+            events::INSTANCE_STATE,
+            json!({"instance-id": "i-0abc", "state": "shutting-down"}),
+        );
+        assert_eq!(
+            told(&going).unwrap().unwrap(),
+            Told::InstanceGoing {
+                instance_id: "i-0abc".into(),
+                state: "shutting-down".into()
+            }
+        );
+        assert_eq!(
+            told(&event(events::SCHEDULED, json!({}))).unwrap().unwrap(),
+            Told::Reconcile
+        );
+        assert!(told(&json!({"run": {}})).is_none());
+    }
+
+    #[test]
+    fn malformed_events_are_invalid_input() {
+        let no_instance = event(events::COMMAND_INVOCATION, json!({"command-id": "c"}));
+        let err = told(&no_instance).unwrap().unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)));
+        assert!(err.to_string().contains("detail.instance-id"), "{err}");
+        let bad_id = event(events::SPOT_WARNING, json!({"instance-id": "../../etc"}));
+        assert!(told(&bad_id).unwrap().is_err());
+        let other = event("AWS API Call via CloudTrail", json!({}));
+        assert!(told(&other)
+            .unwrap()
+            .unwrap_err()
+            .to_string()
+            .contains("does not handle"));
+    }
+
+    #[test]
+    fn answers_keep_the_stable_error_names() {
+        let failed: Result<()> = Err(Error::StepFailed("boom".into()));
+        assert_eq!(
+            Answer::of(&failed),
+            Some(Answer::Failure {
+                error: "StepFailed".into(),
+                cause: "boom".into()
+            })
+        );
+        let reclaimed: Result<()> = Err(reclaim_warning("i-1", "terminate", "deps"));
+        assert_eq!(
+            Answer::of(&reclaimed).unwrap().recorded(),
+            "InstanceReclaimed"
+        );
+        let running: Result<()> = Err(Error::StillRunning("x".into()));
+        assert_eq!(Answer::of(&running), None);
+        let aws: Result<()> = Err(Error::AwsError("x".into()));
+        assert_eq!(Answer::of(&aws), None);
+        assert_eq!(Answer::of(&Ok(1)).unwrap().recorded(), SUCCEEDED);
+    }
+
+    #[test]
+    fn long_causes_keep_their_head_and_end() {
+        let cause = format!(
+            "step `x` failed: read this\n{}\nlast line",
+            "y".repeat(40_000)
+        );
+        let fitted = fit_cause(&cause);
+        assert_eq!(fitted.chars().count(), MAX_CAUSE_CHARS);
+        assert!(fitted.starts_with("step `x` failed: read this"));
+        assert!(fitted.ends_with("\nlast line"));
+        assert!(fitted.contains("cut to fit"));
+        assert_eq!(fit_cause("short"), "short");
+    }
+
+    #[test]
+    fn the_command_rule_matches_only_terminal_statuses() {
+        let rules = events::rules();
+        let command = &rules[0].1;
+        assert_eq!(
+            command["detail"]["status"],
+            json!(["Success", "Failed", "TimedOut", "Cancelled"])
+        );
+        assert_eq!(rules.len(), 3);
+    }
+}
