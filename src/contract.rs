@@ -267,6 +267,12 @@ pub fn contract() -> Value {
                 .map(|(name, pattern)| json!({"name": name, "pattern": pattern}))
                 .collect::<Vec<Value>>(),
             "reconcile_schedule": waiting::events::RECONCILE_SCHEDULE,
+            "detail_types": {
+                "command_invocation": waiting::events::COMMAND_INVOCATION,
+                "spot_warning": waiting::events::SPOT_WARNING,
+                "instance_state": waiting::events::INSTANCE_STATE,
+                "scheduled": waiting::events::SCHEDULED,
+            },
         },
         "timing": {"production": timing(&Timing::production()), "local": timing(&Timing::local())},
     })

@@ -196,6 +196,8 @@ class Agent:
         self.commands: dict = {}
         self.lock = threading.Lock()
         self.registration_delay = 1.0
+        # Told of each command that reached a terminal status (the stack sends SSM's event).
+        self.on_end = lambda run: None
         self.invocation_visible_after = 1.0
         # Extra environment of every command (what an instance's role and region give its
         # `aws` CLI: the stack sets the local endpoint, so nothing reaches the real AWS).
@@ -353,6 +355,7 @@ class Agent:
             run.status = "Cancelled"
             run.details = "Cancelled"
             run.ended = _now_iso()
+            self.on_end(run)
         return {}
 
     # ------------------------------------------------------------------ the agent itself
@@ -439,6 +442,8 @@ class Agent:
             code = run.process.returncode
             run.response_code = code
             run.status = run.details = "Success" if code == 0 else "Failed"
+        if run.status != "Cancelled":
+            self.on_end(run)
 
     def runs(self, run_id: str = None, step: str = None):
         """The commands sent so far, in order: all, or one run's (and one step's)."""

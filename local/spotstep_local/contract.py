@@ -145,3 +145,27 @@ def _format(path: str, name: str) -> Format:
 def fmt(name: str) -> Format:
     """The format `name` (`command_comment`, `step_log_prefix`, `ssm_output_key`, ...)."""
     return _format(binary(), name)
+
+
+def callback_resource() -> str:
+    """The `Resource` of a waiting send state (`lambda:invoke.waitForTaskToken`): its
+    function is `Parameters.FunctionName`."""
+    return load()["callback_resource"]
+
+
+def detail_type(key: str) -> str:
+    """An EventBridge `detail-type` poll-result is told by (`command_invocation`,
+    `spot_warning`, `instance_state`, `scheduled`)."""
+    return _get_in(load()["events"], "detail_types", key)
+
+
+def event_rules() -> list:
+    """[{"name", "pattern"}] of the rules feeding poll-result (`template.yaml` has the same)."""
+    return load()["events"]["rules"]
+
+
+def _get_in(section: dict, name: str, key: str):
+    values = section[name]
+    if key not in values:
+        raise ContractError(f"the contract has no {name} `{key}` (it has: {', '.join(sorted(values))})")
+    return values[key]

@@ -84,6 +84,8 @@ def substitute(text: str) -> str:
     for placeholder, arn in arns.items():
         text = text.replace(placeholder, arn)
     for name, state in json.loads(text)["States"].items():
+        if state.get("Resource") == contract.callback_resource():
+            state = {"Resource": state.get("Parameters", {}).get("FunctionName")}
         if "Resource" in state and state["Resource"] not in arns.values():
             raise contract.ContractError(
                 f"state {name!r}: resource {state['Resource']!r} is none of the contract's function ARN placeholders"

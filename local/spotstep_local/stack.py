@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 import http.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,7 +26,11 @@ from botocore.config import Config
 
 from . import contract
 from .agent import Agent, SsmError
+from .events import EventBus, Reconciler
 from .lambdas import ACCOUNT, REGION, LambdaService
+
+# The reconciler's schedule on the local stage (production: every 5 minutes).
+RECONCILE_EVERY_SECONDS = 5.0
 
 SSM_OPERATIONS = {
     "DescribeInstanceInformation",
@@ -121,6 +126,31 @@ class Faults:
         # before; or {"when": seconds or a predicate, "copies": n}: delivered late, from
         # another thread, once `when` is due, `copies` times (duplicates).
         self.rule_delivery = None
+        # EventBridge's delivery of the step events to poll-result (events.py), per
+        # detail-type key (`command_invocation`, `spot_warning`, `instance_state`): drop the
+        # next N (None: every one), deliver each N times, deliver after N seconds.
+        self.drop_events = {}
+        self.duplicate_events = {}
+        self.delay_events = {}
+        # Hold every event this many seconds, then deliver the held ones newest first.
+        self.reorder_events = 0.0
+        # The reconciler's schedule runs (events.Reconciler).
+        self.reconcile = True
+        # A spot reclaim: the interruption warning, then the instance terminates this many
+        # seconds later (AWS: about 120).
+        self.reclaim_lead = 2.0
+
+    def event_plan(self, key: str):
+        """(drop, copies, delay) for the next event of detail-type key `key`."""
+        drop = False
+        if key in self.drop_events:
+            left = self.drop_events[key]
+            if left is None:
+                drop = True
+            elif left > 0:
+                self.drop_events[key] = left - 1
+                drop = True
+        return drop, self.duplicate_events.get(key, 1), self.delay_events.get(key, 0.0)
 
     def capacity_error(self, instance_type: str, subnet: str) -> bool:
         if self.no_capacity_runs > 0:
@@ -209,7 +239,11 @@ def _patch_moto_terminate():
     def terminate(self):
         if self._state.name == "terminated":
             return copy.copy(self._state)
-        return original(self)
+        previous = original(self)
+        for hook in _STATE_HOOKS:
+            hook(self.id, "shutting-down")
+            hook(self.id, "terminated")
+        return previous
 
     Instance.terminate = terminate
     Instance._spotstep_patched = True
@@ -217,6 +251,8 @@ def _patch_moto_terminate():
 
 # The faults the patched moto calls consult (the stack's, set when it starts).
 _FAULTS = []
+# Told of each instance state change moto makes (the stack's EC2 events).
+_STATE_HOOKS = []
 
 
 def _faults():
@@ -307,6 +343,58 @@ def _patch_moto_lambda_service_errors():
     StateTaskLambda._spotstep_patched = True
 
 
+def _patch_moto_send_task_failure_cause():
+    """SendTaskFailure's `cause` reaches the failed task (and its Catch, `$.failure.Cause`) on
+    AWS; moto's server drops it, passing only the error."""
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    if getattr(StepFunctionResponse, "_spotstep_patched", False):
+        return
+    from moto.core.responses import EmptyResult
+
+    def send_task_failure(self):
+        self.stepfunction_backend.send_task_failure(
+            self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+        )
+        return EmptyResult()
+
+    StepFunctionResponse.send_task_failure = send_task_failure
+    StepFunctionResponse._spotstep_patched = True
+
+
+def _patch_moto_stop_wakes_waiting_tasks():
+    """StopExecution ends an execution at once on AWS, also while a task waits for its token.
+    moto marks the stop but reports ABORTED only once the waiting task returns (its token
+    answered or timed out): the stop here wakes the execution's waiting tasks."""
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    if getattr(ExecutionWorker.stop, "_spotstep_patched", False):
+        return
+    original = ExecutionWorker.stop
+
+    def stop(self, stop_date, error, cause):
+        original(self, stop_date=stop_date, error=error, cause=cause)
+        pool = getattr(getattr(self.env, "callback_pool_manager", None), "_pool", {})
+        for endpoint in list(pool.values()):
+            endpoint.interrupt_all()
+
+    stop._spotstep_patched = True
+    ExecutionWorker.stop = stop
+
+    # The woken task ends in an error, which must not turn the stop into a failure.
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    set_error = Environment.set_error
+
+    def keep_the_stop(self, error):
+        if isinstance(self._program_state, ProgramStopped):
+            return
+        set_error(self, error)
+
+    Environment.set_error = keep_the_stop
+
+
 def _patch_moto_state_machine_clone():
     """moto's executing StartExecution deep-copies the state machine, executions included; a
     finished execution keeps its interpreter environment (which holds an RLock), so every
@@ -339,6 +427,8 @@ class LocalStack:
         _patch_moto_state_machine_clone()
         _patch_moto_ec2_visibility()
         _patch_moto_lambda_service_errors()
+        _patch_moto_send_task_failure_cause()
+        _patch_moto_stop_wakes_waiting_tasks()
 
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -359,6 +449,7 @@ class LocalStack:
         self.endpoint = f"http://127.0.0.1:{self.front_port}"
         self._post_moto("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
         self.agent = Agent(self._instances, self._s3_put, os.path.join(root, "instances"), self.faults)
+        self.agent.on_end = self._command_ended
         self.world = self._create_world()
         self.agent.env = {
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -392,6 +483,9 @@ class LocalStack:
         self.lambdas = LambdaService(
             binaries, env, os.path.join(root, "logs"), {"launch": 120, "cleanup": 300}, faults=self.faults
         )
+        self.events = EventBus(self.lambdas, self.faults)
+        _STATE_HOOKS[:] = [self.events.instance_state]
+        self.reconciler = Reconciler(self.lambdas, self.faults, RECONCILE_EVERY_SECONDS)
         self.front = ThreadingHTTPServer(("127.0.0.1", self.front_port), self._front_handler())
         self.front.daemon_threads = True
         threading.Thread(target=self.front.serve_forever, daemon=True).start()
@@ -466,8 +560,24 @@ class LocalStack:
             pass
         s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
 
+    def _command_ended(self, run):
+        """SSM's event for a command that reached a terminal status."""
+        requested = datetime.datetime.fromtimestamp(run.requested, datetime.timezone.utc).isoformat(timespec="milliseconds")
+        self.events.command_ended(run.command_id, run.instance_id, run.status, requested.replace("+00:00", "Z"))
+
     def reclaim(self, instance_id: str):
-        """A spot reclaim: the instance terminates with `Server.SpotInstanceTermination`."""
+        """A spot reclaim: EC2's interruption warning, then, `Faults.reclaim_lead` seconds
+        later, the instance terminates with `Server.SpotInstanceTermination`."""
+        self.events.spot_warning(instance_id)
+        lead = self.faults.reclaim_lead
+        if lead:
+            timer = threading.Timer(lead, self._reclaimed, args=(instance_id,))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._reclaimed(instance_id)
+
+    def _reclaimed(self, instance_id: str):
         from moto.ec2.models.instances import StateReason
 
         instance = self._ec2_backend().get_instance(instance_id)
@@ -516,6 +626,7 @@ class LocalStack:
         return self.client("s3").get_object(Bucket=bucket or self.bucket, Key=key)["Body"].read().decode()
 
     def stop(self):
+        self.reconciler.stop()
         self.lambdas.stop()
         for run in self.agent.runs():
             self.agent._kill(run)
@@ -552,7 +663,11 @@ class LocalStack:
                 m = re.match(r"^/2015-03-31/functions/(.+)/invocations$", path)
                 if m and self.command == "POST":
                     status, payload, error = stack.lambdas.invoke(m.group(1), body)
-                    headers = {"Content-Type": "application/json", "X-Amz-Executed-Version": "$LATEST"}
+                    headers = {
+                        "Content-Type": "application/json",
+                        "X-Amz-Executed-Version": "$LATEST",
+                        "x-amzn-RequestId": str(uuid.uuid4()),
+                    }
                     if error and status >= 400:
                         # Lambda's own failure (no function error): its error code
                         headers["x-amzn-ErrorType"] = error

@@ -33,8 +33,13 @@ use crate::telemetry;
 pub struct CaughtError {
     #[serde(rename = "Error")]
     pub error: String,
-    #[serde(rename = "Cause", default)]
+    /// Absent or null when the failure gave none (SendTaskFailure's cause is optional).
+    #[serde(rename = "Cause", default, deserialize_with = "null_as_empty")]
     pub cause: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A cleanup request.

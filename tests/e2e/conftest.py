@@ -151,10 +151,11 @@ class E2E:
 
     @staticmethod
     def function_errors(outcome) -> list:
-        """(error, message) of every failed Lambda call in the history, in order."""
+        """(error, message) of every failed Lambda call or task in the history, in order: a
+        function's error, or the failure poll-result answered a waiting step's token with."""
         found = []
         for e in outcome.events:
-            details = e.get("lambdaFunctionFailedEventDetails")
+            details = e.get("lambdaFunctionFailedEventDetails") or e.get("taskFailedEventDetails")
             if details:
                 cause = details.get("cause", "")
                 try:

@@ -52,13 +52,13 @@ def test_happy_path_runs_each_step_of_the_mode_once(e2e, mode):
     assert entered.count("Launch") == 1 and "Relaunch: clean up" not in entered
 
     # The full output of every step is kept under logs/demo/<run_id>/<step>/ and is what
-    # the step printed, all of it; each poll's result points at it.
+    # the step printed, all of it; each send state's result (its token's answer) points at it.
     for command in commands:
         keys = e2e.log_keys("demo", run_id, command.step)
         stdout = [k for k in keys if k.endswith("/stdout")]
         assert len(stdout) == 1, keys
         assert e2e.stack.read(stdout[0]) == command.stdout
-        result = e2e.exited(outcome, f"{command.step}: poll")[0]["result"]
+        result = e2e.exited(outcome, f"{command.step}: send")[0]["result"]
         assert result["output"] == f"s3://{e2e.stack.bucket}/{stdout[0]}"
         assert (result["status"], result["exit_code"], result["command_id"]) == ("Success", 0, command.command_id)
     full = {c.step: c.stdout for c in commands}
@@ -185,7 +185,10 @@ def test_reclaim_on_every_attempt_ends_at_the_relaunch_limit(e2e):
     assert e2e.steps_ran(run_id) == [SETUP, "quoting", "slow", SETUP, "slow"]
     instances = e2e.stack.instances(run_id=run_id)
     assert len(instances) == 2
-    assert [i.state_reason.code for i in instances] == ["Server.SpotInstanceTermination"] * 2
+    # Each got EC2's interruption warning; the relaunch's clean-up may terminate it before
+    # the reclaim itself does.
+    warned = {e["detail"]["instance-id"] for _, key, e in e2e.stack.events.sent if key == "spot_warning"}
+    assert {i.id for i in instances} <= warned
     # Relaunch: clean up already terminated what was left; the staging stays for the relaunch
     # that never came: the status-change rule deletes it (found through the terminated
     # instances' tags; fixed in 91711a0, it used to look at live instances only).

@@ -89,7 +89,11 @@ def test_every_state_of_a_generated_definition_is_in_the_contract():
 
 def test_definitions_get_every_function_and_nothing_else():
     text = json.dumps(definition("demo", "--local"))
-    resources = {s["Resource"] for s in json.loads(substitute(text))["States"].values() if "Resource" in s}
+    states = json.loads(substitute(text))["States"].values()
+    waiting = [s for s in states if s.get("Resource") == contract.callback_resource()]
+    assert waiting, "the steps' send states wait on task tokens"
+    resources = {s["Resource"] for s in states if "Resource" in s and s not in waiting}
+    resources |= {s["Parameters"]["FunctionName"] for s in waiting}
     assert resources == {f"arn:aws:lambda:us-east-1:123456789012:function:{n}" for n in contract.functions()}
     assert len(contract.functions()) == 5
     broken = text.replace(next(iter(contract.arn_placeholders())), "${RenamedFunctionArn}")
@@ -125,3 +129,16 @@ def test_timing_is_the_generators():
         schedule["max_delay_seconds"],
     )
     assert schedule["delays_seconds"][-1] == schedule["max_delay_seconds"]
+
+
+def test_the_stage_matches_events_as_the_rules_do():
+    from spotstep_local.events import matches
+
+    rules = {r["name"]: r["pattern"] for r in contract.event_rules()}
+    ended = {"source": "aws.ssm", "detail-type": contract.detail_type("command_invocation"), "detail": {"status": "Success"}}
+    assert matches(rules["CommandEndedRule"], ended)
+    assert not matches(rules["CommandEndedRule"], {**ended, "detail": {"status": "InProgress"}})
+    assert not matches(rules["SpotWarningRule"], ended)
+    going = {"source": "aws.ec2", "detail-type": contract.detail_type("instance_state"), "detail": {"state": "terminated"}}
+    assert matches(rules["InstanceGoingRule"], going)
+    assert not matches(rules["InstanceGoingRule"], {**going, "detail": {"state": "running"}})
