@@ -334,7 +334,9 @@ def _patch_moto_state_machine_clone():
 
 
 class LocalStack:
-    def __init__(self, root: str, binaries: dict, bucket: str = "spotstep-local"):
+    def __init__(self, root: str, binaries: dict, bucket: str = "spotstep-local", log_group: str = "/spotstep/local/steps"):
+        """`log_group`: the CloudWatch Logs group send-step has the steps' output streamed to
+        (`SPOTSTEP_LOG_GROUP`, as template.yaml's `LogGroupName`; empty: S3 only)."""
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
         _patch_moto_terminate()
@@ -347,6 +349,7 @@ class LocalStack:
 
         self.root = root
         self.bucket = bucket
+        self.log_group = log_group
         os.makedirs(root, exist_ok=True)
         self.faults = Faults()
         # The harness driving executions on this stack (it sets itself): the front door's
@@ -365,6 +368,7 @@ class LocalStack:
         self.endpoint = f"http://127.0.0.1:{self.front_port}"
         self._post_moto("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
         self.agent = Agent(self._instances, self._s3_put, os.path.join(root, "instances"), self.faults)
+        self.agent.logs = self.client("logs")
         self.world = self._create_world()
         self.agent.env = {
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -388,7 +392,7 @@ class LocalStack:
             "SPOTSTEP_SECURITY_GROUP": self.world["security_group"],
             "SPOTSTEP_INSTANCE_PROFILE": self.world["instance_profile"],
             "SPOTSTEP_IMAGE_ID": self.world["image_id"],
-            "SPOTSTEP_LOG_GROUP": "",
+            "SPOTSTEP_LOG_GROUP": log_group,
             "SPOTSTEP_REGISTRATION_GRACE": "30",
             "SPOTSTEP_SWEEP_GRACE": "60",
             "SPOTSTEP_STACK": "spotstep-local",

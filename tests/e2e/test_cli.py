@@ -9,13 +9,14 @@ the stack's front door answers it with the harness's emulated redrive
 
 import os
 import subprocess
-import time
+import threading
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import TARGET
+from conftest import TARGET, wait_until
+from spotstep_local import contract
 
 SPOTSTEP = str(TARGET / "spotstep")
 # The setup step of the demo job (runs on every fresh instance).
@@ -128,6 +129,11 @@ def test_a_failed_execution_exits_1_then_spotstep_redrive_resumes_at_the_failed_
 
     logs = spotstep(e2e, "logs", arn, "fail")
     assert "fail: about to exit 3" in logs.stdout, logs.stdout + logs.stderr
+    # Following a step that failed: its output (from CloudWatch Logs), exit 1.
+    followed = spotstep(e2e, "logs", arn, "fail", "--follow")
+    assert followed.returncode == 1, followed.stdout + followed.stderr
+    assert followed.stdout == logs.stdout
+    assert followed.stderr.rstrip().endswith("--- step fail failed"), followed.stderr
     missing = spotstep(e2e, "logs", arn, "slow")
     assert missing.returncode == 4
     assert "step `slow` was not sent" in missing.stderr
@@ -234,21 +240,49 @@ def test_clear_errors_and_nothing_started(e2e):
     assert executions(e2e) == before
 
 
-def test_logs_follow_waits_for_a_running_step_then_prints_its_whole_output(e2e):
+def test_logs_follow_prints_a_running_steps_lines_as_they_arrive_then_exits_with_its_outcome(e2e):
     e2e.harness.deploy("demo")
     arn = started_arn(spotstep(e2e, "run", "demo", "--mode", "all"))
     name = arn.rsplit(":", 1)[1]
-    deadline = time.time() + 90
-    while not e2e.commands(name, "slow"):
-        status = e2e.harness.sfn.describe_execution(executionArn=arn)["status"]
-        assert status == "RUNNING" and time.time() < deadline, f"slow was never sent ({status})"
-        time.sleep(0.2)
 
-    followed = spotstep(e2e, "logs", arn, "slow", "--follow")
-    assert followed.returncode == 0, followed.stderr
-    assert "step slow is running; its output follows when it ends" in followed.stderr
-    assert followed.stdout.rstrip().endswith("slow: done after 8s"), followed.stdout
-    assert "slow: tick 1/8" in followed.stdout
+    def slow_sent():
+        status = e2e.harness.sfn.describe_execution(executionArn=arn)["status"]
+        assert status == "RUNNING", f"slow was never sent ({status})"
+        return any(
+            e.get("stateExitedEventDetails", {}).get("name") == "slow: send" for e in e2e.harness.history(arn)
+        )
+
+    wait_until(slow_sent, 90, "slow's send")
+    follower = subprocess.Popen(
+        [SPOTSTEP, "logs", arn, "slow", "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(e2e),
+    )
+    # A hung follower is killed (its reads below then end).
+    watchdog = threading.Timer(120, follower.kill)
+    watchdog.start()
+    try:
+        first = follower.stdout.readline()
+        # The first line arrives from CloudWatch Logs while the step still runs (8 s).
+        [command] = e2e.commands(name, "slow")
+        assert command.status == "InProgress", (command, first)
+        # Read on through the same buffered reader (communicate() would skip what it holds).
+        rest = follower.stdout.read()
+        notes = follower.stderr.read()
+        follower.wait()
+    finally:
+        watchdog.cancel()
+        follower.kill()
+    assert follower.returncode == 0, notes
+    assert first.startswith("slow: tick "), first
+    [key] = [k for k in e2e.log_keys("demo", name, "slow") if k.endswith("/stdout")]
+    assert first + rest == e2e.stack.read(key)
+    assert rest.rstrip().endswith("slow: done after 8s"), rest
+    stream = contract.fmt("ssm_log_stream").make(command_id=command.command_id, instance_id=command.instance_id, stream="stdout")
+    assert f"--- CloudWatch Logs {e2e.stack.log_group} {stream}" in notes, notes
+    assert notes.rstrip().endswith("--- step slow succeeded"), notes
 
     assert e2e.wait(arn).status == "SUCCEEDED"
     e2e.assert_nothing_left(name)
