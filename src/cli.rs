@@ -5,7 +5,8 @@ use crate::naming::{check_branch, check_name};
 
 /// Exit codes of `spotstep`.
 pub mod exit {
-    /// Done; for `watch` and `redrive`: the execution SUCCEEDED.
+    /// Done; for `watch` and `redrive`: the execution SUCCEEDED; for `logs --follow`: the
+    /// step succeeded.
     pub const OK: u8 = 0;
     /// The execution FAILED (or, for `asl`/`asl-all`/`contract`, any error).
     pub const FAILED: u8 = 1;
@@ -107,11 +108,14 @@ pub const USAGES: [(&str, &str); 10] = [
     (
         "logs",
         "spotstep logs <execution> [step] [--follow]\n    print a step's full output (default: the last step sent) from s3://<bucket>/logs/<job>/<run_id>/<step>/; \
-         --follow: wait while the step runs, then print it",
+         --follow: print its lines as they arrive (CloudWatch Logs: the stream SSM writes the command's stdout to), following the step \
+         when it is sent again, until it ends; exit 0 the step succeeded, 1 it failed, 2/3 the execution timed out/was aborted first \
+         (a command streaming to no log group is printed from S3 when it ends)",
     ),
     (
         "redrive",
-        "spotstep redrive <execution>\n    redrive a failed execution (RedriveExecution: the failed step runs again), then watch it",
+        "spotstep redrive <execution>\n    redrive a FAILED, TIMED_OUT or ABORTED execution (RedriveExecution: the failed state runs again, \
+         the run resumes there), then watch it; exit as watch does, 4 when nothing was redriven (a RUNNING or SUCCEEDED execution)",
     ),
     (
         "runs",
@@ -139,8 +143,8 @@ pub const USAGES: [(&str, &str); 10] = [
          options of run, watch, logs, redrive, runs: --stack S (default $SPOTSTEP_STACK, else `spotstep`: a job's state machine \
          is <stack>-<job>), --state-machine ARN (use this one)\n\
          AWS: the default credential and region chain; AWS_ENDPOINT_URL for a local emulator\n\
-         exit codes: 0 done (watch, redrive: SUCCEEDED), 1 FAILED, 2 TIMED_OUT, 3 ABORTED, 4 nothing done (AWS error, unknown execution \
-         or job, no credentials), 64 bad arguments",
+         exit codes: 0 done (watch, redrive: SUCCEEDED; logs --follow: the step succeeded), 1 FAILED, 2 TIMED_OUT, 3 ABORTED, \
+         4 nothing done (AWS error, unknown execution or job, no credentials, a refused redrive), 64 bad arguments",
     ),
 ];
 

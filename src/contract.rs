@@ -81,6 +81,11 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             naming::ssm_output_key("{log_prefix}", "{command_id}", "{instance_id}", "{stream}"),
         ),
         (
+            "ssm_log_stream",
+            "naming::ssm_log_stream",
+            naming::ssm_log_stream("{command_id}", "{instance_id}", "{stream}"),
+        ),
+        (
             "staging_prefix",
             "naming::staging_prefix",
             naming::staging_prefix("{job}", "{run_id}"),
@@ -389,6 +394,24 @@ mod tests {
             &naming::ssm_stdout_key(&prefix, COMMAND, INSTANCE)
         )
         .is_some());
+        assert_eq!(
+            parse(
+                "ssm_log_stream",
+                &naming::ssm_log_stream(COMMAND, INSTANCE, "stdout")
+            ),
+            fields(&[
+                ("command_id", COMMAND),
+                ("instance_id", INSTANCE),
+                ("stream", "stdout"),
+            ])
+        );
+        assert_eq!(
+            parse(
+                "ssm_log_stream",
+                &format!("{COMMAND}/{INSTANCE}/awsrunShellScript/stdout")
+            ),
+            None
+        );
         assert_eq!(
             parse("staging_prefix", &naming::staging_prefix("demo", RUN_ID)),
             fields(&[("job", "demo"), ("run_id", RUN_ID)])

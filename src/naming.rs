@@ -243,6 +243,12 @@ pub fn ssm_output_key(
     )
 }
 
+/// The CloudWatch Logs stream SSM streams one output `stream` (`stdout` or `stderr`) of an
+/// `AWS-RunShellScript` command to, in the command's log group.
+pub fn ssm_log_stream(command_id: &str, instance_id: &str, stream: &str) -> String {
+    format!("{command_id}/{instance_id}/aws-runShellScript/{stream}")
+}
+
 /// The prefix of a workload step's health log, as dashboards read it:
 /// `health/<step>_log/<run_date>/`.
 pub fn health_log_prefix(step: &str, run_date: &str) -> String {

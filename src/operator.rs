@@ -1,19 +1,21 @@
 //! What the operator's commands do (`spotstep run`, `watch`, `logs`, `redrive`, `runs`,
-//! `graph`): each one a function over the Step Functions and S3 clients and an output, so
-//! tests run them against mocked clients. Parsing is in [`cli`](crate::cli).
+//! `graph`): each one a function over the AWS clients it reads (Step Functions; S3, SSM and
+//! CloudWatch Logs for `logs`) and an output, so tests run them against mocked clients. Parsing is in [`cli`](crate::cli).
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use aws_sdk_cloudwatchlogs::Client as Logs;
 use aws_sdk_s3::Client as S3;
 use aws_sdk_sfn::Client as Sfn;
+use aws_sdk_ssm::Client as Ssm;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use crate::aws::{s3, sfn};
+use crate::aws::{logs, s3, sfn, ssm};
 use crate::cli::{exit, Target};
-use crate::naming::{check_name, check_run_id, parse_s3_uri};
+use crate::naming::{self, check_name, check_run_id, parse_s3_uri};
 use crate::progress::{self, render, running_line, Current};
 
 /// Why a command did nothing (or stopped): the message to print and the exit code.
@@ -236,6 +238,8 @@ pub async fn watch(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub step: String,
+    pub command_id: String,
+    pub instance_id: String,
     /// `s3://<bucket>/logs/<job>/<run_id>/<step>`.
     pub output_prefix: String,
 }
@@ -252,30 +256,21 @@ pub fn sent(events: &[progress::Event]) -> Vec<Sent> {
         })
         .filter_map(|e| {
             let v: Value = serde_json::from_str(e.output.as_deref()?).ok()?;
+            let field = |k: &str| v["command"][k].as_str().map(String::from);
             Some(Sent {
-                step: v["command"]["step"].as_str()?.to_string(),
-                output_prefix: v["command"]["output_prefix"].as_str()?.to_string(),
+                step: field("step")?,
+                command_id: field("command_id")?,
+                instance_id: field("instance_id")?,
+                output_prefix: field("output_prefix")?,
             })
         })
         .collect()
 }
 
-/// `spotstep logs`: the full output of `step` (default: the last step sent) from S3: every
-/// command's stdout under the step's log prefix, oldest first (a relaunch or redrive sends
-/// it again), then its stderr when not empty. Headers go to `note`, output to `out`. With
-/// `follow`, waits while the step runs first.
-pub async fn logs(
-    client: &Sfn,
-    storage: &S3,
-    arn: &str,
-    step: Option<&str>,
-    follow: Option<Watching>,
-    out: &mut dyn Write,
-    note: &mut dyn Write,
-) -> Result<(), Failure> {
-    let mut events = sfn::history(client, arn).await?;
-    let sends = sent(&events);
-    let chosen = match step {
+/// The last command `step` was sent as (default: the last step sent).
+fn chosen(events: &[progress::Event], arn: &str, step: Option<&str>) -> Result<Sent, Failure> {
+    let sends = sent(events);
+    match step {
         Some(s) => sends.iter().rev().find(|x| x.step == s).ok_or_else(|| {
             let known: Vec<&str> = sends.iter().map(|x| x.step.as_str()).collect();
             Failure::error(format!(
@@ -286,31 +281,78 @@ pub async fn logs(
                     known.join(", ")
                 }
             ))
-        })?,
+        }),
         None => sends
             .last()
-            .ok_or_else(|| Failure::error(format!("no step was sent yet in {arn}")))?,
+            .ok_or_else(|| Failure::error(format!("no step was sent yet in {arn}"))),
     }
-    .clone();
-    if let Some(how) = follow {
-        let mut said = false;
-        while render(&events)
-            .current
-            .is_some_and(|c| c.step.as_deref() == Some(chosen.step.as_str()))
-        {
-            if !said {
-                writeln!(
-                    note,
-                    "step {} is running; its output follows when it ends",
-                    chosen.step
-                )
-                .map_err(io)?;
-                said = true;
+    .cloned()
+}
+
+/// How the last send of `step` in a history ended, as an exit code: [`exit::OK`] when its
+/// poll returned the step's result, [`exit::FAILED`] when the step failed (`StepFailed`),
+/// the execution's code ([`exit::of_status`]) when the execution ended first (an instance
+/// lost, a stop, a timeout). `None` while the step runs, before it is sent, and while it
+/// waits to be sent again (a relaunch; a redrive after it failed).
+pub fn step_end(events: &[progress::Event], step: &str) -> Option<u8> {
+    use crate::asl::state;
+    let (send, poll) = (state::send(step), state::poll(step));
+    let step_failed = crate::error::Error::StepFailed(String::new()).name();
+    let mut end = None;
+    let mut sent = false;
+    let mut current: Option<&str> = None;
+    for e in events {
+        let kind = e.kind.as_str();
+        match kind {
+            "ExecutionRedriven" if end != Some(exit::OK) => end = None,
+            "ExecutionSucceeded" | "ExecutionFailed" | "ExecutionTimedOut" | "ExecutionAborted"
+                if sent && end.is_none() =>
+            {
+                let status = match kind {
+                    "ExecutionSucceeded" => "SUCCEEDED",
+                    "ExecutionTimedOut" => "TIMED_OUT",
+                    "ExecutionAborted" => "ABORTED",
+                    _ => "FAILED",
+                };
+                end = Some(exit::of_status(status));
             }
-            tokio::time::sleep(how.interval).await;
-            events = sfn::history(client, arn).await?;
+            "LambdaFunctionFailed" | "TaskFailed"
+                if current == Some(poll.as_str()) && e.error.as_deref() == Some(step_failed) =>
+            {
+                end = Some(exit::FAILED);
+            }
+            _ if kind.ends_with("StateEntered") => {
+                current = e.state.as_deref();
+                if current == Some(send.as_str()) {
+                    sent = true;
+                    end = None;
+                }
+            }
+            _ if kind.ends_with("StateExited") && e.state.as_deref() == Some(poll.as_str()) => {
+                let output: Value = e
+                    .output
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str(o).ok())
+                    .unwrap_or_default();
+                if output["result"]["step"] == step {
+                    end = Some(exit::OK);
+                }
+            }
+            _ => {}
         }
     }
+    end.filter(|_| sent)
+}
+
+/// Prints the full output of `chosen` from S3: every command's stdout under the step's log
+/// prefix, oldest first (a relaunch or redrive sends it again), then its stderr when not
+/// empty. Headers go to `note`, output to `out`.
+async fn print_s3_output(
+    storage: &S3,
+    chosen: &Sent,
+    out: &mut dyn Write,
+    note: &mut dyn Write,
+) -> Result<(), Failure> {
     let (bucket, key) = parse_s3_uri(&chosen.output_prefix).map_err(Failure::error)?;
     let prefix = format!("{key}/");
     let mut objects = s3::list(storage, &bucket, &prefix).await?;
@@ -341,6 +383,117 @@ pub async fn logs(
         }
     }
     out.flush().map_err(io)
+}
+
+/// `spotstep logs`: the full output of `step` (default: the last step sent) from S3.
+pub async fn logs(
+    client: &Sfn,
+    storage: &S3,
+    arn: &str,
+    step: Option<&str>,
+    out: &mut dyn Write,
+    note: &mut dyn Write,
+) -> Result<(), Failure> {
+    let events = sfn::history(client, arn).await?;
+    print_s3_output(storage, &chosen(&events, arn, step)?, out, note).await
+}
+
+/// What `logs --follow` reads besides the execution: SSM (where a command streams its
+/// output), CloudWatch Logs (the stream) and S3 (the output of a command that streams none).
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub ssm: &'a Ssm,
+    pub logs: &'a Logs,
+    pub storage: &'a S3,
+}
+
+/// `spotstep logs --follow`: prints the output of `step` (default: the last step sent) as
+/// it arrives in CloudWatch Logs (the command's stdout stream in the log group SSM streams
+/// it to), following the step's new command when it is sent again, until the step ends
+/// ([`step_end`]); returns that exit code. A command that streams to no log group is
+/// printed from S3 once the step ends. Headers go to `note`, output to `out`.
+pub async fn follow(
+    client: &Sfn,
+    sources: Sources<'_>,
+    arn: &str,
+    step: Option<&str>,
+    how: Watching,
+    out: &mut dyn Write,
+    note: &mut dyn Write,
+) -> Result<u8, Failure> {
+    let mut events = sfn::history(client, arn).await?;
+    let step = chosen(&events, arn, step)?.step;
+    let mut followed: Option<Sent> = None;
+    let mut streaming = ssm::Streaming::Unknown;
+    let mut token: Option<String> = None;
+    loop {
+        let end = step_end(&events, &step);
+        let command = chosen(&events, arn, Some(&step))?;
+        if followed.as_ref() != Some(&command) {
+            writeln!(
+                note,
+                "--- step {step}: command {} on {}",
+                command.command_id, command.instance_id
+            )
+            .map_err(io)?;
+            (streaming, token) = (ssm::Streaming::Unknown, None);
+        }
+        if streaming == ssm::Streaming::Unknown {
+            streaming =
+                ssm::streaming(sources.ssm, &command.command_id, &command.instance_id).await?;
+            match &streaming {
+                ssm::Streaming::To(group) => writeln!(
+                    note,
+                    "--- CloudWatch Logs {group} {}",
+                    naming::ssm_log_stream(&command.command_id, &command.instance_id, "stdout")
+                ),
+                ssm::Streaming::Off => writeln!(
+                    note,
+                    "step {step} streams no output to CloudWatch Logs; its output follows from S3 when it ends"
+                ),
+                ssm::Streaming::Unknown => Ok(()),
+            }
+            .map_err(io)?;
+        }
+        if let ssm::Streaming::To(group) = &streaming {
+            let stream =
+                naming::ssm_log_stream(&command.command_id, &command.instance_id, "stdout");
+            // While the step runs, one read an interval; once it ended, until the stream
+            // has nothing more.
+            while let Some(page) =
+                logs::read(sources.logs, group, &stream, token.as_deref()).await?
+            {
+                for message in &page.messages {
+                    out.write_all(message.as_bytes()).map_err(io)?;
+                    if !message.ends_with('\n') {
+                        out.write_all(b"\n").map_err(io)?;
+                    }
+                }
+                out.flush().map_err(io)?;
+                token = page.next_token.or(token);
+                if end.is_none() || page.messages.is_empty() {
+                    break;
+                }
+            }
+        }
+        followed = Some(command);
+        if let Some(code) = end {
+            if let (ssm::Streaming::Off | ssm::Streaming::Unknown, Some(command)) =
+                (&streaming, &followed)
+            {
+                print_s3_output(sources.storage, command, out, note).await?;
+            }
+            let outcome = match code {
+                exit::OK => "succeeded".to_string(),
+                exit::FAILED => "failed".to_string(),
+                other => format!("ended with the execution (exit {other})"),
+            };
+            writeln!(note, "--- step {step} {outcome}").map_err(io)?;
+            return Ok(code);
+        }
+        tokio::time::sleep(how.interval).await;
+        events = sfn::history(client, arn).await?;
+    }
 }
 
 /// `spotstep redrive`: RedriveExecution; nothing is watched when it is refused.
@@ -668,6 +821,97 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    fn event(
+        kind: &str,
+        state: Option<&str>,
+        output: Option<Value>,
+        error: Option<&str>,
+    ) -> progress::Event {
+        progress::Event {
+            kind: kind.into(),
+            at_millis: 0,
+            state: state.map(String::from),
+            output: output.map(|o| o.to_string()),
+            error: error.map(String::from),
+            cause: None,
+        }
+    }
+
+    #[test]
+    fn how_a_followed_step_ended() {
+        let entered = |state: &str| event("TaskStateEntered", Some(state), None, None);
+        let polled = |step: &str| {
+            let result = json!({"result": {"step": step, "status": "Success", "exit_code": 0}});
+            event(
+                "TaskStateExited",
+                Some(&format!("{step}: poll")),
+                Some(result),
+                None,
+            )
+        };
+        let failed = |error: &str| event("LambdaFunctionFailed", None, None, Some(error));
+        let ended = |kind: &str| event(kind, None, None, None);
+        let running = vec![
+            ended("ExecutionStarted"),
+            entered("slow: send"),
+            entered("slow: poll"),
+            failed("StillRunning"),
+        ];
+        assert_eq!(step_end(&running, "slow"), None);
+        assert_eq!(step_end(&[], "slow"), None);
+        let done = [running.clone(), vec![polled("slow")]].concat();
+        assert_eq!(step_end(&done, "slow"), Some(exit::OK));
+        // Another step's result does not end it; the execution's end does.
+        let other = [running.clone(), vec![polled("quick")]].concat();
+        assert_eq!(step_end(&other, "slow"), None);
+        let aborted = [other, vec![ended("ExecutionAborted")]].concat();
+        assert_eq!(step_end(&aborted, "slow"), Some(exit::ABORTED));
+        // A failure, then a redrive: it waits for the step to be sent again.
+        let step_failed = [
+            running.clone(),
+            vec![
+                failed("StepFailed"),
+                entered("slow: failed"),
+                ended("ExecutionFailed"),
+            ],
+        ]
+        .concat();
+        assert_eq!(step_end(&step_failed, "slow"), Some(exit::FAILED));
+        let redriven = [
+            step_failed,
+            vec![ended("ExecutionRedriven"), entered("slow: failed")],
+        ]
+        .concat();
+        assert_eq!(step_end(&redriven, "slow"), None);
+        let sent_again = [
+            redriven,
+            vec![entered("slow: send"), entered("slow: poll"), polled("slow")],
+        ]
+        .concat();
+        assert_eq!(step_end(&sent_again, "slow"), Some(exit::OK));
+        // A relaunch sends it again; a later step's failure is not its end.
+        let relaunched = [
+            running.clone(),
+            vec![
+                failed("InstanceReclaimed"),
+                entered("slow: resume here"),
+                entered("Launch"),
+            ],
+        ]
+        .concat();
+        assert_eq!(step_end(&relaunched, "slow"), None);
+        let later = [
+            done,
+            vec![
+                entered("big: send"),
+                entered("big: poll"),
+                failed("StepFailed"),
+            ],
+        ]
+        .concat();
+        assert_eq!(step_end(&later, "slow"), Some(exit::OK));
+    }
+
     #[test]
     fn sent_steps_and_the_runs_table() {
         let exited = |state: &str, output: Value| progress::Event {
@@ -678,33 +922,22 @@ mod tests {
             error: None,
             cause: None,
         };
+        let command = |step: &str| {
+            json!({"command": {"step": step, "command_id": format!("c-{step}"), "instance_id": "i-1",
+                "output_prefix": format!("s3://b/logs/demo/r1/{step}")}})
+        };
         let events = [
-            exited(
-                "prepare: send",
-                json!({"command": {"step": "prepare", "output_prefix": "s3://b/logs/demo/r1/prepare"}}),
-            ),
-            exited(
-                "prepare: poll",
-                json!({"command": {"step": "x", "output_prefix": "s3://b/x"}}),
-            ),
-            exited(
-                "fail: send",
-                json!({"command": {"step": "fail", "output_prefix": "s3://b/logs/demo/r1/fail"}}),
-            ),
+            exited("prepare: send", command("prepare")),
+            exited("prepare: poll", command("x")),
+            exited("fail: send", command("fail")),
         ];
-        assert_eq!(
-            sent(&events),
-            [
-                Sent {
-                    step: "prepare".into(),
-                    output_prefix: "s3://b/logs/demo/r1/prepare".into()
-                },
-                Sent {
-                    step: "fail".into(),
-                    output_prefix: "s3://b/logs/demo/r1/fail".into()
-                },
-            ]
-        );
+        let expected = |step: &str| Sent {
+            step: step.into(),
+            command_id: format!("c-{step}"),
+            instance_id: "i-1".into(),
+            output_prefix: format!("s3://b/logs/demo/r1/{step}"),
+        };
+        assert_eq!(sent(&events), [expected("prepare"), expected("fail")]);
         let row = |name: &str, status: &str, stopped: Option<i64>, failed: Option<&str>| Row {
             job: "demo".into(),
             execution: sfn::Execution {

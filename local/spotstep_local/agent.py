@@ -7,7 +7,10 @@ fault says never), `SendCommand` of `AWS-RunShellScript` (the `commands` written
 file in a per-instance sandbox folder and run with `sh`, `executionTimeout` enforced),
 `GetCommandInvocation` (real status and exit code; `InvocationDoesNotExist` for a moment after
 the send; stdout/stderr truncated to 24,000/8,000 characters) and the full output written
-to the S3 output prefix, `ListCommands` and `CancelCommand`.
+to the S3 output prefix, `ListCommands` and `CancelCommand`. A command sent with a
+`CloudWatchOutputConfig` also has its output streamed to CloudWatch Logs while it runs, as the
+agent does: each output's lines as they are written, to the stream `ssm_log_stream` (from the
+contract) of the command's log group, created when missing (`CloudWatchOutput`).
 
 The "instance" has an `aws` CLI that reaches the local stack, never the real AWS (`env`,
 set by the stack: endpoint, region, dummy credentials). `aws s3 cp FILE s3://...` and
@@ -140,6 +143,12 @@ if not quiet:
 '''
 
 
+# The log group SSM streams to when a command enables CloudWatch output without naming one.
+DEFAULT_LOG_GROUP = "/aws/ssm/AWS-RunShellScript"
+# The most text one log event carries here (CloudWatch Logs takes up to 256 KiB an event).
+LOG_EVENT_CHARS = 100_000
+
+
 def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -152,8 +161,10 @@ class SsmError(Exception):
 
 
 class CommandRun:
-    def __init__(self, command_id, instance_id, comment, commands, execution_timeout, s3_bucket, s3_prefix):
+    def __init__(self, command_id, instance_id, comment, commands, execution_timeout, s3_bucket, s3_prefix, log_group=None):
         self.command_id = command_id
+        # The CloudWatch Logs group the output streams to (None: S3 only).
+        self.log_group = log_group
         self.instance_id = instance_id
         self.comment = comment
         self.commands = commands
@@ -186,6 +197,56 @@ class CommandRun:
         return f"<CommandRun {self.step} run={self.run_id} on {self.instance_id}: {self.status} ({self.response_code})>"
 
 
+class CloudWatchOutput:
+    """A running command's output streamed to CloudWatch Logs, as the SSM agent streams it:
+    `pump()` sends what each output file gained since the last pump (its complete lines; with
+    `final`, the rest too) to the stream `ssm_log_stream` of the command's group."""
+
+    def __init__(self, agent, run: "CommandRun", files: dict):
+        self.agent = agent
+        self.run = run
+        self.files = {stream: [path, 0] for stream, path in files.items()}
+        self.created = set()
+
+    def pump(self, final: bool = False):
+        for stream, position in self.files.items():
+            path, offset = position
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            cut = len(data) if final else data.rfind(b"\n") + 1
+            if cut <= 0:
+                continue
+            position[1] = offset + cut
+            text = data[:cut].decode(errors="replace")
+            try:
+                self._send(stream, text)
+            except Exception as e:  # the agent goes on without CloudWatch, as SSM's does
+                print(f"spotstep local agent: CloudWatch Logs for {self.run.command_id}: {e}", file=sys.stderr, flush=True)
+
+    def _send(self, stream: str, text: str):
+        logs, group = self.agent.logs, self.run.log_group
+        name = contract.fmt("ssm_log_stream").make(command_id=self.run.command_id, instance_id=self.run.instance_id, stream=stream)
+        if stream not in self.created:
+            self.agent.ensure_log_group(group)
+            try:
+                logs.create_log_stream(logGroupName=group, logStreamName=name)
+            except logs.exceptions.ResourceAlreadyExistsException:
+                pass
+            self.created.add(stream)
+        chunks, chunk = [], ""
+        for line in text.splitlines(keepends=True):
+            if chunk and len(chunk) + len(line) > LOG_EVENT_CHARS:
+                chunks.append(chunk)
+                chunk = ""
+            chunk += line
+        chunks.append(chunk)
+        now = int(time.time() * 1000)
+        logs.put_log_events(
+            logGroupName=group, logStreamName=name, logEvents=[{"timestamp": now, "message": c} for c in chunks if c]
+        )
+
+
 class Agent:
     def __init__(self, ec2_instances, s3_put, sandbox_root: str, faults):
         """`ec2_instances()` returns {instance_id: moto Instance}; `s3_put(bucket, key, text)`."""
@@ -202,6 +263,9 @@ class Agent:
         # Extra environment of every command (what an instance's role and region give its
         # `aws` CLI: the stack sets the local endpoint, so nothing reaches the real AWS).
         self.env: dict = {}
+        # The CloudWatch Logs client the output is streamed with (set by the stack).
+        self.logs = None
+        self._log_groups = set()
         self.tools = os.path.join(sandbox_root, "_bin")
         os.makedirs(self.tools, exist_ok=True)
         stub = os.path.join(self.tools, "aws")
@@ -232,6 +296,17 @@ class Agent:
             launched = launched.replace(tzinfo=datetime.timezone.utc)
         launched = launched.timestamp()
         return time.time() - launched >= self.registration_delay
+
+    def ensure_log_group(self, group: str):
+        """Creates `group` unless it exists (the agent creates a missing group)."""
+        with self.lock:
+            if group in self._log_groups:
+                return
+            try:
+                self.logs.create_log_group(logGroupName=group)
+            except self.logs.exceptions.ResourceAlreadyExistsException:
+                pass
+            self._log_groups.add(group)
 
     # ------------------------------------------------------------------ API
 
@@ -278,6 +353,10 @@ class Agent:
             raise contract.FormatMismatch(
                 "workdir_template", params.get("commands"), f"a step's command lines (none has {contract.workdir_template()!r})"
             )
+        cloudwatch = body.get("CloudWatchOutputConfig") or {}
+        log_group = None
+        if cloudwatch.get("CloudWatchOutputEnabled"):
+            log_group = cloudwatch.get("CloudWatchLogGroupName") or DEFAULT_LOG_GROUP
         run = CommandRun(
             command_id,
             ids[0],
@@ -286,6 +365,7 @@ class Agent:
             timeout,
             body.get("OutputS3BucketName", ""),
             body.get("OutputS3KeyPrefix", ""),
+            log_group,
         )
         with self.lock:
             self.commands[command_id] = run
@@ -304,7 +384,12 @@ class Agent:
             "StatusDetails": run.details,
             "OutputS3BucketName": run.s3_bucket,
             "OutputS3KeyPrefix": run.s3_prefix,
+            "CloudWatchOutputConfig": self._cloudwatch_config(run),
         }
+
+    @staticmethod
+    def _cloudwatch_config(run: CommandRun) -> dict:
+        return {"CloudWatchLogGroupName": run.log_group or "", "CloudWatchOutputEnabled": run.log_group is not None}
 
     def GetCommandInvocation(self, body):
         run = self.commands.get(body.get("CommandId"))
@@ -324,6 +409,7 @@ class Agent:
             "StatusDetails": run.details,
             "StandardOutputContent": run.stdout[:STDOUT_LIMIT] if finished else "",
             "StandardErrorContent": run.stderr[:STDERR_LIMIT] if finished else "",
+            "CloudWatchOutputConfig": self._cloudwatch_config(run),
         }
         if run.s3_bucket:
             out["StandardOutputUrl"] = f"https://s3.amazonaws.com/{run.s3_bucket}/{self._key(run, 'stdout')}"
@@ -394,6 +480,9 @@ class Agent:
             "LANG": "C.UTF-8",
             **self.env,
         }
+        streamed = None
+        if run.log_group is not None and self.logs is not None:
+            streamed = CloudWatchOutput(self, run, {"stdout": out_path, "stderr": err_path})
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             run.process = subprocess.Popen(
                 ["sh", script], cwd=sandbox, env=env, stdout=out, stderr=err, start_new_session=True
@@ -420,6 +509,8 @@ class Agent:
                     run.process.wait()
                     timed_out = True
                     break
+                if streamed is not None:
+                    streamed.pump()
                 time.sleep(0.2)
             run.process.wait()
         with open(out_path, errors="replace") as f:
@@ -429,6 +520,8 @@ class Agent:
         if lost:
             # The agent vanished with its instance: nothing more is ever reported.
             return
+        if streamed is not None:
+            streamed.pump(final=True)
         if run.s3_bucket:
             # The full output reaches S3 before the invocation reports its end, as with SSM.
             self.s3_put(run.s3_bucket, self._key(run, "stdout"), run.stdout)

@@ -141,6 +141,8 @@ class Harness:
         self.machines = {}
         self.definitions = {}
         self.redrives = {}
+        # The stack's front door answers RedriveExecution with `redrive` (stack.py).
+        stack.harness = self
 
     @staticmethod
     def binaries(repo: str, target_dir: str = None) -> dict:

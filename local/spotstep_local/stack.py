@@ -28,6 +28,8 @@ from . import contract
 from .agent import Agent, SsmError
 from .events import EventBus, Reconciler
 from .lambdas import ACCOUNT, REGION, LambdaService
+from .redrive import TARGET_PREFIX as SFN_TARGET_PREFIX
+from .redrive import Redrives, Refused
 
 # The reconciler's schedule on the local stage (production: every 5 minutes).
 RECONCILE_EVERY_SECONDS = 5.0
@@ -420,7 +422,9 @@ def _patch_moto_state_machine_clone():
 
 
 class LocalStack:
-    def __init__(self, root: str, binaries: dict, bucket: str = "spotstep-local"):
+    def __init__(self, root: str, binaries: dict, bucket: str = "spotstep-local", log_group: str = "/spotstep/local/steps"):
+        """`log_group`: the CloudWatch Logs group send-step has the steps' output streamed to
+        (`SPOTSTEP_LOG_GROUP`, as template.yaml's `LogGroupName`; empty: S3 only)."""
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
         _patch_moto_terminate()
@@ -435,8 +439,13 @@ class LocalStack:
 
         self.root = root
         self.bucket = bucket
+        self.log_group = log_group
         os.makedirs(root, exist_ok=True)
         self.faults = Faults()
+        # The harness driving executions on this stack (it sets itself): the front door's
+        # RedriveExecution runs its emulated redrive.
+        self.harness = None
+        self.redrives = Redrives(self)
         self.faults.reclaim_hook = self.reclaim
         self.faults.terminate_hook = self.operator_terminate
         _FAULTS.append(self.faults)
@@ -450,6 +459,7 @@ class LocalStack:
         self._post_moto("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
         self.agent = Agent(self._instances, self._s3_put, os.path.join(root, "instances"), self.faults)
         self.agent.on_end = self._command_ended
+        self.agent.logs = self.client("logs")
         self.world = self._create_world()
         self.agent.env = {
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -473,7 +483,7 @@ class LocalStack:
             "SPOTSTEP_SECURITY_GROUP": self.world["security_group"],
             "SPOTSTEP_INSTANCE_PROFILE": self.world["instance_profile"],
             "SPOTSTEP_IMAGE_ID": self.world["image_id"],
-            "SPOTSTEP_LOG_GROUP": "",
+            "SPOTSTEP_LOG_GROUP": log_group,
             "SPOTSTEP_REGISTRATION_GRACE": "30",
             "SPOTSTEP_SWEEP_GRACE": "60",
             "SPOTSTEP_STACK": "spotstep-local",
@@ -690,6 +700,14 @@ class LocalStack:
                             print(f"spotstep local stage: {op}: {e}", file=sys.stderr, flush=True)
                             return self._json_error(500, "InternalServerError", f"spotstep local stage: {e}")
                         return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.1"})
+                if target.startswith(SFN_TARGET_PREFIX):
+                    op = target[len(SFN_TARGET_PREFIX):]
+                    try:
+                        out = stack.redrives.answer(op, json.loads(body or b"{}"), self._fetch_json)
+                    except Refused as e:
+                        return self._json_error(400, e.code, e.message, "application/x-amz-json-1.0")
+                    if out is not None:
+                        return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.0"})
                 if self.command == "PUT" and self.headers.get("x-amz-copy-source") and stack.faults.take_s3_copy_denied():
                     payload = (
                         '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
@@ -722,9 +740,9 @@ class LocalStack:
                 version = form.get("Version", [""])[0]
                 return form.get("Action", [""])[0] if version.startswith("2016-11-15") else ""
 
-            def _json_error(self, status: int, code: str, message: str):
+            def _json_error(self, status: int, code: str, message: str, ctype: str = "application/x-amz-json-1.1"):
                 payload = json.dumps({"__type": code, "message": message}).encode()
-                self._reply(status, payload, {"Content-Type": "application/x-amz-json-1.1"})
+                self._reply(status, payload, {"Content-Type": ctype})
 
             def _ec2_error(self, code: str, message: str):
                 payload = (
@@ -733,15 +751,30 @@ class LocalStack:
                 ).encode()
                 self._reply(400, payload, {"Content-Type": "text/xml"})
 
-            def _forward(self, body: bytes):
+            def _fetch(self, body: bytes, target: str = None):
+                """moto's answer to this request (with `body`, and `target` as its
+                X-Amz-Target when given): (status, body, headers)."""
                 conn = http.client.HTTPConnection("127.0.0.1", stack.moto_port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")
+                }
                 headers["Host"] = f"127.0.0.1:{stack.moto_port}"
+                if target is not None:
+                    headers["X-Amz-Target"] = target
                 conn.request(self.command, self.path, body, headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
-                self._reply(resp.status, data, dict(resp.getheaders()))
+                return resp.status, data, dict(resp.getheaders())
+
+            def _fetch_json(self, operation: str, request: dict):
+                """moto's answer to the Step Functions `operation` with `request`: (status, JSON)."""
+                status, data, _ = self._fetch(json.dumps(request).encode(), SFN_TARGET_PREFIX + operation)
+                return status, json.loads(data or b"{}")
+
+            def _forward(self, body: bytes):
+                status, data, headers = self._fetch(body)
+                self._reply(status, data, headers)
                 return data
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle

@@ -195,6 +195,51 @@ pub async fn cancel(ssm: &Client, command_id: &str, instance_id: &str) -> Result
     Ok(())
 }
 
+/// Where SSM streams a command's output besides S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Streaming {
+    /// SSM does not show the invocation yet (`InvocationDoesNotExist`).
+    Unknown,
+    /// To S3 only: the command has no `CloudWatchOutputConfig`.
+    Off,
+    /// To this CloudWatch Logs group (one stream per output, `naming::ssm_log_stream`).
+    To(String),
+}
+
+/// Where SSM streams the output of `command_id` on `instance_id` (GetCommandInvocation's
+/// `CloudWatchOutputConfig`; without a group name SSM uses `/aws/ssm/<document>`).
+pub async fn streaming(ssm: &Client, command_id: &str, instance_id: &str) -> Result<Streaming> {
+    let out = match ssm
+        .get_command_invocation()
+        .command_id(command_id)
+        .instance_id(instance_id)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_invocation_does_not_exist()) =>
+        {
+            return Ok(Streaming::Unknown)
+        }
+        Err(e) => {
+            return Err(Error::from_sdk(
+                &format!("GetCommandInvocation {command_id} on {instance_id}"),
+                &e,
+            ))
+        }
+    };
+    Ok(match out.cloud_watch_output_config() {
+        Some(c) if c.cloud_watch_output_enabled() => Streaming::To(
+            c.cloud_watch_log_group_name()
+                .filter(|g| !g.is_empty())
+                .map_or_else(|| format!("/aws/ssm/{DOCUMENT}"), String::from),
+        ),
+        _ => Streaming::Off,
+    })
+}
+
 /// A command's invocation on one instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {

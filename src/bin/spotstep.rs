@@ -4,7 +4,7 @@
 //! ```text
 //! spotstep run <job> [--mode M] [--preflight] [--branch B]   start an execution, print its link
 //! spotstep watch <execution>                                 follow it to its end (exit code: its status)
-//! spotstep logs <execution> [step] [--follow]                a step's full output from S3
+//! spotstep logs <execution> [step] [--follow]                a step's full output (S3), or its lines as they arrive
 //! spotstep redrive <execution>                               RedriveExecution, then watch
 //! spotstep runs [job] [--limit N]                            recent executions
 //! spotstep graph <job>                                       the state machine as Mermaid
@@ -131,18 +131,18 @@ async fn operate(command: Command) -> Result<u8, Failure> {
             target,
         } => {
             let e = operator::execution(sfn, &target, &execution).await?;
-            let follow = follow.then_some(how);
             let mut note = std::io::stderr();
-            operator::logs(
-                sfn,
-                s3,
-                &e.arn,
-                step.as_deref(),
-                follow,
-                &mut out,
-                &mut note,
-            )
-            .await?;
+            if follow {
+                let logs = spotstep::aws::logs::client().await;
+                let sources = operator::Sources {
+                    ssm: &env.ssm,
+                    logs: &logs,
+                    storage: s3,
+                };
+                let (step, arn) = (step.as_deref(), &e.arn);
+                return operator::follow(sfn, sources, arn, step, how, &mut out, &mut note).await;
+            }
+            operator::logs(sfn, s3, &e.arn, step.as_deref(), &mut out, &mut note).await?;
             Ok(exit::OK)
         }
         Command::Redrive { execution, target } => {

@@ -3,19 +3,35 @@ stack (AWS_ENDPOINT_URL), as an operator runs it.
 
 The CLI finds a job's state machine by name, `<stack>-<job>` with the default stack
 `spotstep`, which is the name the harness deploys it under. moto has no RedriveExecution:
-here the CLI must say the endpoint refused it and change nothing (the request itself is
-tested against a mocked client in `src/operator.rs`).
+the stack's front door answers it with the harness's emulated redrive
+(`local/spotstep_local/redrive.py`), so `spotstep redrive` runs end to end here.
 """
 
 import os
 import subprocess
-import time
+import threading
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 
-from conftest import TARGET
+from conftest import TARGET, wait_until
+from spotstep_local import contract
 
 SPOTSTEP = str(TARGET / "spotstep")
+# The setup step of the demo job (runs on every fresh instance).
+SETUP = "prepare"
+
+
+def front_door(e2e, service: str):
+    """A client of the stack as the Rust code sees it (through the front door)."""
+    return boto3.client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=e2e.stack.endpoint,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
 
 
 def cli_env(e2e, **overrides) -> dict:
@@ -96,7 +112,7 @@ def test_run_watch_logs_and_runs_a_successful_execution(e2e):
     assert row.split()[1] == "SUCCEEDED", runs.stdout
 
 
-def test_a_failed_execution_exits_1_names_its_cause_and_a_refused_redrive_changes_nothing(e2e):
+def test_a_failed_execution_exits_1_then_spotstep_redrive_resumes_at_the_failed_step(e2e):
     e2e.harness.deploy("demo")
     arn = started_arn(spotstep(e2e, "run", "demo", "--mode", "failing"))
     name = arn.rsplit(":", 1)[1]
@@ -113,18 +129,76 @@ def test_a_failed_execution_exits_1_names_its_cause_and_a_refused_redrive_change
 
     logs = spotstep(e2e, "logs", arn, "fail")
     assert "fail: about to exit 3" in logs.stdout, logs.stdout + logs.stderr
+    # Following a step that failed: its output (from CloudWatch Logs), exit 1.
+    followed = spotstep(e2e, "logs", arn, "fail", "--follow")
+    assert followed.returncode == 1, followed.stdout + followed.stderr
+    assert followed.stdout == logs.stdout
+    assert followed.stderr.rstrip().endswith("--- step fail failed"), followed.stderr
     missing = spotstep(e2e, "logs", arn, "slow")
     assert missing.returncode == 4
     assert "step `slow` was not sent" in missing.stderr
 
-    redrive = spotstep(e2e, "redrive", arn)
-    assert redrive.returncode == 4, redrive.stdout + redrive.stderr
-    assert "the redrive was refused, nothing was redriven: RedriveExecution" in redrive.stderr
-    assert redrive.stdout == ""
-    assert e2e.harness.sfn.describe_execution(executionArn=arn)["status"] == "FAILED"
+    # Fix the cause, then redrive with the CLI (RedriveExecution, answered by the stack's
+    # front door): the failed step runs again after the setup step on a fresh instance,
+    # quoting is not run again, and the CLI follows the redriven run to its success.
+    (e2e.state_dir() / "fail.ok").write_text("fixed by the e2e test\n")
+    redrive = spotstep(e2e, "redrive", f"demo/{name}")
+    assert redrive.returncode == 0, redrive.stdout + redrive.stderr
+    assert redrive.stdout.startswith(f"redriven: {arn}\n"), redrive.stdout
+    after = redrive.stdout.split("redriven: the failed state runs again", 1)
+    assert len(after) == 2, redrive.stdout
+    assert "step fail: Success (exit 0)" in after[1] and "step slow: Success (exit 0)" in after[1], redrive.stdout
+    assert "step quoting" not in after[1], redrive.stdout
+    assert "SUCCEEDED after " in redrive.stdout.splitlines()[-1], redrive.stdout
+    assert e2e.steps_ran(name) == [SETUP, "quoting", "fail", SETUP, "fail", "slow"]
+    assert [c.round for c in e2e.commands(name)] == [0, 0, 0, 1, 1, 1]
 
-    outcome = e2e.wait(arn)  # the status-change rule cleans up, as EventBridge would
-    assert outcome.status == "FAILED"
+    # The execution keeps its ARN, as on AWS: DescribeExecution and one history that goes on.
+    sfn = front_door(e2e, "stepfunctions")
+    described = sfn.describe_execution(executionArn=arn)
+    assert (described["status"], described["redriveCount"]) == ("SUCCEEDED", 1)
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    kinds = [e["type"] for e in events]
+    assert [k for k in kinds if k.startswith("Execution")] == [
+        "ExecutionStarted",
+        "ExecutionFailed",
+        "ExecutionRedriven",
+        "ExecutionSucceeded",
+    ]
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    redriven = kinds.index("ExecutionRedriven")
+    assert events[redriven]["executionRedrivenEventDetails"] == {"redriveCount": 1}
+    assert events[redriven + 1]["stateEnteredEventDetails"]["name"] == "fail: failed"
+    assert e2e.wait(arn).status == "SUCCEEDED"
+    e2e.assert_nothing_left(name)
+
+    # A succeeded execution cannot be redriven: the CLI says so and nothing starts.
+    before, sent = executions(e2e), len(e2e.commands(name))
+    again = spotstep(e2e, "redrive", arn)
+    assert again.returncode == 4, again.stdout + again.stderr
+    assert "nothing was redriven" in again.stderr, again.stderr
+    assert "ExecutionNotRedrivable: Execution is SUCCEEDED and cannot be redriven." in again.stderr, again.stderr
+    assert again.stdout == ""
+    assert executions(e2e) == before and len(e2e.commands(name)) == sent
+    assert sfn.describe_execution(executionArn=arn)["redriveCount"] == 1
+
+
+def test_the_stack_refuses_a_redrive_as_aws_does(e2e):
+    sfn = front_door(e2e, "stepfunctions")
+    machine = e2e.harness.deploy("demo")
+    unknown = machine.replace(":stateMachine:", ":execution:") + ":no-such-run"
+    with pytest.raises(ClientError) as refused:
+        sfn.redrive_execution(executionArn=unknown)
+    assert refused.value.response["Error"]["Code"] == "ExecutionDoesNotExist"
+
+    arn, name = e2e.start("redrive-running", {"mode": "quick"})
+    before = executions(e2e)
+    running = spotstep(e2e, "redrive", arn)
+    assert running.returncode == 4, running.stdout + running.stderr
+    assert "ExecutionNotRedrivable: Execution is RUNNING and cannot be redriven." in running.stderr, running.stderr
+    assert running.stdout == ""
+    assert executions(e2e) == before
+    assert e2e.wait(arn).status == "SUCCEEDED"
     e2e.assert_nothing_left(name)
 
 
@@ -166,21 +240,49 @@ def test_clear_errors_and_nothing_started(e2e):
     assert executions(e2e) == before
 
 
-def test_logs_follow_waits_for_a_running_step_then_prints_its_whole_output(e2e):
+def test_logs_follow_prints_a_running_steps_lines_as_they_arrive_then_exits_with_its_outcome(e2e):
     e2e.harness.deploy("demo")
     arn = started_arn(spotstep(e2e, "run", "demo", "--mode", "all"))
     name = arn.rsplit(":", 1)[1]
-    deadline = time.time() + 90
-    while not e2e.commands(name, "slow"):
-        status = e2e.harness.sfn.describe_execution(executionArn=arn)["status"]
-        assert status == "RUNNING" and time.time() < deadline, f"slow was never sent ({status})"
-        time.sleep(0.2)
 
-    followed = spotstep(e2e, "logs", arn, "slow", "--follow")
-    assert followed.returncode == 0, followed.stderr
-    assert "step slow is running; its output follows when it ends" in followed.stderr
-    assert followed.stdout.rstrip().endswith("slow: done after 8s"), followed.stdout
-    assert "slow: tick 1/8" in followed.stdout
+    def slow_sent():
+        status = e2e.harness.sfn.describe_execution(executionArn=arn)["status"]
+        assert status == "RUNNING", f"slow was never sent ({status})"
+        return any(
+            e.get("stateExitedEventDetails", {}).get("name") == "slow: send" for e in e2e.harness.history(arn)
+        )
+
+    wait_until(slow_sent, 90, "slow's send")
+    follower = subprocess.Popen(
+        [SPOTSTEP, "logs", arn, "slow", "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(e2e),
+    )
+    # A hung follower is killed (its reads below then end).
+    watchdog = threading.Timer(120, follower.kill)
+    watchdog.start()
+    try:
+        first = follower.stdout.readline()
+        # The first line arrives from CloudWatch Logs while the step still runs (8 s).
+        [command] = e2e.commands(name, "slow")
+        assert command.status == "InProgress", (command, first)
+        # Read on through the same buffered reader (communicate() would skip what it holds).
+        rest = follower.stdout.read()
+        notes = follower.stderr.read()
+        follower.wait()
+    finally:
+        watchdog.cancel()
+        follower.kill()
+    assert follower.returncode == 0, notes
+    assert first.startswith("slow: tick "), first
+    [key] = [k for k in e2e.log_keys("demo", name, "slow") if k.endswith("/stdout")]
+    assert first + rest == e2e.stack.read(key)
+    assert rest.rstrip().endswith("slow: done after 8s"), rest
+    stream = contract.fmt("ssm_log_stream").make(command_id=command.command_id, instance_id=command.instance_id, stream="stdout")
+    assert f"--- CloudWatch Logs {e2e.stack.log_group} {stream}" in notes, notes
+    assert notes.rstrip().endswith("--- step slow succeeded"), notes
 
     assert e2e.wait(arn).status == "SUCCEEDED"
     e2e.assert_nothing_left(name)
