@@ -234,7 +234,8 @@ pub async fn watch(
     }
 }
 
-/// A command a step was sent as, from its send state's output.
+/// A command a step was sent as: from the result its token was answered with, or, while the
+/// step waits, from SSM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     pub step: String,
@@ -244,49 +245,153 @@ pub struct Sent {
     pub output_prefix: String,
 }
 
-/// The steps sent in a history, in order (one per send, so a step sent twice is twice).
+/// The step a send or poll state belongs to.
+fn step_of_state(name: &str) -> Option<&str> {
+    use crate::asl::state;
+    name.strip_suffix(&state::send(""))
+        .or_else(|| name.strip_suffix(&state::poll("")))
+}
+
+/// The steps that ended in a history, in order (one per end, so a step sent twice is
+/// twice): the result a send's token was answered with, or a fallback poll's.
 pub fn sent(events: &[progress::Event]) -> Vec<Sent> {
     events
         .iter()
         .filter(|e| e.kind.ends_with("StateExited"))
-        .filter(|e| {
-            e.state
-                .as_deref()
-                .is_some_and(|s| s.ends_with(&crate::asl::state::send("")))
-        })
         .filter_map(|e| {
+            let step = step_of_state(e.state.as_deref()?)?;
             let v: Value = serde_json::from_str(e.output.as_deref()?).ok()?;
-            let field = |k: &str| v["command"][k].as_str().map(String::from);
+            let r = &v["result"];
+            let field = |k: &str| r[k].as_str().map(String::from);
+            // A caught error's exit still carries an earlier step's result.
+            if r["step"] != step {
+                return None;
+            }
+            let command_id = field("command_id")?;
+            let output = field("output")?;
+            let (output_prefix, _) = output.split_once(&format!("/{command_id}/"))?;
             Some(Sent {
-                step: field("step")?,
-                command_id: field("command_id")?,
+                step: step.to_string(),
+                output_prefix: output_prefix.to_string(),
                 instance_id: field("instance_id")?,
-                output_prefix: field("output_prefix")?,
+                command_id,
             })
         })
         .collect()
 }
 
-/// The last command `step` was sent as (default: the last step sent).
-fn chosen(events: &[progress::Event], arn: &str, step: Option<&str>) -> Result<Sent, Failure> {
-    let sends = sent(events);
+/// A send of a step: its name, run id and instance, from the send state's entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendEntered {
+    pub step: String,
+    pub run_id: String,
+    pub instance_id: String,
+}
+
+/// Every entry of a send state in a history, with its position.
+fn sends_entered(events: &[progress::Event]) -> Vec<(usize, SendEntered)> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind.ends_with("StateEntered"))
+        .filter_map(|(i, e)| {
+            let step = e
+                .state
+                .as_deref()?
+                .strip_suffix(&crate::asl::state::send(""))?;
+            let input: Value = serde_json::from_str(e.input.as_deref()?).ok()?;
+            Some((
+                i,
+                SendEntered {
+                    step: step.to_string(),
+                    run_id: input["run"]["run_id"].as_str()?.to_string(),
+                    instance_id: input["launch"]["instance_id"].as_str()?.to_string(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The step waiting on its token now: the last state entered is its send, it has not
+/// exited, and the execution has not ended.
+pub fn waiting(events: &[progress::Event]) -> Option<SendEntered> {
+    let last_entered = events
+        .iter()
+        .rposition(|e| e.kind.ends_with("StateEntered"))?;
+    let over = events[last_entered..].iter().any(|e| {
+        e.kind.ends_with("StateExited")
+            || (e.kind.starts_with("Execution")
+                && !matches!(e.kind.as_str(), "ExecutionStarted" | "ExecutionRedriven"))
+    });
+    let (at, send) = sends_entered(events).pop()?;
+    (at == last_entered && !over).then_some(send)
+}
+
+/// The command of a send, from SSM: the latest command on its instance whose Comment names
+/// its run and step (`None` until SSM lists it).
+async fn listed_command(ssm_client: &Ssm, send: &SendEntered) -> Result<Option<Sent>, Failure> {
+    let comment = naming::command_comment_from(&send.step, &naming::run_hash(&send.run_id), "");
+    let mut listed: Vec<ssm::Listed> = ssm::commands_on(ssm_client, &send.instance_id)
+        .await?
+        .into_iter()
+        .filter(|c| c.comment.starts_with(&comment) && !c.output_prefix.is_empty())
+        .collect();
+    listed.sort_by(|a, b| a.requested_at.cmp(&b.requested_at));
+    Ok(listed.pop().map(|c| Sent {
+        step: send.step.clone(),
+        command_id: c.command_id,
+        instance_id: send.instance_id.clone(),
+        output_prefix: c.output_prefix,
+    }))
+}
+
+/// The step `logs` is about: `step` (it must have been sent), else the last one sent.
+fn step_named(
+    events: &[progress::Event],
+    arn: &str,
+    step: Option<&str>,
+) -> Result<String, Failure> {
+    let entered = sends_entered(events);
     match step {
-        Some(s) => sends.iter().rev().find(|x| x.step == s).ok_or_else(|| {
-            let known: Vec<&str> = sends.iter().map(|x| x.step.as_str()).collect();
-            Failure::error(format!(
+        Some(s) if entered.iter().any(|(_, x)| x.step == s) => Ok(s.to_string()),
+        Some(s) => {
+            let mut known: Vec<&str> = entered.iter().map(|(_, x)| x.step.as_str()).collect();
+            known.dedup();
+            Err(Failure::error(format!(
                 "step `{s}` was not sent in {arn} (sent: {})",
                 if known.is_empty() {
                     "none".into()
                 } else {
                     known.join(", ")
                 }
-            ))
-        }),
-        None => sends
+            )))
+        }
+        None => entered
             .last()
+            .map(|(_, x)| x.step.clone())
             .ok_or_else(|| Failure::error(format!("no step was sent yet in {arn}"))),
     }
-    .cloned()
+}
+
+/// The last command `step` was sent as: the result its last send ended with, else (the step
+/// runs, failed, or lost its instance) the command SSM lists for that send; `None` while SSM
+/// does not list it yet.
+async fn command_of(
+    events: &[progress::Event],
+    ssm_client: &Ssm,
+    step: &str,
+) -> Result<Option<Sent>, Failure> {
+    let Some((at, send)) = sends_entered(events)
+        .into_iter()
+        .rev()
+        .find(|(_, x)| x.step == step)
+    else {
+        return Ok(None);
+    };
+    if let Some(done) = sent(&events[at..]).into_iter().find(|x| x.step == step) {
+        return Ok(Some(done));
+    }
+    listed_command(ssm_client, &send).await
 }
 
 /// How the last send of `step` in a history ended, as an exit code: [`exit::OK`] when its
@@ -297,6 +402,7 @@ fn chosen(events: &[progress::Event], arn: &str, step: Option<&str>) -> Result<S
 pub fn step_end(events: &[progress::Event], step: &str) -> Option<u8> {
     use crate::asl::state;
     let (send, poll) = (state::send(step), state::poll(step));
+    let own = |s: Option<&str>| s == Some(send.as_str()) || s == Some(poll.as_str());
     let step_failed = crate::error::Error::StepFailed(String::new()).name();
     let mut end = None;
     let mut sent = false;
@@ -317,7 +423,7 @@ pub fn step_end(events: &[progress::Event], step: &str) -> Option<u8> {
                 end = Some(exit::of_status(status));
             }
             "LambdaFunctionFailed" | "TaskFailed"
-                if current == Some(poll.as_str()) && e.error.as_deref() == Some(step_failed) =>
+                if own(current) && e.error.as_deref() == Some(step_failed) =>
             {
                 end = Some(exit::FAILED);
             }
@@ -328,7 +434,7 @@ pub fn step_end(events: &[progress::Event], step: &str) -> Option<u8> {
                     end = None;
                 }
             }
-            _ if kind.ends_with("StateExited") && e.state.as_deref() == Some(poll.as_str()) => {
+            _ if kind.ends_with("StateExited") && own(e.state.as_deref()) => {
                 let output: Value = e
                     .output
                     .as_deref()
@@ -388,14 +494,28 @@ async fn print_s3_output(
 /// `spotstep logs`: the full output of `step` (default: the last step sent) from S3.
 pub async fn logs(
     client: &Sfn,
-    storage: &S3,
+    sources: Sources<'_>,
     arn: &str,
     step: Option<&str>,
     out: &mut dyn Write,
     note: &mut dyn Write,
 ) -> Result<(), Failure> {
     let events = sfn::history(client, arn).await?;
-    print_s3_output(storage, &chosen(&events, arn, step)?, out, note).await
+    let step = step_named(&events, arn, step)?;
+    if waiting(&events).is_some_and(|w| w.step == step) {
+        return Err(Failure::error(format!(
+            "step `{step}` is running: its full output reaches S3 when it ends; follow it live \
+             with `spotstep logs {arn} {step} --follow`"
+        )));
+    }
+    let command = command_of(&events, sources.ssm, &step)
+        .await?
+        .ok_or_else(|| {
+            Failure::error(format!(
+                "step `{step}` was sent in {arn} but SSM lists no command for it"
+            ))
+        })?;
+    print_s3_output(sources.storage, &command, out, note).await
 }
 
 /// What `logs --follow` reads besides the execution: SSM (where a command streams its
@@ -422,13 +542,18 @@ pub async fn follow(
     note: &mut dyn Write,
 ) -> Result<u8, Failure> {
     let mut events = sfn::history(client, arn).await?;
-    let step = chosen(&events, arn, step)?.step;
+    let step = step_named(&events, arn, step)?;
     let mut followed: Option<Sent> = None;
     let mut streaming = ssm::Streaming::Unknown;
     let mut token: Option<String> = None;
     loop {
         let end = step_end(&events, &step);
-        let command = chosen(&events, arn, Some(&step))?;
+        let command = command_of(&events, sources.ssm, &step).await?;
+        let Some(command) = command.or_else(|| followed.clone()) else {
+            tokio::time::sleep(how.interval).await;
+            events = sfn::history(client, arn).await?;
+            continue;
+        };
         if followed.as_ref() != Some(&command) {
             writeln!(
                 note,
@@ -832,6 +957,7 @@ mod tests {
             at_millis: 0,
             state: state.map(String::from),
             output: output.map(|o| o.to_string()),
+            input: None,
             error: error.map(String::from),
             cause: None,
         }
@@ -840,27 +966,34 @@ mod tests {
     #[test]
     fn how_a_followed_step_ended() {
         let entered = |state: &str| event("TaskStateEntered", Some(state), None, None);
-        let polled = |step: &str| {
+        let answered = |step: &str, state: &str| {
             let result = json!({"result": {"step": step, "status": "Success", "exit_code": 0}});
             event(
                 "TaskStateExited",
-                Some(&format!("{step}: poll")),
+                Some(&format!("{step}: {state}")),
                 Some(result),
                 None,
             )
         };
-        let failed = |error: &str| event("LambdaFunctionFailed", None, None, Some(error));
+        let polled = |step: &str| answered(step, "send");
+        let failed = |error: &str| event("TaskFailed", None, None, Some(error));
         let ended = |kind: &str| event(kind, None, None, None);
-        let running = vec![
-            ended("ExecutionStarted"),
-            entered("slow: send"),
-            entered("slow: poll"),
-            failed("StillRunning"),
-        ];
+        let running = vec![ended("ExecutionStarted"), entered("slow: send")];
         assert_eq!(step_end(&running, "slow"), None);
         assert_eq!(step_end(&[], "slow"), None);
         let done = [running.clone(), vec![polled("slow")]].concat();
         assert_eq!(step_end(&done, "slow"), Some(exit::OK));
+        // A wait that timed out ends at the fallback poll.
+        let timed_out = [
+            running.clone(),
+            vec![
+                failed("States.Timeout"),
+                entered("slow: poll"),
+                answered("slow", "poll"),
+            ],
+        ]
+        .concat();
+        assert_eq!(step_end(&timed_out, "slow"), Some(exit::OK));
         // Another step's result does not end it; the execution's end does.
         let other = [running.clone(), vec![polled("quick")]].concat();
         assert_eq!(step_end(&other, "slow"), None);
@@ -883,11 +1016,7 @@ mod tests {
         ]
         .concat();
         assert_eq!(step_end(&redriven, "slow"), None);
-        let sent_again = [
-            redriven,
-            vec![entered("slow: send"), entered("slow: poll"), polled("slow")],
-        ]
-        .concat();
+        let sent_again = [redriven, vec![entered("slow: send"), polled("slow")]].concat();
         assert_eq!(step_end(&sent_again, "slow"), Some(exit::OK));
         // A relaunch sends it again; a later step's failure is not its end.
         let relaunched = [
@@ -900,15 +1029,7 @@ mod tests {
         ]
         .concat();
         assert_eq!(step_end(&relaunched, "slow"), None);
-        let later = [
-            done,
-            vec![
-                entered("big: send"),
-                entered("big: poll"),
-                failed("StepFailed"),
-            ],
-        ]
-        .concat();
+        let later = [done, vec![entered("big: send"), failed("StepFailed")]].concat();
         assert_eq!(step_end(&later, "slow"), Some(exit::OK));
     }
 
@@ -919,17 +1040,18 @@ mod tests {
             at_millis: 0,
             state: Some(state.into()),
             output: Some(output.to_string()),
+            input: None,
             error: None,
             cause: None,
         };
         let command = |step: &str| {
-            json!({"command": {"step": step, "command_id": format!("c-{step}"), "instance_id": "i-1",
-                "output_prefix": format!("s3://b/logs/demo/r1/{step}")}})
+            json!({"result": {"step": step, "command_id": format!("c-{step}"), "instance_id": "i-1",
+                "output": format!("s3://b/logs/demo/r1/{step}/c-{step}/i-1/awsrunShellScript/0.awsrunShellScript/stdout")}})
         };
         let events = [
             exited("prepare: send", command("prepare")),
-            exited("prepare: poll", command("x")),
-            exited("fail: send", command("fail")),
+            exited("fail: send", command("prepare")),
+            exited("fail: poll", command("fail")),
         ];
         let expected = |step: &str| Sent {
             step: step.into(),
@@ -938,6 +1060,27 @@ mod tests {
             output_prefix: format!("s3://b/logs/demo/r1/{step}"),
         };
         assert_eq!(sent(&events), [expected("prepare"), expected("fail")]);
+        let entered = |state: &str, input: Value| progress::Event {
+            kind: "TaskStateEntered".into(),
+            at_millis: 0,
+            state: Some(state.into()),
+            output: None,
+            input: Some(input.to_string()),
+            error: None,
+            cause: None,
+        };
+        let data = json!({"run": {"run_id": "r1"}, "launch": {"instance_id": "i-1"}});
+        let now = [entered("slow: send", data.clone())];
+        assert_eq!(
+            waiting(&now),
+            Some(SendEntered {
+                step: "slow".into(),
+                run_id: "r1".into(),
+                instance_id: "i-1".into()
+            })
+        );
+        let after = [now[0].clone(), entered("Finish", data)];
+        assert_eq!(waiting(&after), None);
         let row = |name: &str, status: &str, stopped: Option<i64>, failed: Option<&str>| Row {
             job: "demo".into(),
             execution: sfn::Execution {

@@ -26,6 +26,8 @@ pub struct Event {
     pub state: Option<String>,
     /// The JSON output of a state exit.
     pub output: Option<String>,
+    /// The JSON input of a state entry.
+    pub input: Option<String>,
     /// The error name of a failure event (Lambda, Task or execution).
     pub error: Option<String>,
     /// The cause of a failure event.
@@ -53,6 +55,7 @@ impl Event {
             at_millis,
             state: text(entered.or(exited), "name"),
             output: text(exited, "output"),
+            input: text(entered, "input"),
             error: text(failure, "error"),
             cause: text(failure, "cause"),
         })
@@ -242,8 +245,8 @@ pub fn render(events: &[Event]) -> Progress {
                     .unwrap_or_default();
                 let r = &output["result"];
                 // A caught error's exit (moto) still carries an earlier step's result.
-                let polled =
-                    step_of(&name).filter(|(s, which)| *which == "poll" && r["step"] == *s);
+                let polled = step_of(&name)
+                    .filter(|(s, which)| matches!(*which, "send" | "poll") && r["step"] == *s);
                 if let Some((s, _)) = polled {
                     let took = r["duration_seconds"]
                         .as_i64()

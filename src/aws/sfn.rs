@@ -227,6 +227,7 @@ fn event(e: &aws_sdk_sfn::types::HistoryEvent) -> crate::progress::Event {
             .map(|d| pair(d.error(), d.cause())));
     let (error, cause) = failure.unwrap_or_default();
     let exited = e.state_exited_event_details();
+    let entered = e.state_entered_event_details();
     crate::progress::Event {
         kind: e.r#type().as_str().to_string(),
         at_millis: e.timestamp().to_millis().unwrap_or_default(),
@@ -235,6 +236,7 @@ fn event(e: &aws_sdk_sfn::types::HistoryEvent) -> crate::progress::Event {
             .map(|d| d.name().to_string())
             .or(exited.map(|d| d.name().to_string())),
         output: exited.and_then(|d| d.output()).map(String::from),
+        input: entered.and_then(|d| d.input()).map(String::from),
         error,
         cause,
     }

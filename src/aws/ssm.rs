@@ -142,6 +142,8 @@ pub struct Listed {
     pub requested_at: String,
     /// Pending or in progress: cancelling it still matters.
     pub live: bool,
+    /// Where SSM writes its output: `s3://<bucket>/<prefix>` (empty when not to S3).
+    pub output_prefix: String,
 }
 
 /// The commands sent to `instance_id` (none when SSM does not know the instance).
@@ -177,6 +179,12 @@ pub async fn commands_on(ssm: &Client, instance_id: &str) -> Result<Vec<Listed>>
                     c.status(),
                     Some(CommandStatus::Pending | CommandStatus::InProgress)
                 ),
+                output_prefix: match (c.output_s3_bucket_name(), c.output_s3_key_prefix()) {
+                    (Some(bucket), Some(prefix)) if !bucket.is_empty() => {
+                        format!("s3://{bucket}/{prefix}")
+                    }
+                    _ => String::new(),
+                },
             })
         })
         .collect())

@@ -132,17 +132,17 @@ async fn operate(command: Command) -> Result<u8, Failure> {
         } => {
             let e = operator::execution(sfn, &target, &execution).await?;
             let mut note = std::io::stderr();
+            let logs = spotstep::aws::logs::client().await;
+            let sources = operator::Sources {
+                ssm: &env.ssm,
+                logs: &logs,
+                storage: s3,
+            };
+            let (step, arn) = (step.as_deref(), &e.arn);
             if follow {
-                let logs = spotstep::aws::logs::client().await;
-                let sources = operator::Sources {
-                    ssm: &env.ssm,
-                    logs: &logs,
-                    storage: s3,
-                };
-                let (step, arn) = (step.as_deref(), &e.arn);
                 return operator::follow(sfn, sources, arn, step, how, &mut out, &mut note).await;
             }
-            operator::logs(sfn, s3, &e.arn, step.as_deref(), &mut out, &mut note).await?;
+            operator::logs(sfn, sources, arn, step, &mut out, &mut note).await?;
             Ok(exit::OK)
         }
         Command::Redrive { execution, target } => {

@@ -248,9 +248,8 @@ def test_logs_follow_prints_a_running_steps_lines_as_they_arrive_then_exits_with
     def slow_sent():
         status = e2e.harness.sfn.describe_execution(executionArn=arn)["status"]
         assert status == "RUNNING", f"slow was never sent ({status})"
-        return any(
-            e.get("stateExitedEventDetails", {}).get("name") == "slow: send" for e in e2e.harness.history(arn)
-        )
+        # Sent, and waiting on its token: its command is running on the instance.
+        return any(c.status == "InProgress" for c in e2e.commands(name, "slow"))
 
     wait_until(slow_sent, 90, "slow's send")
     follower = subprocess.Popen(
