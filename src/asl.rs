@@ -50,8 +50,8 @@ pub const TRANSIENT_ERRORS: [&str; 5] = [
 pub const LOST_ERRORS: [&str; 2] = ["InstanceLost", "InstanceReclaimed"];
 
 /// Slack past the delivery margin and the step timeout before a waiting state times out, so
-/// that SSM's `executionTimeout` always ends the command first.
-pub const POLL_SLACK_SECONDS: u64 = 120;
+/// that SSM's `executionTimeout` always ends the command first (production).
+pub const WAIT_SLACK_SECONDS: u64 = 120;
 
 /// How long the fallback poll (after a waiting state timed out) retries `StillRunning`.
 pub const FALLBACK_POLL_SECONDS: u64 = 300;
@@ -150,6 +150,9 @@ pub struct Timing {
     pub capacity: Backoff,
     /// ...covering this many seconds.
     pub capacity_wait_seconds: u64,
+    /// `<step>: send`: how long past the delivery bound and the step timeout it waits for
+    /// its token before the fallback poll.
+    pub wait_slack_seconds: u64,
     /// `Relaunch: pause`: seconds between cleaning up a lost instance and launching anew.
     pub relaunch_pause_seconds: u64,
     /// The transient retry on every Task (with `JitterStrategy: FULL`).
@@ -175,6 +178,7 @@ impl Timing {
                 max_delay_seconds: 600,
             },
             capacity_wait_seconds: CAPACITY_WAIT_SECONDS,
+            wait_slack_seconds: WAIT_SLACK_SECONDS,
             relaunch_pause_seconds: 20,
             transient_interval_seconds: 2,
             transient_max_attempts: 6,
@@ -198,6 +202,7 @@ impl Timing {
                 max_delay_seconds: 1,
             },
             capacity_wait_seconds: 2,
+            wait_slack_seconds: 5,
             relaunch_pause_seconds: 1,
             transient_interval_seconds: 1,
             ..Timing::production()
@@ -206,9 +211,9 @@ impl Timing {
 }
 
 /// The `TimeoutSeconds` of a step's waiting state: the job's delivery timeout (the same value
-/// send-step gives SendCommand), the step's `executionTimeout`, and slack.
-pub fn wait_seconds(job: &JobSpec, step: &StepSpec) -> u64 {
-    job.delivery_timeout_seconds + step.timeout_seconds + POLL_SLACK_SECONDS
+/// send-step gives SendCommand), the step's `executionTimeout`, and the timing's slack.
+pub fn wait_seconds(job: &JobSpec, step: &StepSpec, timing: &Timing) -> u64 {
+    job.delivery_timeout_seconds + step.timeout_seconds + timing.wait_slack_seconds
 }
 
 /// The smallest `MaxAttempts` whose retry delays add up to at least `seconds` under the
@@ -624,7 +629,7 @@ fn step_states(
             send.clone(),
             task(
                 resource::WAIT_FOR_TOKEN,
-                wait_seconds(job, step),
+                wait_seconds(job, step, timing),
                 json!({
                     "FunctionName": resource::SEND_STEP,
                     "Payload": {
@@ -920,7 +925,9 @@ mod tests {
             secrets: BTreeMap::new(),
             script: String::new(),
         };
-        assert_eq!(wait_seconds(&crate::records::fixtures::job(), &step), 5820);
+        let job = crate::records::fixtures::job();
+        assert_eq!(wait_seconds(&job, &step, &Timing::production()), 5820);
+        assert_eq!(wait_seconds(&job, &step, &Timing::local()), 5705);
         assert_eq!(
             poll_attempts(FALLBACK_POLL_SECONDS, &Timing::production()),
             7

@@ -202,6 +202,7 @@ fn timing(t: &Timing) -> Value {
         "agent_interval_seconds": t.agent_interval_seconds,
         "agent_max_attempts": t.agent_max_attempts,
         "poll": backoff(&t.poll),
+        "wait_slack_seconds": t.wait_slack_seconds,
         "relaunch_pause_seconds": t.relaunch_pause_seconds,
         "transient_interval_seconds": t.transient_interval_seconds,
         "transient_max_attempts": t.transient_max_attempts,
@@ -217,6 +218,9 @@ fn timing(t: &Timing) -> Value {
 /// - `formats`: by name, `{template, regex, fields, made_by}` (`fields`: each field's
 ///   pattern);
 /// - `instance`: `workdir_template`, the `mktemp -d` template of each command's folder;
+/// - `callback_resource`: the `Resource` of a step's waiting send state;
+/// - `events`: the rules feeding poll-result (`rules`: `[{name, pattern}]`), their
+///   `detail_types` by key, and the reconciler's schedule;
 /// - `timing`: `production` and `local`, the intervals of the generated definitions, with
 ///   each poll schedule's delays as the generator counts them.
 pub fn contract() -> Value {

@@ -166,7 +166,7 @@ fn every_task_retries_transient_errors_first_and_has_a_timeout() {
                 let timeout = s["TimeoutSeconds"].as_u64().unwrap_or(0);
                 if s["Resource"] == asl::resource::WAIT_FOR_TOKEN {
                     let step = job.step(name.strip_suffix(": send").unwrap()).unwrap();
-                    assert_eq!(timeout, asl::wait_seconds(&job.spec, step), "{name}");
+                    assert_eq!(timeout, asl::wait_seconds(&job.spec, step, &timing), "{name}");
                 } else {
                     assert!(
                         (1..=120).contains(&timeout),
@@ -280,7 +280,7 @@ fn waits_outlast_their_steps_and_a_timed_out_wait_polls_briefly() {
                 let needed = step.timeout_seconds + job.spec.delivery_timeout_seconds;
                 let waits = send["TimeoutSeconds"].as_u64().unwrap();
                 assert!(waits >= needed, "{}: waits {waits}s < {needed}s", step.name);
-                assert!(waits <= needed + asl::POLL_SLACK_SECONDS, "{}", step.name);
+                assert!(waits <= needed + timing.wait_slack_seconds, "{}", step.name);
                 let retrier = still_running_retrier(&states(&def)[&state::poll(&step.name)]);
                 let attempts = retrier["MaxAttempts"].as_u64().unwrap();
                 assert!(retry_coverage(retrier, attempts) >= asl::FALLBACK_POLL_SECONDS);

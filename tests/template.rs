@@ -466,7 +466,7 @@ fn task_timeouts_fit_in_the_function_timeouts() {
                 let step = job.step(name.strip_suffix(": send").unwrap()).unwrap();
                 assert_eq!(
                     state["TimeoutSeconds"],
-                    asl::wait_seconds(&job.spec, step),
+                    asl::wait_seconds(&job.spec, step, &Timing::production()),
                     "{name}"
                 );
             } else if state["Type"] == "Task" {

@@ -6,9 +6,9 @@ once, in no promised order. Plus the reconciler's schedule, which invokes poll-r
 `Scheduled Event` every `every` seconds (production: every 5 minutes).
 
 By default the stage is kind: each event is delivered at once, once, in order. The unkind
-switches live on `Faults` (reset between tests): `drop_events`, `duplicate_events`,
-`delay_events` (per detail-type key: `command_invocation`, `spot_warning`, `instance_state`)
-and `reorder_events` (hold every event that long, then deliver the held ones newest first).
+switches live on `Faults` (reset between tests): `drop_events`, `duplicate_events` (with
+`duplicate_after` between copies), `delay_events` (per detail-type key: `command_invocation`,
+`spot_warning`, `instance_state`) and `reorder_events` (hold every event that long, then deliver the held ones newest first).
 `sent`, `delivered` and `dropped` record what happened, so a test can assert its fault fired.
 """
 
@@ -103,8 +103,8 @@ class EventBus:
             with self.lock:
                 self.dropped.append(event)
             return
-        for _ in range(copies):
-            self._route(event, delay)
+        for copy in range(copies):
+            self._route(event, delay + copy * self.faults.duplicate_after)
 
     def _route(self, event: dict, delay: float):
         window = self.faults.reorder_events

@@ -134,6 +134,8 @@ class Faults:
         self.drop_events = {}
         self.duplicate_events = {}
         self.delay_events = {}
+        # Each further copy of a duplicated event this many seconds after the one before.
+        self.duplicate_after = 0.0
         # Hold every event this many seconds, then deliver the held ones newest first.
         self.reorder_events = 0.0
         # The reconciler's schedule runs (events.Reconciler).
