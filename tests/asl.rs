@@ -166,7 +166,11 @@ fn every_task_retries_transient_errors_first_and_has_a_timeout() {
                 let timeout = s["TimeoutSeconds"].as_u64().unwrap_or(0);
                 if s["Resource"] == asl::resource::WAIT_FOR_TOKEN {
                     let step = job.step(name.strip_suffix(": send").unwrap()).unwrap();
-                    assert_eq!(timeout, asl::wait_seconds(&job.spec, step, &timing), "{name}");
+                    assert_eq!(
+                        timeout,
+                        asl::wait_seconds(&job.spec, step, &timing),
+                        "{name}"
+                    );
                 } else {
                     assert!(
                         (1..=120).contains(&timeout),
