@@ -1,6 +1,7 @@
 //! The SSM calls: the agent's registration, sending a step's command, reading its
 //! invocation, listing and cancelling the commands on an instance.
 
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types::{
     CloudWatchOutputConfig, CommandStatus, InstanceInformationStringFilter, PingStatus,
 };
@@ -217,26 +218,8 @@ pub enum Streaming {
 /// Where SSM streams the output of `command_id` on `instance_id` (GetCommandInvocation's
 /// `CloudWatchOutputConfig`; without a group name SSM uses `/aws/ssm/<document>`).
 pub async fn streaming(ssm: &Client, command_id: &str, instance_id: &str) -> Result<Streaming> {
-    let out = match ssm
-        .get_command_invocation()
-        .command_id(command_id)
-        .instance_id(instance_id)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_invocation_does_not_exist()) =>
-        {
-            return Ok(Streaming::Unknown)
-        }
-        Err(e) => {
-            return Err(Error::from_sdk(
-                &format!("GetCommandInvocation {command_id} on {instance_id}"),
-                &e,
-            ))
-        }
+    let Some(out) = get_invocation(ssm, command_id, instance_id).await? else {
+        return Ok(Streaming::Unknown);
     };
     Ok(match out.cloud_watch_output_config() {
         Some(c) if c.cloud_watch_output_enabled() => Streaming::To(
@@ -246,6 +229,34 @@ pub async fn streaming(ssm: &Client, command_id: &str, instance_id: &str) -> Res
         ),
         _ => Streaming::Off,
     })
+}
+
+/// GetCommandInvocation, or `None` while SSM has not registered the invocation yet
+/// (`InvocationDoesNotExist`).
+async fn get_invocation(
+    ssm: &Client,
+    command_id: &str,
+    instance_id: &str,
+) -> Result<Option<GetCommandInvocationOutput>> {
+    match ssm
+        .get_command_invocation()
+        .command_id(command_id)
+        .instance_id(instance_id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_invocation_does_not_exist()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::from_sdk(
+            &format!("GetCommandInvocation {command_id} on {instance_id}"),
+            &e,
+        )),
+    }
 }
 
 /// A command's invocation on one instance.
@@ -268,26 +279,8 @@ pub async fn invocation(
     command_id: &str,
     instance_id: &str,
 ) -> Result<Option<Invocation>> {
-    let out = match ssm
-        .get_command_invocation()
-        .command_id(command_id)
-        .instance_id(instance_id)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_invocation_does_not_exist()) =>
-        {
-            return Ok(None)
-        }
-        Err(e) => {
-            return Err(Error::from_sdk(
-                &format!("GetCommandInvocation {command_id} on {instance_id}"),
-                &e,
-            ))
-        }
+    let Some(out) = get_invocation(ssm, command_id, instance_id).await? else {
+        return Ok(None);
     };
     let duration_seconds = match (
         out.execution_start_date_time().and_then(parse_rfc3339),

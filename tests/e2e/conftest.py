@@ -85,6 +85,21 @@ class E2E:
             aws_secret_access_key="local",
         )
 
+    def front_door(self, service: str, attempts: int = None):
+        """A client of the stack as the Rust code sees it (through the front door); with
+        `attempts`, botocore's retries limited to that many."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=self.stack.endpoint,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+            config=Config(retries={"max_attempts": attempts}) if attempts else None,
+        )
+
     # ---------------------------------------------------------------- jobs
 
     def job(self, job: str = "demo") -> dict:

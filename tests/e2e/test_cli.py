@@ -11,7 +11,6 @@ import os
 import subprocess
 import threading
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -21,17 +20,6 @@ from spotstep_local import contract
 SPOTSTEP = str(TARGET / "spotstep")
 # The setup step of the demo job (runs on every fresh instance).
 SETUP = "prepare"
-
-
-def front_door(e2e, service: str):
-    """A client of the stack as the Rust code sees it (through the front door)."""
-    return boto3.client(
-        service,
-        region_name="us-east-1",
-        endpoint_url=e2e.stack.endpoint,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
 
 
 def cli_env(e2e, **overrides) -> dict:
@@ -154,7 +142,7 @@ def test_a_failed_execution_exits_1_then_spotstep_redrive_resumes_at_the_failed_
     assert [c.round for c in e2e.commands(name)] == [0, 0, 0, 1, 1, 1]
 
     # The execution keeps its ARN, as on AWS: DescribeExecution and one history that goes on.
-    sfn = front_door(e2e, "stepfunctions")
+    sfn = e2e.front_door("stepfunctions")
     described = sfn.describe_execution(executionArn=arn)
     assert (described["status"], described["redriveCount"]) == ("SUCCEEDED", 1)
     events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
@@ -184,7 +172,7 @@ def test_a_failed_execution_exits_1_then_spotstep_redrive_resumes_at_the_failed_
 
 
 def test_the_stack_refuses_a_redrive_as_aws_does(e2e):
-    sfn = front_door(e2e, "stepfunctions")
+    sfn = e2e.front_door("stepfunctions")
     machine = e2e.harness.deploy("demo")
     unknown = machine.replace(":stateMachine:", ":execution:") + ":no-such-run"
     with pytest.raises(ClientError) as refused:

@@ -11,9 +11,7 @@ import json
 from pathlib import Path
 import time
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import wait_until
 
@@ -25,18 +23,6 @@ def error_names(e2e, outcome) -> list:
     return [err for err, _ in e2e.function_errors(outcome)]
 
 
-def front_door_client(e2e, service: str):
-    """A client that reaches the stage as the functions do (through the front door)."""
-    return boto3.client(
-        service,
-        region_name="us-east-1",
-        endpoint_url=e2e.stack.endpoint,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        config=Config(retries={"max_attempts": 1}),
-    )
-
-
 # ------------------------------------------------------------------- 1. EC2 eventual consistency
 
 
@@ -44,7 +30,7 @@ def test_the_ec2_switch_hides_a_new_instance_from_the_api_for_its_window(e2e):
     # The switch itself, through the front door: while the window lasts, EC2 answers
     # NotFound for the instance by id and leaves it out of a filtered describe.
     e2e.stack.faults.ec2_not_found_for = 2.5
-    ec2 = front_door_client(e2e, "ec2")
+    ec2 = e2e.front_door("ec2", attempts=1)
     world = e2e.stack.world
     instance_id = ec2.run_instances(
         ImageId=world["image_id"], InstanceType="t3.micro", MinCount=1, MaxCount=1, SubnetId=world["subnets"][0]
