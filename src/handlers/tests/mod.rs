@@ -139,6 +139,32 @@ fn execution_is(status: aws_sdk_sfn::types::ExecutionStatus, redrive_count: i32)
     })
 }
 
+/// SendTaskSuccess taking every answer; the requests it saw.
+fn task_successes() -> (
+    Arc<Mutex<Vec<aws_sdk_sfn::operation::send_task_success::SendTaskSuccessInput>>>,
+    Rule,
+) {
+    use aws_sdk_sfn::operation::send_task_success::{SendTaskSuccessInput, SendTaskSuccessOutput};
+    let (seen, record) = recorder::<SendTaskSuccessInput>();
+    let rule = mock!(aws_sdk_sfn::Client::send_task_success)
+        .match_requests(record)
+        .then_output(|| SendTaskSuccessOutput::builder().build());
+    (seen, rule)
+}
+
+/// SendTaskFailure taking every answer; the requests it saw.
+fn task_failures() -> (
+    Arc<Mutex<Vec<aws_sdk_sfn::operation::send_task_failure::SendTaskFailureInput>>>,
+    Rule,
+) {
+    use aws_sdk_sfn::operation::send_task_failure::{SendTaskFailureInput, SendTaskFailureOutput};
+    let (seen, record) = recorder::<SendTaskFailureInput>();
+    let rule = mock!(aws_sdk_sfn::Client::send_task_failure)
+        .match_requests(record)
+        .then_output(|| SendTaskFailureOutput::builder().build());
+    (seen, rule)
+}
+
 fn describe_instances(instances: Vec<Instance>) -> Rule {
     mock!(aws_sdk_ec2::Client::describe_instances).then_output(move || {
         aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()

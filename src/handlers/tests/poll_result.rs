@@ -9,10 +9,7 @@ use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectInput, GetObjec
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::operation::put_object::{PutObjectInput, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_sfn::operation::send_task_failure::{SendTaskFailureInput, SendTaskFailureOutput};
-use aws_sdk_sfn::operation::send_task_success::{
-    SendTaskSuccessError, SendTaskSuccessInput, SendTaskSuccessOutput,
-};
+use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError;
 use aws_sdk_ssm::operation::get_command_invocation::{
     GetCommandInvocationError, GetCommandInvocationOutput,
 };
@@ -323,14 +320,12 @@ async fn the_fallback_poll_fails_a_step_that_was_never_sent() {
 #[tokio::test]
 async fn a_command_ended_event_answers_the_waiting_token_and_records_it() {
     let (s3, puts) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
-    let (sent, record) = recorder::<SendTaskSuccessInput>();
+    let (sent, answering) = task_successes();
     let mocks = Mocks {
         s3,
         ec2: vec![run_instance(InstanceStateName::Running)],
         ssm: vec![invocation(CommandInvocationStatus::Success, "Success", 0)],
-        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_success)
-            .match_requests(record)
-            .then_output(|| SendTaskSuccessOutput::builder().build())],
+        sfn: vec![answering],
         ..Mocks::default()
     };
     let answered = answered(handle(&mocks.env(), command_ended()).await.unwrap());
@@ -421,13 +416,11 @@ async fn a_stale_token_is_an_expected_answer() {
 #[tokio::test]
 async fn a_spot_warning_fails_the_waiting_step_as_reclaimed() {
     let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
-    let (sent, record) = recorder::<SendTaskFailureInput>();
+    let (sent, answering) = task_failures();
     let mocks = Mocks {
         s3,
         ec2: vec![run_instance(InstanceStateName::Running)],
-        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_failure)
-            .match_requests(record)
-            .then_output(|| SendTaskFailureOutput::builder().build())],
+        sfn: vec![answering],
         ..Mocks::default()
     };
     let warning = event(
@@ -443,7 +436,7 @@ async fn a_spot_warning_fails_the_waiting_step_as_reclaimed() {
 #[tokio::test]
 async fn an_instance_going_away_fails_the_waiting_step_by_its_reason() {
     let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
-    let (sent, record) = recorder::<SendTaskFailureInput>();
+    let (sent, answering) = task_failures();
     let mut going = terminated_by("Client.UserInitiatedShutdown");
     going.tags = Some(vec![
         stack_tag(),
@@ -453,9 +446,7 @@ async fn an_instance_going_away_fails_the_waiting_step_by_its_reason() {
     let mocks = Mocks {
         s3,
         ec2: vec![describe_instances(vec![going])],
-        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_failure)
-            .match_requests(record)
-            .then_output(|| SendTaskFailureOutput::builder().build())],
+        sfn: vec![answering],
         ..Mocks::default()
     };
     let state = event(
@@ -470,7 +461,7 @@ async fn an_instance_going_away_fails_the_waiting_step_by_its_reason() {
 async fn an_event_before_the_marker_has_its_command_is_matched_by_comment() {
     let (s3, _) = staged(&send_marker(None, ""));
     let comment = crate::naming::command_comment("run-1", "slow", 0);
-    let (sent, record) = recorder::<SendTaskSuccessInput>();
+    let (sent, answering) = task_successes();
     let mocks = Mocks {
         s3,
         ec2: vec![run_instance(InstanceStateName::Running)],
@@ -487,9 +478,7 @@ async fn an_event_before_the_marker_has_its_command_is_matched_by_comment() {
             }),
             invocation(CommandInvocationStatus::Success, "Success", 0),
         ],
-        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_success)
-            .match_requests(record)
-            .then_output(|| SendTaskSuccessOutput::builder().build())],
+        sfn: vec![answering],
         ..Mocks::default()
     };
     handle(&mocks.env(), command_ended()).await.unwrap();
@@ -502,14 +491,12 @@ async fn the_reconciler_answers_a_step_whose_event_was_lost() {
     s3.push(mock!(aws_sdk_s3::Client::get_object).then_error(|| {
         GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
     }));
-    let (sent, record) = recorder::<SendTaskFailureInput>();
+    let (sent, answering) = task_failures();
     let mocks = Mocks {
         s3,
         ec2: vec![run_instance(InstanceStateName::Running)],
         ssm: vec![invocation(CommandInvocationStatus::Failed, "Failed", 2)],
-        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_failure)
-            .match_requests(record)
-            .then_output(|| SendTaskFailureOutput::builder().build())],
+        sfn: vec![answering],
         ..Mocks::default()
     };
     let schedule = event(crate::waiting::events::SCHEDULED, json!({}));

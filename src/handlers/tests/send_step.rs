@@ -5,7 +5,6 @@ use crate::handlers::send_step::handle;
 use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::put_object::{PutObjectInput, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_sfn::operation::send_task_success::{SendTaskSuccessInput, SendTaskSuccessOutput};
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandInput, SendCommandOutput};
@@ -223,13 +222,11 @@ async fn a_retried_send_whose_command_already_ended_answers_its_own_token() {
         "i-1",
         Some(("cmd-1", "2026-11-28T08:59:58Z")),
     )));
-    let (answered, record) = recorder::<SendTaskSuccessInput>();
+    let (answered, answering) = task_successes();
     let mocks = Mocks {
         s3,
         ssm: vec![invocation_is(CommandInvocationStatus::Success)],
-        sfn: vec![mock!(aws_sdk_sfn::Client::send_task_success)
-            .match_requests(record)
-            .then_output(|| SendTaskSuccessOutput::builder().build())],
+        sfn: vec![answering],
         ..Mocks::default()
     };
     handle(&mocks.env(), input(0)).await.unwrap();
