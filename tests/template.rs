@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use spotstep::asl::{self, Timing};
 use spotstep::handlers::{cleanup, launch, poll_result, send_step, wait_online};
 use spotstep::manifest::Job;
+use spotstep::naming;
 use spotstep::waiting;
 
 fn root() -> PathBuf {
@@ -1183,7 +1184,8 @@ fn the_created_instance_role_has_exactly_the_rights_the_steps_need() {
     let secrets = json!({"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SecretParameterPrefix}*"});
     let log_group = json!({"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${LogGroupName}:*"});
     let expected: BTreeMap<String, Vec<Value>> = [
-        ("s3:GetObject", vec![bucket_arn("/tmp/*")]),
+        // The run's config, not the send markers (task tokens) beside it.
+        ("s3:GetObject", vec![bucket_arn(&format!("/{}", naming::staging_config_key("*", "*")))]),
         ("s3:PutObject", vec![bucket_arn("/logs/*"), bucket_arn("/health/*")]),
         ("ssm:GetParameter", vec![secrets.clone()]),
         ("ssm:GetParameters", vec![secrets]),
