@@ -49,7 +49,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "local"))
 
-from cost import ASSUMPTIONS, DATA_WEEKLY_MINUTES, PRICES, check_schedule, cost_model, local_poll_model_check  # noqa: E402
+from cost import ASSUMPTIONS, DATA_WEEKLY_MINUTES, PRICES, check_schedule, cost_model  # noqa: E402
 from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.lambdas import RuntimeHost, lambda_env  # noqa: E402
@@ -238,46 +238,69 @@ def run_execution(harness: Harness, stack: LocalStack, job: str, mode: str, time
     }
 
 
+def scheduled_invocation(event: dict):
+    """(function name, its input) of a history event that schedules a Lambda invocation: a
+    plain task (`LambdaFunctionScheduled`) or a waiting one (`TaskScheduled` of a
+    `lambda:invoke.waitForTaskToken` state, its `parameters` holding `FunctionName` and
+    `Payload`); None for any other event."""
+    if event["type"] == "LambdaFunctionScheduled":
+        details = event.get("lambdaFunctionScheduledEventDetails", {})
+        return details.get("resource", "").rsplit(":", 1)[-1], json.loads(details.get("input") or "null")
+    if event["type"] == "TaskScheduled":
+        details = event.get("taskScheduledEventDetails", {})
+        if details.get("resourceType") != "lambda":
+            raise ValueError(f"a task of resource type {details.get('resourceType')!r}: the benchmark counts only Lambda tasks")
+        parameters = json.loads(details.get("parameters") or "{}")
+        if "FunctionName" not in parameters or "Payload" not in parameters:
+            raise ValueError(f"a waiting Lambda task without FunctionName and Payload: {sorted(parameters)}")
+        return parameters["FunctionName"].rsplit(":", 1)[-1], parameters["Payload"]
+    return None
+
+
+def step_end_detection(execution: dict) -> list:
+    """For each command of the run that ended (`CommandRun.ended`, the agent emulation's clock):
+    the next state the execution entered after it (history timestamps), and how long after."""
+    entered = [(parse_ts(e["timestamp"]), e["stateEnteredEventDetails"]["name"]) for e in execution["events"] if "stateEnteredEventDetails" in e]
+    out = []
+    for run in execution["runs"]:
+        if not run.ended:
+            continue  # a command lost with its instance never ends
+        ended = parse_ts(run.ended)
+        nxt = next(((t, name) for t, name in entered if t >= ended), None)
+        if nxt is None:
+            raise RuntimeError(f"{execution['name']}: no state entered after step {run.step} ended at {run.ended}")
+        out.append({
+            "execution": execution["name"],
+            "step": run.step,
+            "status": run.status,
+            "command_seconds": (ended - parse_ts(run.started)).total_seconds() if run.started else None,
+            "next_state": nxt[1],
+            "detection_seconds": (nxt[0] - ended).total_seconds(),
+        })
+    return out
+
+
 def analyse(execution: dict) -> dict:
-    """State transitions, Lambda invocations, polls and detection latency from a history."""
+    """State transitions and Lambda invocations from a history, the inputs each function was
+    invoked with, and the step-end detection (`step_end_detection`)."""
     per_state = {}
     current = None
     scheduled_inputs = {}
-    exited = {}
     for e in execution["events"]:
         if "stateEnteredEventDetails" in e:
             current = e["stateEnteredEventDetails"]["name"]
             s = per_state.setdefault(current, {"type": e["type"].replace("StateEntered", ""), "entered": 0, "invocations": 0})
             s["entered"] += 1
-        elif e["type"] == "LambdaFunctionScheduled":
+            continue
+        scheduled = scheduled_invocation(e)
+        if scheduled:
+            fn, payload = scheduled
             per_state[current]["invocations"] += 1
-            details = e.get("lambdaFunctionScheduledEventDetails", {})
-            fn = details.get("resource", "").rsplit(":", 1)[-1]
-            scheduled_inputs.setdefault(fn, []).append({"state": current, "input": json.loads(details.get("input") or "null")})
-        elif "stateExitedEventDetails" in e:
-            exited.setdefault(e["stateExitedEventDetails"]["name"], []).append(parse_ts(e["timestamp"]))
+            scheduled_inputs.setdefault(fn, []).append({"state": current, "input": payload})
     for s in per_state.values():
         s["retries"] = max(s["invocations"] - s["entered"], 0) if s["invocations"] else 0
     entered = sum(s["entered"] for s in per_state.values())
     retries = sum(s["retries"] for s in per_state.values())
-    detection = []
-    for run in execution["runs"]:
-        poll_state = contract.fmt("state_poll").make(step=run.step)
-        exits = exited.get(poll_state, [])
-        if not run.ended or not exits:
-            continue
-        ended = parse_ts(run.ended)
-        after = [t for t in exits if t >= ended - datetime.timedelta(seconds=0.5)]
-        if not after:
-            continue
-        detection.append(
-            {
-                "step": run.step,
-                "command_seconds": (ended - parse_ts(run.started)).total_seconds(),
-                "polls": per_state.get(poll_state, {}).get("invocations"),
-                "detection_seconds": (min(after) - ended).total_seconds(),
-            }
-        )
     return {
         "job": execution["job"],
         "mode": execution["mode"],
@@ -290,7 +313,7 @@ def analyse(execution: dict) -> dict:
         "state_transitions": entered + retries,
         "lambda_invocations": sum(s["invocations"] for s in per_state.values()),
         "per_state": per_state,
-        "detection": detection,
+        "detection": step_end_detection(execution),
         "inputs": scheduled_inputs,
     }
 
@@ -745,7 +768,6 @@ def main() -> int:
         results["whole_run_vmhwm_kib"] = {name: vmhwm(f.process) for name, f in stack.lambdas.functions.items()}
         sim = analyses["data-weekly"]
         machine_arn = harness.machines["data-weekly"]
-        results["local_poll_model_check"] = local_poll_model_check(sim, executions["data-weekly"]["definition"])
 
         log(f"peak memory: {memory_reps} replayed mini run(s), each function in a fresh process")
         results["memory"] = replay_mini_runs(fns, stack, sim["inputs"], machine_arn, memory_reps)

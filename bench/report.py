@@ -170,6 +170,24 @@ def summary(r: dict) -> str:
     return "\n".join(lines)
 
 
+def events_summary(e: dict) -> str:
+    """The console summary of bench/events.json (bench/events.py)."""
+    se, rc, c = e["step_end_detection"]["all"], e["reclaim_detection"], e["cost"]
+    t, p = c["token"], c["polling"]
+    lines = ["", f"spotstep event-path benchmark ({e['profile']} binaries{', quick' if e['quick'] else ''}), {len(e['runs'])} local runs"]
+    lines.append(f"step-end detection s over {se['n']} step ends: p50 {f2(se.get('p50'))}, p95 {f2(se.get('p95'))}, max {f2(se.get('max'))}")
+    for key, label in (("to_resume_here", "resume here"), ("to_relaunch_clean_up", "Relaunch: clean up")):
+        x = rc[key]
+        lines.append(f"reclaim detection s (warning -> {label}) over {x['n']}: p50 {f2(x.get('p50'))}, p95 {f2(x.get('p95'))}, max {f2(x.get('max'))}")
+    lines.append(f"data-weekly full run, token design: {t['state_transitions']} transitions, {t['lambda_invocations']} invocations "
+                 f"({t['told_events']} events + {t['reconciler_ticks']} reconciler ticks), orchestration {usd(t['usd']['orchestration'])} "
+                 f"= {t['orchestration_over_instance'] * 100:.2f}% of the instance")
+    lines.append(f"data-weekly full run, polling design: {p['state_transitions']} transitions, {p['lambda_invocations']} invocations, "
+                 f"orchestration {usd(p['usd']['orchestration'])} = {p['orchestration_over_instance'] * 100:.2f}% of the instance")
+    lines.append(f"elapsed {e['elapsed_seconds']:.0f}s")
+    return "\n".join(lines)
+
+
 def sam_build() -> dict:
     """bench/sam-build.json (`scripts/bench-sam-build.sh`), or {} where it was not measured."""
     path = os.path.join(HERE, "sam-build.json")
