@@ -46,7 +46,6 @@ sys.path.insert(0, os.path.join(REPO, "local"))
 import bench as B  # noqa: E402
 from cost import ASSUMPTIONS, DATA_WEEKLY_MINUTES, PRICES, check_schedule, cost_model  # noqa: E402
 from spotstep_local import contract  # noqa: E402
-from spotstep_local.events import matches  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.stack import LocalStack  # noqa: E402
 
@@ -59,32 +58,6 @@ def percentiles(xs) -> dict:
         return {"n": 0}
     q = statistics.quantiles(xs, n=20, method="inclusive") if len(xs) >= 2 else [xs[0]] * 19
     return {"n": len(xs), "p50": statistics.median(xs), "p95": q[18], "max": xs[-1], "min": xs[0], "mean": statistics.fmean(xs)}
-
-
-def instance_ids(stack: LocalStack, run_id: str) -> set:
-    return {i.id for i in stack.instances(run_id=run_id)}
-
-
-def matched(event: dict) -> bool:
-    return any(matches(rule["pattern"], event) for rule in contract.event_rules())
-
-
-def settle_deliveries(stack: LocalStack, ids: set, timeout: float = 15.0) -> list:
-    """The deliveries to poll-result of events about `ids`, once every matched event sent about
-    them was delivered (they run on threads, and the instance's last state changes come after
-    the execution ended)."""
-    def about(event):
-        return event.get("detail", {}).get("instance-id") in ids
-
-    deadline = time.time() + timeout
-    while True:
-        with stack.events.lock:
-            sent = [e for _, _, e in stack.events.sent if about(e) and matched(e)]
-            delivered = [d for d in stack.events.delivered if about(d[1])]
-            dropped = [e for e in stack.events.dropped if about(e)]
-        if len(delivered) >= len(sent) - len(dropped) or time.time() > deadline:
-            return delivered
-        time.sleep(0.1)
 
 
 def reclaim_detection(execution: dict, stack: LocalStack, ids: set) -> list:
@@ -112,8 +85,8 @@ def reclaim_detection(execution: dict, stack: LocalStack, ids: set) -> list:
 def measured_run(harness: Harness, stack: LocalStack, job: str, mode: str, kind: str, timeout: float) -> dict:
     ticks_before = len(stack.reconciler.runs)
     ex = B.run_execution(harness, stack, job, mode, timeout=timeout)
-    ids = instance_ids(stack, ex["name"])
-    delivered = settle_deliveries(stack, ids)
+    ids = B.instance_ids(stack, ex["name"])
+    delivered = B.settle_deliveries(stack, ids)
     a = B.analyse(ex)
     row = {
         "kind": kind,
@@ -239,6 +212,8 @@ def main() -> int:
                                           if d["command_seconds"] is not None and d["command_seconds"] >= stack.agent.invocation_visible_after]),
         }
         results["reclaim_detection"] = {
+            "states": {"to_resume_here": contract.fmt("state_resume_here").make(step="<step>"),
+                       "to_relaunch_clean_up": contract.state("relaunch_clean_up")},
             "to_resume_here": percentiles([x["to_resume_here_seconds"] for x in reclaims if x["to_resume_here_seconds"] is not None]),
             "to_relaunch_clean_up": percentiles([x["to_relaunch_clean_up_seconds"] for x in reclaims if x["to_relaunch_clean_up_seconds"] is not None]),
         }
