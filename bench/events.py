@@ -212,7 +212,7 @@ def main() -> int:
                                           if d["command_seconds"] is not None and d["command_seconds"] >= stack.agent.invocation_visible_after]),
         }
         results["reclaim_detection"] = {
-            "states": {"to_resume_here": contract.fmt("state_resume_here").make(step="<step>"),
+            "states": {"to_resume_here": contract.fmt("state_resume_here").template.replace("{step}", "<step>"),
                        "to_relaunch_clean_up": contract.state("relaunch_clean_up")},
             "to_resume_here": percentiles([x["to_resume_here_seconds"] for x in reclaims if x["to_resume_here_seconds"] is not None]),
             "to_relaunch_clean_up": percentiles([x["to_relaunch_clean_up_seconds"] for x in reclaims if x["to_relaunch_clean_up_seconds"] is not None]),
