@@ -479,6 +479,15 @@ def markdown(r: dict, ev: dict = None) -> str:
         same = "entered the same states" if cost.get("same_states_in_every_data_weekly_run") else "did **not** all enter the same states"
         w(f"The data-weekly runs {same}; the model uses the first ({cost['from_run']}). Its events: "
           + ", ".join(f"{k} {n}" for k, n in _count_by([x["detail_type"] for x in ev["runs"][0]["told"]]).items()) + ".\n")
+    else:
+        w("**Counted from the local executions of this run** (token definitions; invocations by states = `LambdaFunctionScheduled`")
+        w("plus the waiting send states' `TaskScheduled`):\n")
+        w("| local execution | status | wall s | states entered | retries | state transitions | invocations by states | events delivered |")
+        w("|---|---|---|---|---|---|---|---|")
+        for name, e in r["executions"].items():
+            w(f"| {name} (mode {e['mode']}) | {e['status']} | {e['wall_seconds']:.0f} | {e['states_entered']} | {e['retries']} | "
+              f"{e['state_transitions']} | {e['lambda_invocations']} | {e.get('told_events', '–')} |")
+        w("")
     w("**Both designs, from the same run.** The production model keeps every state the local run entered, the agent wait's")
     w(f"retries for an agent online {a['agent_online_seconds']} s after launch, and the stated step durations:\n")
     w("- **token design** (the definitions today): each step's `<step>: send` waits on its task token: 1 transition and 1")
@@ -577,6 +586,15 @@ def markdown(r: dict, ev: dict = None) -> str:
         w("(in AWS about two minutes before). When EC2 sends the warning relative to the reclaim, and how long EventBridge takes")
         w(f"to deliver it, are AWS's; the stage sends it {stage['reclaim_lead_seconds']:.0f} s ahead. The reconciler (here every {stage['reconcile_every_seconds']:.0f} s,")
         w("in production every 5 minutes) and the instance's state-change event are the nets when a warning is lost.\n")
+    else:
+        w("**Step-end detection** in this run's local executions, from the agent's end of a command to the next state entered")
+        w("(`scripts/bench-events.sh` measures it over more runs, and a reclaim's):\n")
+        w("| execution | step | command s | next state | detection s |")
+        w("|---|---|---|---|---|")
+        for name, e in r["executions"].items():
+            for d in e["detection"]:
+                w(f"| {name} | {d['step']} | {f1(d['command_seconds'])} | {d['next_state']} | {d['detection_seconds']:.2f} |")
+        w("")
     cap = max(st["policy"]["cap"] for st in cost["steps"])
     w(f"**The polling design, for comparison** (modeled, not measured here): the poll interval grows from {cost['steps'][0]['policy']['interval']} s by")
     w(f"×{cost['steps'][0]['policy']['rate']} to its cap of {cap} s, so a step that ends just after a poll is noticed up to **{cap} s** later (about {cap / 2:.0f} s on")
