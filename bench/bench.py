@@ -14,19 +14,25 @@ What runs:
 2. the local emulated AWS (local/spotstep_local: moto + SSM agent emulation + the real
    binaries), then real executions: the demo job, and the data-weekly job with its step
    scripts replaced by `sleep`s scaled from the stated production durations;
-   their histories give the state transitions, the Lambda invocations and the detection
-   latency (agent's command end -> `<step>: poll` exited);
+   their histories give the state transitions, the Lambda invocations (plain tasks'
+   `LambdaFunctionScheduled`, waiting send states' `TaskScheduled`) and the step-end
+   detection (agent's command end -> the next state entered); the events delivered to
+   poll-result about their instances are counted for the cost model;
 3. peak memory: each function in a fresh process on the benchmark's own Runtime API
    endpoint (the stage's Runtime API server, local/spotstep_local/lambdas.py), one invocation replaying a real input from that
-   history (a mini run: launch -> wait-online -> send-step -> poll-result -> cleanup),
-   VmHWM read right after the invocation;
+   history (a mini run: launch -> wait-online -> send-step with a benchmark task token ->
+   poll-result told by the command's end event -> poll-result as the fallback poll state,
+   Rust and Python -> cleanup), VmHWM read right after the invocation;
 4. init time: process spawn -> first `GET /invocation/next`, many runs, the functions
    interleaved, with the production environment (credentials, region, endpoint, settings);
-5. warm handler latency of send-step and poll-result (Rust) and poll-result (Python) against
-   the local stack, on a real instance and real commands (running, succeeded, failed), and
-   a check that both poll-results give the same answers;
-6. the cost model of a data-weekly run priced with published prices (bench/report.py prints
-   the tables).
+5. warm handler latency against the local stack, on a real instance and real commands:
+   send-step; poll-result told by a command's end (Rust only: the Python baseline has only
+   the poll entry); poll-result as the fallback `<step>: poll` state (running, succeeded,
+   failed), Rust and the Python baseline on the same inputs, and a check that both answer
+   alike;
+6. the cost model of a data-weekly run, the token and the polling designs, priced with
+   published prices (bench/cost.py); BENCHMARKS.md takes its cost and detection rows from
+   `bench/events.json` (scripts/bench-events.sh) when that file is there.
 """
 
 import argparse
@@ -49,8 +55,9 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "local"))
 
-from cost import ASSUMPTIONS, DATA_WEEKLY_MINUTES, PRICES, check_schedule, cost_model, local_poll_model_check  # noqa: E402
+from cost import ASSUMPTIONS, DATA_WEEKLY_MINUTES, PRICES, check_schedule, cost_model  # noqa: E402
 from spotstep_local import contract  # noqa: E402
+from spotstep_local.events import matches  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.lambdas import RuntimeHost, lambda_env  # noqa: E402
 from spotstep_local.stack import LocalStack  # noqa: E402
@@ -238,46 +245,69 @@ def run_execution(harness: Harness, stack: LocalStack, job: str, mode: str, time
     }
 
 
+def scheduled_invocation(event: dict):
+    """(function name, its input) of a history event that schedules a Lambda invocation: a
+    plain task (`LambdaFunctionScheduled`) or a waiting one (`TaskScheduled` of a
+    `lambda:invoke.waitForTaskToken` state, its `parameters` holding `FunctionName` and
+    `Payload`); None for any other event."""
+    if event["type"] == "LambdaFunctionScheduled":
+        details = event.get("lambdaFunctionScheduledEventDetails", {})
+        return details.get("resource", "").rsplit(":", 1)[-1], json.loads(details.get("input") or "null")
+    if event["type"] == "TaskScheduled":
+        details = event.get("taskScheduledEventDetails", {})
+        if details.get("resourceType") != "lambda":
+            raise ValueError(f"a task of resource type {details.get('resourceType')!r}: the benchmark counts only Lambda tasks")
+        parameters = json.loads(details.get("parameters") or "{}")
+        if "FunctionName" not in parameters or "Payload" not in parameters:
+            raise ValueError(f"a waiting Lambda task without FunctionName and Payload: {sorted(parameters)}")
+        return parameters["FunctionName"].rsplit(":", 1)[-1], parameters["Payload"]
+    return None
+
+
+def step_end_detection(execution: dict) -> list:
+    """For each command of the run that ended (`CommandRun.ended`, the agent emulation's clock):
+    the next state the execution entered after it (history timestamps), and how long after."""
+    entered = [(parse_ts(e["timestamp"]), e["stateEnteredEventDetails"]["name"]) for e in execution["events"] if "stateEnteredEventDetails" in e]
+    out = []
+    for run in execution["runs"]:
+        if not run.ended:
+            continue  # a command lost with its instance never ends
+        ended = parse_ts(run.ended)
+        nxt = next(((t, name) for t, name in entered if t >= ended), None)
+        if nxt is None:
+            raise RuntimeError(f"{execution['name']}: no state entered after step {run.step} ended at {run.ended}")
+        out.append({
+            "execution": execution["name"],
+            "step": run.step,
+            "status": run.status,
+            "command_seconds": (ended - parse_ts(run.started)).total_seconds() if run.started else None,
+            "next_state": nxt[1],
+            "detection_seconds": (nxt[0] - ended).total_seconds(),
+        })
+    return out
+
+
 def analyse(execution: dict) -> dict:
-    """State transitions, Lambda invocations, polls and detection latency from a history."""
+    """State transitions and Lambda invocations from a history, the inputs each function was
+    invoked with, and the step-end detection (`step_end_detection`)."""
     per_state = {}
     current = None
     scheduled_inputs = {}
-    exited = {}
     for e in execution["events"]:
         if "stateEnteredEventDetails" in e:
             current = e["stateEnteredEventDetails"]["name"]
             s = per_state.setdefault(current, {"type": e["type"].replace("StateEntered", ""), "entered": 0, "invocations": 0})
             s["entered"] += 1
-        elif e["type"] == "LambdaFunctionScheduled":
+            continue
+        scheduled = scheduled_invocation(e)
+        if scheduled:
+            fn, payload = scheduled
             per_state[current]["invocations"] += 1
-            details = e.get("lambdaFunctionScheduledEventDetails", {})
-            fn = details.get("resource", "").rsplit(":", 1)[-1]
-            scheduled_inputs.setdefault(fn, []).append({"state": current, "input": json.loads(details.get("input") or "null")})
-        elif "stateExitedEventDetails" in e:
-            exited.setdefault(e["stateExitedEventDetails"]["name"], []).append(parse_ts(e["timestamp"]))
+            scheduled_inputs.setdefault(fn, []).append({"state": current, "input": payload})
     for s in per_state.values():
         s["retries"] = max(s["invocations"] - s["entered"], 0) if s["invocations"] else 0
     entered = sum(s["entered"] for s in per_state.values())
     retries = sum(s["retries"] for s in per_state.values())
-    detection = []
-    for run in execution["runs"]:
-        poll_state = contract.fmt("state_poll").make(step=run.step)
-        exits = exited.get(poll_state, [])
-        if not run.ended or not exits:
-            continue
-        ended = parse_ts(run.ended)
-        after = [t for t in exits if t >= ended - datetime.timedelta(seconds=0.5)]
-        if not after:
-            continue
-        detection.append(
-            {
-                "step": run.step,
-                "command_seconds": (ended - parse_ts(run.started)).total_seconds(),
-                "polls": per_state.get(poll_state, {}).get("invocations"),
-                "detection_seconds": (min(after) - ended).total_seconds(),
-            }
-        )
     return {
         "job": execution["job"],
         "mode": execution["mode"],
@@ -290,9 +320,35 @@ def analyse(execution: dict) -> dict:
         "state_transitions": entered + retries,
         "lambda_invocations": sum(s["invocations"] for s in per_state.values()),
         "per_state": per_state,
-        "detection": detection,
+        "detection": step_end_detection(execution),
         "inputs": scheduled_inputs,
     }
+
+
+def instance_ids(stack: LocalStack, run_id: str) -> set:
+    return {i.id for i in stack.instances(run_id=run_id)}
+
+
+def matched(event: dict) -> bool:
+    return any(matches(rule["pattern"], event) for rule in contract.event_rules())
+
+
+def settle_deliveries(stack: LocalStack, ids: set, timeout: float = 15.0) -> list:
+    """The deliveries to poll-result of events about `ids`, once every matched event sent about
+    them was delivered (they run on threads, and the instance's last state changes come after
+    the execution ended)."""
+    def about(event):
+        return event.get("detail", {}).get("instance-id") in ids
+
+    deadline = time.time() + timeout
+    while True:
+        with stack.events.lock:
+            sent = [e for _, _, e in stack.events.sent if about(e) and matched(e)]
+            delivered = [d for d in stack.events.delivered if about(d[1])]
+            dropped = [e for e in stack.events.dropped if about(e)]
+        if len(delivered) >= len(sent) - len(dropped) or time.time() > deadline:
+            return delivered
+        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------- functions
@@ -328,6 +384,7 @@ class Functions:
                     "PYTHONUNBUFFERED": "1",
                     "SPOTSTEP_STEP_LOG_PREFIX_TEMPLATE": contract.fmt("step_log_prefix").template,
                     "SPOTSTEP_SSM_OUTPUT_KEY_TEMPLATE": contract.fmt("ssm_output_key").template,
+                    "SPOTSTEP_SEND_MARKER_KEY_TEMPLATE": contract.fmt("send_marker_key").template,
                 }
             )
             argv = [sys.executable, os.path.join(PY_BASELINE, "bootstrap.py")]
@@ -489,42 +546,102 @@ def first_invocation(fns: Functions, name: str, payload: dict, host_name: str) -
     }
 
 
+def bench_token(tag: str) -> str:
+    """A task token no execution waits on: poll-result's SendTaskSuccess/Failure with it is
+    answered `InvalidToken`, which it treats as a token already answered (nothing recorded)."""
+    return f"bench-token-{tag}-{random.randrange(10**9):09d}"
+
+
+def command_ended_event(command: dict, status: str) -> dict:
+    """SSM's `EC2 Command Invocation Status-change Notification` for a command of ours, as
+    EventBridge delivers it to poll-result (the stage's EventBus makes the same shape)."""
+    instance_id = command["instance_id"]
+    return {
+        "version": "0",
+        "id": f"bench-{random.randrange(10**12):012d}",
+        "detail-type": contract.detail_type("command_invocation"),
+        "source": "aws.ssm",
+        "account": "123456789012",
+        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}"],
+        "detail": {
+            "command-id": command["command_id"],
+            "document-name": "AWS-RunShellScript",
+            "instance-id": instance_id,
+            "requested-date-time": command["sent_at"],
+            "status": status,
+        },
+    }
+
+
+class QuietStage:
+    """While the benchmark replays the functions by itself: the stage's own EventBridge
+    deliveries and reconciler off, so that the stack's poll-result does not answer the
+    benchmark's send markers beside it (it could only get `InvalidToken`, but its calls would
+    load the emulator under the measurement)."""
+
+    def __init__(self, stack: LocalStack):
+        self.faults = stack.faults
+
+    def __enter__(self):
+        self.faults.drop_events = {k: None for k in ("command_invocation", "spot_warning", "instance_state")}
+        self.faults.reconcile = False
+        return self
+
+    def __exit__(self, *exc):
+        self.faults.drop_events = {}
+        self.faults.reconcile = True
+
+
+def poll_state_input(send: dict) -> dict:
+    """The `<step>: poll` state's input for a send-step input: {run, job, instance, step}, the
+    step without its script."""
+    return {"run": send["run"], "job": send["job"], "instance": send["instance"],
+            "step": {k: v for k, v in send["step"].items() if k != "script"}}
+
+
 def replay_mini_runs(fns: Functions, stack: LocalStack, inputs: dict, machine_arn: str, reps: int) -> dict:
     """Each function in a fresh process, one invocation with a real input from the history,
-    chained like a run: launch -> wait-online -> send-step -> poll-result (Rust, then the
-    Python baseline on the same input) -> cleanup end-of-run. Memory read after it."""
-    samples = {n: [] for n in fns.names()}
+    chained like a run: launch -> wait-online -> send-step (with a benchmark token) ->
+    poll-result told by the command's end event (Rust), poll-result as the fallback
+    `<step>: poll` state (Rust, then the Python baseline on the same input) -> cleanup
+    end-of-run. Memory read after it."""
+    samples = {n: [] for n in fns.names() + ["poll-result (poll state)"]}
     template_run = inputs["launch"][0]["input"]["run"]
     finish = next(i["input"] for i in inputs["cleanup"] if i["input"].get("action") == "end-of-run")
-    for rep in range(reps):
-        run_id = f"bench-replay-{rep}-{int(time.time())}"
-        run = dict(template_run, run_id=run_id, execution=machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}")
-        launch = first_invocation(fns, "launch", with_run(inputs["launch"][0]["input"], run), "mem:launch")
-        if launch["error"]:
-            raise RuntimeError(f"launch replay failed: {launch['result']}")
-        samples["launch"].append(launch)
-        instance = launch["result"]
-        time.sleep(stack.agent.registration_delay + 0.3)
-        wo = with_run(inputs["wait-online"][0]["input"], run)
-        wo["instance"] = instance
-        samples["wait-online"].append(first_invocation(fns, "wait-online", wo, "mem:wait-online"))
-        send = with_run(inputs["send-step"][0]["input"], run)
-        send["instance"] = instance
-        sent = first_invocation(fns, "send-step", send, "mem:send-step")
-        if sent["error"]:
-            raise RuntimeError(f"send-step replay failed: {sent['result']}")
-        samples["send-step"].append(sent)
-        command = sent["result"]
-        wait_command(stack, command["command_id"])
-        time.sleep(stack.agent.invocation_visible_after)
-        poll = with_run(inputs["poll-result"][0]["input"], run)
-        poll["instance"] = instance
-        poll["command"] = command
-        poll["step"]["name"] = send["step"]["name"]
-        poll["step"]["kind"] = send["step"]["kind"]
-        samples["poll-result"].append(first_invocation(fns, "poll-result", poll, "mem:poll-result"))
-        samples["python-poll-result"].append(first_invocation(fns, "python-poll-result", poll, "mem:python-poll-result"))
-        samples["cleanup"].append(first_invocation(fns, "cleanup", with_run(finish, run), "mem:cleanup"))
+    with QuietStage(stack):
+        for rep in range(reps):
+            run_id = f"bench-replay-{rep}-{int(time.time())}"
+            run = dict(template_run, run_id=run_id, execution=machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}")
+            launch = first_invocation(fns, "launch", with_run(inputs["launch"][0]["input"], run), "mem:launch")
+            if launch["error"]:
+                raise RuntimeError(f"launch replay failed: {launch['result']}")
+            samples["launch"].append(launch)
+            instance = launch["result"]
+            time.sleep(stack.agent.registration_delay + 0.3)
+            wo = with_run(inputs["wait-online"][0]["input"], run)
+            wo["instance"] = instance
+            samples["wait-online"].append(first_invocation(fns, "wait-online", wo, "mem:wait-online"))
+            send = with_run(inputs["send-step"][0]["input"], run)
+            send["instance"] = instance
+            send["task_token"] = bench_token(f"replay-{rep}")
+            sent = first_invocation(fns, "send-step", send, "mem:send-step")
+            if sent["error"]:
+                raise RuntimeError(f"send-step replay failed: {sent['result']}")
+            samples["send-step"].append(sent)
+            command = sent["result"]
+            ended = wait_command(stack, command["command_id"])
+            time.sleep(stack.agent.invocation_visible_after)
+            told = first_invocation(fns, "poll-result", command_ended_event(command, ended.status), "mem:poll-result")
+            answered = (told["result"] or {}).get("answered") if isinstance(told["result"], dict) else None
+            if told["error"] or not answered or answered[0]["step"] != send["step"]["name"]:
+                raise RuntimeError(f"poll-result told by the event did not answer step {send['step']['name']}: {told['error']} {told['result']}")
+            samples["poll-result"].append(told)
+            poll = poll_state_input(send)
+            samples["poll-result (poll state)"].append(first_invocation(fns, "poll-result", poll, "mem:poll-result-poll"))
+            samples["python-poll-result"].append(first_invocation(fns, "python-poll-result", poll, "mem:python-poll-result"))
+            samples["cleanup"].append(first_invocation(fns, "cleanup", with_run(finish, run), "mem:cleanup"))
     out = {}
     for name, rows in samples.items():
         out[name] = {
@@ -538,7 +655,10 @@ def replay_mini_runs(fns: Functions, stack: LocalStack, inputs: dict, machine_ar
 
 
 def measure_latency(fns: Functions, stack: LocalStack, harness: Harness, inputs: dict, machine_arn: str, n: int) -> dict:
-    """Warm invocations against the local stack with a real instance and real commands."""
+    """Warm invocations against the local stack with a real instance and real commands:
+    send-step; poll-result told by a command's end event (Rust only: the Python baseline has
+    only the poll entry); poll-result as the fallback `<step>: poll` state, Rust and the Python
+    baseline alternating on the same inputs (running, succeeded, failed)."""
     run_id = f"bench-latency-{int(time.time())}"
     run = dict(inputs["launch"][0]["input"]["run"], run_id=run_id,
                execution=machine_arn.replace(":stateMachine:", ":execution:") + f":{run_id}")
@@ -546,22 +666,23 @@ def measure_latency(fns: Functions, stack: LocalStack, harness: Harness, inputs:
     time.sleep(stack.agent.registration_delay + 0.3)
     send_template = with_run(inputs["send-step"][0]["input"], run)
     send_template["instance"] = instance
-    poll_template = with_run(inputs["poll-result"][0]["input"], run)
-    poll_template["instance"] = instance
 
     rust_send = fns.start("send-step", host_name="warm:send-step")
     rust_poll = fns.start("poll-result", host_name="warm:poll-result")
     py_poll = fns.start("python-poll-result", host_name="warm:python-poll-result")
     sessions = {"send-step": rust_send, "poll-result": rust_poll, "python-poll-result": py_poll}
+    quiet = QuietStage(stack)
+    quiet.__enter__()
     try:
         for s in sessions.values():
             s.wait_ready(60)
 
         def send(step: dict, round_: int):
-            event = dict(send_template, step=step, redrive_count=round_)
+            event = dict(send_template, step=step, redrive_count=round_, task_token=bench_token(f"{step['name']}-{round_}"))
             return rust_send.invoke(event)
 
-        # Commands to poll: one that keeps running, one that succeeds, one that fails.
+        # Commands to poll: one that keeps running, one that succeeds, one that fails. Each is
+        # the only send of its step in this run, so the fallback poll finds it as the latest.
         scripts = {
             "running": {"name": "morning-enrich", "kind": "workload", "timeout_seconds": 7200, "script": "sleep 3600"},
             "succeeded": {"name": "data-phase1", "kind": "workload", "timeout_seconds": 7200,
@@ -569,34 +690,89 @@ def measure_latency(fns: Functions, stack: LocalStack, harness: Harness, inputs:
             "failed": {"name": "rag-ingestion", "kind": "workload", "timeout_seconds": 3600,
                        "script": 'for i in $(seq 1 200); do echo "rag: line $i"; done; echo "rag: about to fail"; exit 3'},
         }
-        commands = {}
+        commands, ended = {}, {}
         for key, step in scripts.items():
             ms, body, err = send(step, 0)
             if err:
                 raise RuntimeError(f"send-step {key} failed: {body[:300]}")
             commands[key] = json.loads(body)
         for key in ("succeeded", "failed"):
-            wait_command(stack, commands[key]["command_id"])
+            ended[key] = wait_command(stack, commands[key]["command_id"]).status
         time.sleep(stack.agent.invocation_visible_after)
 
+        poll_inputs = {}
+        for key, step in scripts.items():
+            poll_inputs[key] = poll_state_input(dict(send_template, step=step))
+        told_events = {key: command_ended_event(commands[key], ended[key]) for key in ("succeeded", "failed")}
         # Warm-up (not recorded): the first calls open the connections.
+        for s in (rust_poll, py_poll):
+            for ev in poll_inputs.values():
+                s.invoke(ev)
+        for ev in told_events.values():
+            rust_poll.invoke(ev)
+
+        out = {"n": n, "scenarios": {}, "loadavg": [loadavg()]}
+        expected = {"running": "StillRunning", "succeeded": None, "failed": "StepFailed"}
+        calls = {
+            "running": "S3 List + Get markers, GetCommandInvocation + DescribeInstances",
+            "succeeded": "S3 List + Get markers, GetCommandInvocation",
+            "failed": "S3 List + Get markers, GetCommandInvocation + DescribeInstances + S3 GetObject (range)",
+        }
+        equivalence = {}
+        for key, ev in poll_inputs.items():
+            t = {"rust": [], "python": []}
+            cpu = {"rust": rust_poll.cpu_seconds(), "python": py_poll.cpu_seconds()}
+            answers = {}
+            for i in range(n):
+                pair = [("rust", rust_poll), ("python", py_poll)]
+                if i % 2:
+                    pair.reverse()
+                for who, s in pair:
+                    ms, body, err = s.invoke(ev)
+                    if err != expected[key]:
+                        raise RuntimeError(f"{who} poll-result (poll state) {key}: expected {expected[key]}, got {err}: {body[:300]}")
+                    t[who].append(ms)
+                    answers[who] = json.loads(body)
+            cpu = {w: (sessions["poll-result" if w == "rust" else "python-poll-result"].cpu_seconds() - cpu[w]) * 1000 / n for w in cpu}
+            out["scenarios"][f"poll-result poll state, {key}"] = {
+                "rust": stats(t["rust"]),
+                "python": stats(t["python"]),
+                "rust_cpu_ms_per_invocation": cpu["rust"],
+                "python_cpu_ms_per_invocation": cpu["python"],
+                "calls": calls[key],
+            }
+            equivalence[key] = same_answer(key, answers["rust"], answers["python"])
+
+        # Told by the command's end: the benchmark's token is no live one, so SendTaskSuccess /
+        # SendTaskFailure is answered InvalidToken and the marker is not rewritten (a live
+        # token adds one S3 PutObject).
+        told_calls = {
+            "succeeded": "DescribeInstances (tags), S3 List + Get markers, GetCommandInvocation, SendTaskSuccess",
+            "failed": "DescribeInstances (tags), S3 List + Get markers, GetCommandInvocation + DescribeInstances + S3 GetObject (range), SendTaskFailure",
+        }
+        for key, ev in told_events.items():
+            times = []
+            cpu0 = rust_poll.cpu_seconds()
+            for i in range(n):
+                ms, body, err = rust_poll.invoke(ev)
+                answered = json.loads(body).get("answered") if not err else None
+                want = "Succeeded" if key == "succeeded" else "StepFailed"
+                if err or not answered or answered[0]["answer"] != want:
+                    raise RuntimeError(f"poll-result told {key}: expected the answer {want}, got {err}: {body[:300]}")
+                times.append(ms)
+            out["scenarios"][f"poll-result told, {key}"] = {
+                "rust": stats(times),
+                "rust_cpu_ms_per_invocation": (rust_poll.cpu_seconds() - cpu0) * 1000 / n,
+                "calls": told_calls[key],
+            }
+
+        # send-step: each call really sends (a new redrive round: its marker read and written
+        # twice, SendCommand). Paced: the emulated agent runs each sent script and uploads its
+        # output (in this same Python process); the next send waits for that, outside the timed
+        # call. Last, so that its markers do not add to the polls' listings above.
         warm_send = {"name": "smoke", "kind": "workload", "timeout_seconds": 900, "script": "true"}
         for i in range(3):
             send(warm_send, 100 + i)
-        poll_events = {}
-        for key, step in scripts.items():
-            ev = json.loads(json.dumps(poll_template))
-            ev["step"] = {k: v for k, v in step.items() if k != "script"}
-            ev["command"] = commands[key]
-            poll_events[key] = ev
-        for s in (rust_poll, py_poll):
-            for ev in poll_events.values():
-                s.invoke(ev)
-
-        out = {"n": n, "scenarios": {}, "loadavg": [loadavg()]}
-        # send-step: each call really sends (a new redrive round: ListCommands + SendCommand).
-        # Paced: the emulated agent runs each sent script and uploads its output (in this same
-        # Python process); the next send waits for that, outside the timed call.
         cpu_total = 0.0
         times = []
         for i in range(n):
@@ -610,38 +786,8 @@ def measure_latency(fns: Functions, stack: LocalStack, harness: Harness, inputs:
         out["scenarios"]["send-step"] = {
             "rust": stats(times),
             "rust_cpu_ms_per_invocation": cpu_total * 1000 / n,
-            "calls": "ListCommands + SendCommand",
+            "calls": "S3 GetObject (marker) + PutObject, SendCommand, S3 PutObject (marker completed)",
         }
-        expected = {"running": "StillRunning", "succeeded": None, "failed": "StepFailed"}
-        calls = {
-            "running": "GetCommandInvocation + DescribeInstances",
-            "succeeded": "GetCommandInvocation",
-            "failed": "GetCommandInvocation + DescribeInstances + S3 GetObject (range)",
-        }
-        equivalence = {}
-        for key, ev in poll_events.items():
-            t = {"rust": [], "python": []}
-            cpu = {"rust": rust_poll.cpu_seconds(), "python": py_poll.cpu_seconds()}
-            answers = {}
-            for i in range(n):
-                pair = [("rust", rust_poll), ("python", py_poll)]
-                if i % 2:
-                    pair.reverse()
-                for who, s in pair:
-                    ms, body, err = s.invoke(ev)
-                    if err != expected[key]:
-                        raise RuntimeError(f"{who} poll-result {key}: expected {expected[key]}, got {err}: {body[:300]}")
-                    t[who].append(ms)
-                    answers[who] = json.loads(body)
-            cpu = {w: (sessions["poll-result" if w == "rust" else "python-poll-result"].cpu_seconds() - cpu[w]) * 1000 / n for w in cpu}
-            out["scenarios"][f"poll-result {key}"] = {
-                "rust": stats(t["rust"]),
-                "python": stats(t["python"]),
-                "rust_cpu_ms_per_invocation": cpu["rust"],
-                "python_cpu_ms_per_invocation": cpu["python"],
-                "calls": calls[key],
-            }
-            equivalence[key] = same_answer(key, answers["rust"], answers["python"])
         out["equivalence"] = equivalence
         out["warm_vmhwm_kib"] = {k: s.status().get("VmHWM") for k, s in sessions.items()}
         out["loadavg"].append(loadavg())
@@ -649,6 +795,7 @@ def measure_latency(fns: Functions, stack: LocalStack, harness: Harness, inputs:
     finally:
         for s in sessions.values():
             s.kill()
+        quiet.__exit__(None, None, None)
         harness.invoke("cleanup", {"action": "end-of-run", "run": run})
 
 
@@ -740,12 +887,17 @@ def main() -> int:
         for name, ex in executions.items():
             if ex["status"] != "SUCCEEDED":
                 raise RuntimeError(f"{name} execution {ex['status']}: {ex['error']}")
+        # The events EventBridge delivered to poll-result about each execution's instances
+        # (the instance's last state changes come after the execution ended).
+        told = {name: len([d for d in settle_deliveries(stack, instance_ids(stack, ex["name"])) if d[3] is None])
+                for name, ex in executions.items()}
         analyses = {name: analyse(ex) for name, ex in executions.items()}
         results["executions"] = {name: {k: v for k, v in a.items() if k != "inputs"} for name, a in analyses.items()}
+        for name, n in told.items():
+            results["executions"][name]["told_events"] = n
         results["whole_run_vmhwm_kib"] = {name: vmhwm(f.process) for name, f in stack.lambdas.functions.items()}
         sim = analyses["data-weekly"]
         machine_arn = harness.machines["data-weekly"]
-        results["local_poll_model_check"] = local_poll_model_check(sim, executions["data-weekly"]["definition"])
 
         log(f"peak memory: {memory_reps} replayed mini run(s), each function in a fresh process")
         results["memory"] = replay_mini_runs(fns, stack, sim["inputs"], machine_arn, memory_reps)
@@ -767,7 +919,7 @@ def main() -> int:
                            capture_output=True, text=True, check=True).stdout
         )
         rust_init = max(results["init"]["functions"][n]["init_ms"]["median"] for n in contract.functions())
-        results["cost"] = cost_model(sim, prod_definition, rust_init)
+        results["cost"] = cost_model(sim, prod_definition, rust_init, told["data-weekly"])
     finally:
         fns.stop()
         stack.stop()
@@ -784,7 +936,14 @@ def main() -> int:
     if not args.no_markdown and not quick:
         path = os.path.join(REPO, "BENCHMARKS.md")
         with open(path, "w") as f:
-            f.write(report.markdown(results))
+            # The cost and detection rows come from the event benchmark's file when there is one
+            # (scripts/bench-events.sh); else from this run's cost model, without detection rows.
+            events_path = os.path.join(HERE, "events.json")
+            events = None
+            if os.path.isfile(events_path):
+                with open(events_path) as ef:
+                    events = json.load(ef)
+            f.write(report.markdown(results, events))
         log(f"regenerated {os.path.relpath(path, REPO)}")
     shutil.rmtree(work, ignore_errors=True)
     if problems:

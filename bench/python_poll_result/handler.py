@@ -1,9 +1,15 @@
 """poll-result written in Python with boto3: the benchmark's baseline.
 
-The same behaviour as `src/handlers/poll_result.rs`, written the way a Python Lambda would
-be: the boto3 clients are created at import (init), once per execution environment.
+The same behaviour as the `<step>: poll` entry of `src/handlers/poll_result.rs` (the fallback
+poll of a step whose wait timed out, input `{run, job, instance, step}`), written the way a
+Python Lambda would be: the boto3 clients are created at import (init), once per execution
+environment. Only that entry: the event and reconciler entries (which answer task tokens) are
+not in the baseline, and the benchmark times them for Rust only.
 
-- `GetCommandInvocation` of the step's command;
+- the step's latest send marker: every marker of the run (S3 ListObjectsV2 of the run's
+  `sent/` prefix, GetObject of each, as the Rust side reads them), the highest round of the
+  step; none, none with a command, or one on another instance: `StepFailed`;
+- `GetCommandInvocation` of the marker's command;
   `InvocationDoesNotExist`: check the instance (gone -> InstanceLost/InstanceReclaimed), then
   `StillRunning` within the registration grace, `StepFailed` after it;
 - classify Status / StatusDetails / ResponseCode as `src/status.rs` does;
@@ -40,6 +46,9 @@ BUCKET = os.environ.get("SPOTSTEP_BUCKET", "").strip()
 # `ssm_output_key` templates), given by the benchmark; without them the init fails.
 LOG_PREFIX_TEMPLATE = os.environ["SPOTSTEP_STEP_LOG_PREFIX_TEMPLATE"]
 OUTPUT_KEY_TEMPLATE = os.environ["SPOTSTEP_SSM_OUTPUT_KEY_TEMPLATE"]
+# The `send_marker_key` template ({job}, {run_id}, {step}, {round}); the run's markers are under
+# its text before `{step}`.
+MARKER_KEY_TEMPLATE = os.environ["SPOTSTEP_SEND_MARKER_KEY_TEMPLATE"]
 
 
 def _grace(name: str, default: int) -> int:
@@ -198,16 +207,57 @@ def _parse_time(value):
         return None
 
 
+def markers(job: str, run_id: str) -> list:
+    """Every readable send marker of the run, in key order."""
+    prefix = MARKER_KEY_TEMPLATE.split("{step}", 1)[0].format(job=job, run_id=run_id)
+    out = []
+    try:
+        for page in S3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                try:
+                    text = S3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+                except ClientError as e:
+                    if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                        continue
+                    raise _sdk_error(f"S3 GetObject {obj['Key']}", e)
+                try:
+                    marker = json.loads(text)
+                except ValueError:
+                    continue
+                if marker.get("run", {}).get("run_id") == run_id and marker.get("run", {}).get("job") == job:
+                    out.append(marker)
+    except ClientError as e:
+        raise _sdk_error(f"S3 ListObjectsV2 {prefix}", e)
+    return out
+
+
 def lambda_handler(event, context):
     try:
-        run, job, instance, step, command = (event[k] for k in ("run", "job", "instance", "step", "command"))
-        instance_id = instance["instance_id"]
-        command_id = command["command_id"]
+        run, job, instance, step = (event[k] for k in ("run", "job", "instance", "step"))
         step_name = step["name"]
+        run_id = run["run_id"]
     except (KeyError, TypeError) as e:
         raise InvalidInput(f"malformed poll-result input: missing {e}")
     if not BUCKET:
         raise Misconfigured("missing deployment setting(s): SPOTSTEP_BUCKET (set them as the function's environment; see template.yaml)")
+    mine = [m for m in markers(job["name"], run_id) if m.get("step", {}).get("name") == step_name]
+    if not mine:
+        raise StepFailed(f"step `{step_name}` has no record of a send (its send marker is gone); redrive the execution to send it again")
+    marker = max(mine, key=lambda m: m.get("round", 0))
+    command = marker.get("command")
+    if not command:
+        raise StepFailed(
+            f"step `{step_name}` was never sent: its send marker (round {marker.get('round')}) records no command; "
+            "redrive the execution to send it again"
+        )
+    if command["instance_id"] != instance["instance_id"]:
+        raise StepFailed(
+            f"step `{step_name}`'s last command {command['command_id']} ran on instance {command['instance_id']}, "
+            f"not on the run's instance {instance['instance_id']}; redrive the execution to send it again"
+        )
+    step, run = marker["step"], marker["run"]
+    instance_id = command["instance_id"]
+    command_id = command["command_id"]
     log_prefix = LOG_PREFIX_TEMPLATE.format(job=job["name"], run_id=run["run_id"], step=step_name)
     key = OUTPUT_KEY_TEMPLATE.format(log_prefix=log_prefix, command_id=command_id, instance_id=instance_id, stream="stdout")
     uri = f"s3://{BUCKET}/{key}"
