@@ -399,6 +399,43 @@ def _patch_moto_stop_wakes_waiting_tasks():
     Environment.set_error = keep_the_stop
 
 
+def _patch_moto_used_tokens():
+    """On AWS a task token is answered once: SendTaskSuccess/Failure on the token of a task
+    that ended (answered, timed out, stopped) is refused (`TaskTimedOut`, `InvalidToken`).
+    moto keeps accepting it (and would report a late, duplicate answer as taken): here a
+    waiting task's token is spent when the task ends."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
+        StateTaskServiceCallback,
+    )
+    from moto.stepfunctions.parser.asl.eval.callback.callback import (
+        CallbackConsumerLeft,
+        CallbackConsumerTimeout,
+        CallbackTimeoutError,
+    )
+
+    if getattr(StateTaskServiceCallback, "_spotstep_patched", False):
+        return
+    original = StateTaskServiceCallback._eval_integration_pattern
+
+    def spend(env, token, why):
+        endpoint = env.callback_pool_manager.get(token) if token else None
+        if endpoint is not None and endpoint.consumer_error is None:
+            endpoint.report(why)
+
+    def _eval_integration_pattern(self, env, *args, **kwargs):
+        token = (env.states.context_object.context_object_data.get("Task") or {}).get("Token")
+        try:
+            return original(self, env, *args, **kwargs)
+        except CallbackTimeoutError:
+            spend(env, token, CallbackConsumerTimeout())
+            raise
+        finally:
+            spend(env, token, CallbackConsumerLeft())
+
+    StateTaskServiceCallback._eval_integration_pattern = _eval_integration_pattern
+    StateTaskServiceCallback._spotstep_patched = True
+
+
 def _patch_moto_state_machine_clone():
     """moto's executing StartExecution deep-copies the state machine, executions included; a
     finished execution keeps its interpreter environment (which holds an RLock), so every
@@ -435,6 +472,7 @@ class LocalStack:
         _patch_moto_lambda_service_errors()
         _patch_moto_send_task_failure_cause()
         _patch_moto_stop_wakes_waiting_tasks()
+        _patch_moto_used_tokens()
 
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
