@@ -4,6 +4,9 @@
 //! `template.yaml` sets; a job manifest never holds them.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, LazyLock};
 
 use time::OffsetDateTime;
 
@@ -146,21 +149,65 @@ impl Clock {
     }
 }
 
+/// A client built on its first use, not before: a function's init then asks for work without
+/// constructing the SDK clients, and an invocation builds only the clients it calls. (The TLS
+/// root store is still read at init, by `aws_config::load_from_env`; see BENCHMARKS.md.)
+/// Derefs to the client, so `env.ec2.describe_instances()` and `&env.ec2` as
+/// `&aws_sdk_ec2::Client` work.
+pub struct Lazy<C>(Arc<LazyLock<C, Box<dyn FnOnce() -> C + Send>>>);
+
+impl<C> Lazy<C> {
+    /// A client `make` builds on first use.
+    pub fn new(make: impl FnOnce() -> C + Send + 'static) -> Lazy<C> {
+        Lazy(Arc::new(LazyLock::new(Box::new(make))))
+    }
+}
+
+impl<C: Send + 'static> From<C> for Lazy<C> {
+    /// A client already built (tests).
+    fn from(client: C) -> Lazy<C> {
+        Lazy::new(move || client)
+    }
+}
+
+impl<C> Deref for Lazy<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.0
+    }
+}
+
+impl<C> Clone for Lazy<C> {
+    fn clone(&self) -> Lazy<C> {
+        Lazy(self.0.clone())
+    }
+}
+
+impl<C> fmt::Debug for Lazy<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match LazyLock::get(&self.0) {
+            Some(_) => f.write_str("Lazy(built)"),
+            None => f.write_str("Lazy(not built yet)"),
+        }
+    }
+}
+
 /// Everything a handler works with.
 #[derive(Debug, Clone)]
 pub struct Env {
-    pub ec2: aws_sdk_ec2::Client,
-    pub s3: aws_sdk_s3::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    pub sfn: aws_sdk_sfn::Client,
-    pub sns: aws_sdk_sns::Client,
+    pub ec2: Lazy<aws_sdk_ec2::Client>,
+    pub s3: Lazy<aws_sdk_s3::Client>,
+    pub ssm: Lazy<aws_sdk_ssm::Client>,
+    pub sfn: Lazy<aws_sdk_sfn::Client>,
+    pub sns: Lazy<aws_sdk_sns::Client>,
     pub settings: Settings,
     pub clock: Clock,
 }
 
 impl Env {
-    /// Builds the clients as in production: the default credential and region chain, and
-    /// `AWS_ENDPOINT_URL` (an emulator) honoured, with path-style S3 there.
+    /// Reads the configuration as in production: the default credential and region chain,
+    /// and `AWS_ENDPOINT_URL` (an emulator) honoured, with path-style S3 there. The clients
+    /// are built on their first use ([`Lazy`]).
     pub async fn from_environment() -> Result<Env> {
         let vars: HashMap<String, String> = std::env::vars().collect();
         let config = aws_config::load_from_env().await;
@@ -171,15 +218,26 @@ impl Env {
         let emulated = vars
             .get("AWS_ENDPOINT_URL")
             .is_some_and(|v| !v.trim().is_empty());
-        let s3_config = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(emulated)
-            .build();
+        fn client<C: 'static>(
+            config: &aws_config::SdkConfig,
+            make: fn(&aws_config::SdkConfig) -> C,
+        ) -> Lazy<C> {
+            let config = config.clone();
+            Lazy::new(move || make(&config))
+        }
+        let s3_config = config.clone();
         Ok(Env {
-            ec2: aws_sdk_ec2::Client::new(&config),
-            s3: aws_sdk_s3::Client::from_conf(s3_config),
-            ssm: aws_sdk_ssm::Client::new(&config),
-            sfn: aws_sdk_sfn::Client::new(&config),
-            sns: aws_sdk_sns::Client::new(&config),
+            ec2: client(&config, aws_sdk_ec2::Client::new),
+            s3: Lazy::new(move || {
+                aws_sdk_s3::Client::from_conf(
+                    aws_sdk_s3::config::Builder::from(&s3_config)
+                        .force_path_style(emulated)
+                        .build(),
+                )
+            }),
+            ssm: client(&config, aws_sdk_ssm::Client::new),
+            sfn: client(&config, aws_sdk_sfn::Client::new),
+            sns: client(&config, aws_sdk_sns::Client::new),
             settings,
             clock: Clock::System,
         })

@@ -67,11 +67,11 @@ fn settings() -> Settings {
 impl Mocks {
     pub fn env(&self) -> Env {
         Env {
-            ec2: client!(aws_sdk_ec2, self.ec2),
-            s3: client!(aws_sdk_s3, self.s3),
-            ssm: client!(aws_sdk_ssm, self.ssm),
-            sfn: client!(aws_sdk_sfn, self.sfn),
-            sns: client!(aws_sdk_sns, self.sns),
+            ec2: client!(aws_sdk_ec2, self.ec2).into(),
+            s3: client!(aws_sdk_s3, self.s3).into(),
+            ssm: client!(aws_sdk_ssm, self.ssm).into(),
+            sfn: client!(aws_sdk_sfn, self.sfn).into(),
+            sns: client!(aws_sdk_sns, self.sns).into(),
             settings: settings(),
             clock: Clock::Fixed(OffsetDateTime::from_unix_timestamp(NOW).unwrap()),
         }

@@ -1,0 +1,181 @@
+"""Cold start: each function's init against a bare `lambda_runtime` hello binary, same run.
+
+    .local/emu/bin/python bench/coldstart.py [--runs 30] [--first-runs 15] [--profile release]
+
+(`scripts/bench-coldstart.sh` builds the release binaries and the hello example, then runs
+this.) Init is measured as bench/bench.py measures it (`Functions`, the stage's Runtime API
+server `RuntimeHost`): `perf_counter_ns` right before `Popen`, and again when the process's
+first `GET /2018-06-01/runtime/invocation/next` arrives; the environment is production's
+(credentials, region, `SPOTSTEP_*` settings, `AWS_LAMBDA_*`), with `AWS_ENDPOINT_URL`
+pointing at a running local stack. The five functions and `target/<profile>/examples/hello`
+are started `--runs` times each, interleaved in a shuffled order every round.
+
+Whatever init saves may be paid by the first invocation instead, so the first invocation is
+measured too: poll-result in a fresh process, handed the reconciler's `Scheduled Event`
+(one EC2 DescribeInstances against the local stack), then the same event again warm.
+
+Writes `bench/coldstart.json` (or --out) and prints a markdown table. The target (issue 11):
+every function's median init within 3 ms of hello's median.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "local"))
+
+from bench import Functions, loadavg, log, machine_info, sh, stats  # noqa: E402
+from spotstep_local import contract  # noqa: E402
+from spotstep_local.harness import Harness  # noqa: E402
+from spotstep_local.stack import LocalStack  # noqa: E402
+
+TARGET_GAP_MS = 3.0
+HELLO = "hello"
+RECONCILE = {"detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}}
+
+
+def cpu_ms(session):
+    u = session.rusage
+    return None if u is None else (u.ru_utime + u.ru_stime) * 1000
+
+
+def measure_init(fns: Functions, names: list, runs: int) -> dict:
+    samples = {n: {"init_ms": [], "cpu_ms": []} for n in names}
+    rng = random.Random(11)
+    for r in range(runs):
+        order = list(names)
+        rng.shuffle(order)
+        for name in order:
+            session = fns.start(name, host_name=f"init:{name}")
+            try:
+                ms = session.wait_ready(60)
+            finally:
+                session.kill()
+            samples[name]["init_ms"].append(ms)
+            samples[name]["cpu_ms"].append(cpu_ms(session))
+        if r % 10 == 9:
+            log(f"  init: {r + 1}/{runs} rounds")
+    return samples
+
+
+def measure_first_invocation(fns: Functions, name: str, payload: dict, runs: int) -> dict:
+    """A fresh process: init, first invocation, then the same payload warm."""
+    rows = {"init_ms": [], "first_ms": [], "warm_ms": [], "init_plus_first_ms": []}
+    for _ in range(runs):
+        session = fns.start(name, host_name=f"first:{name}")
+        try:
+            init = session.wait_ready(60)
+            first, body, error = session.invoke(payload, timeout=60)
+            if error:
+                raise RuntimeError(f"{name}: first invocation failed: {error} {body[:300]!r}")
+            warm, body, error = session.invoke(payload, timeout=60)
+            if error:
+                raise RuntimeError(f"{name}: second invocation failed: {error} {body[:300]!r}")
+        finally:
+            session.kill()
+        rows["init_ms"].append(init)
+        rows["first_ms"].append(first)
+        rows["warm_ms"].append(warm)
+        rows["init_plus_first_ms"].append(init + first)
+    return {"function": name, "payload": "reconciler Scheduled Event (one EC2 DescribeInstances)", "runs": runs,
+            **{k: stats(v) for k, v in rows.items()}, "raw": rows}
+
+
+def table(result: dict) -> str:
+    hello = result["binaries"][HELLO]["init_ms"]["median"]
+    lines = [
+        f"| binary | init ms, median | p90 | CPU ms, median | gap to hello (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in result["binaries"].items():
+        i = s["init_ms"]
+        gap = "—" if name == HELLO else f"{i['median'] - hello:+.1f}"
+        lines.append(f"| {name} | {i['median']:.1f} | {i['p90']:.1f} | {s['cpu_ms']['median']:.1f} | {gap} |")
+    v = result["verdict"]
+    lines.append("")
+    lines.append(
+        f"Largest gap {v['max_gap_ms']:.1f} ms ({v['worst']}), target ≤ {TARGET_GAP_MS:.0f} ms: "
+        f"**{'met' if v['met'] else 'not met'}**. {result['runs']} runs each, interleaved; "
+        f"{result['profile']} build, commit {result['machine']['git_head']}"
+        f"{' (+ uncommitted changes)' if result['machine']['git_modified_files'] else ''}."
+    )
+    f = result.get("first_invocation")
+    if f:
+        lines.append("")
+        lines.append(
+            f"First invocation ({f['function']}, {f['payload']}, {f['runs']} fresh processes, medians): "
+            f"init {f['init_ms']['median']:.1f} ms, first invocation {f['first_ms']['median']:.1f} ms, "
+            f"the same invocation warm {f['warm_ms']['median']:.1f} ms; init + first {f['init_plus_first_ms']['median']:.1f} ms."
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=30, help="init runs of each binary (default 30)")
+    p.add_argument("--first-runs", type=int, default=15, help="fresh poll-result processes for the first invocation (default 15; 0: skip)")
+    p.add_argument("--profile", default="release")
+    p.add_argument("--out", default=os.path.join(HERE, "coldstart.json"))
+    p.add_argument("--command", default=None, help="the command line to record")
+    args = p.parse_args()
+
+    profile_dir = os.path.join(REPO, "target", args.profile)
+    os.environ["SPOTSTEP_TARGET_DIR"] = profile_dir
+    binaries = Harness.binaries(REPO, profile_dir)
+    binaries[HELLO] = os.path.join(profile_dir, "examples", HELLO)
+    missing = [b for b in list(binaries.values()) + [os.path.join(profile_dir, "spotstep")] if not os.path.isfile(b)]
+    if missing:
+        print(f"missing binaries: {missing}; build first (scripts/bench-coldstart.sh does)", file=sys.stderr)
+        return 2
+
+    result = {
+        "command": args.command or " ".join([os.path.relpath(sys.executable, REPO)] + sys.argv),
+        "profile": args.profile,
+        "machine": machine_info(),
+        "runs": args.runs,
+        "target_gap_ms": TARGET_GAP_MS,
+        "method": "spawn (perf_counter_ns before Popen) -> first GET /invocation/next on the stage's RuntimeHost; "
+        "production environment with AWS_ENDPOINT_URL at a running local stack; binaries interleaved, shuffled each round",
+    }
+    work = tempfile.mkdtemp(prefix="spotstep-coldstart-")
+    stack = LocalStack(os.path.join(work, "stack"), Harness.binaries(REPO, profile_dir))
+    stack.front.RequestHandlerClass.disable_nagle_algorithm = True
+    fns = Functions(binaries, stack.lambdas.functions["poll-result"].env, os.path.join(work, "logs"))
+    os.makedirs(fns.logs, exist_ok=True)
+    names = contract.functions() + [HELLO]
+    t0 = time.time()
+    try:
+        log(f"init: {args.runs} runs of {', '.join(names)}, interleaved ({args.profile})")
+        samples = measure_init(fns, names, args.runs)
+        if args.first_runs:
+            log(f"first invocation: poll-result, {args.first_runs} fresh processes")
+            result["first_invocation"] = measure_first_invocation(fns, "poll-result", RECONCILE, args.first_runs)
+    finally:
+        fns.stop()
+        stack.stop()
+    result["binaries"] = {n: {k: stats(v) for k, v in s.items()} for n, s in samples.items()}
+    result["raw_init_ms"] = {n: s["init_ms"] for n, s in samples.items()}
+    hello = result["binaries"][HELLO]["init_ms"]["median"]
+    gaps = {n: s["init_ms"]["median"] - hello for n, s in result["binaries"].items() if n != HELLO}
+    worst = max(gaps, key=gaps.get)
+    result["gap_to_hello_ms"] = gaps
+    result["verdict"] = {"max_gap_ms": gaps[worst], "worst": worst, "target_ms": TARGET_GAP_MS, "met": gaps[worst] <= TARGET_GAP_MS}
+    result["machine"]["loadavg_end"] = loadavg()
+    result["elapsed_seconds"] = time.time() - t0
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    log(f"wrote {os.path.relpath(args.out, REPO)} in {result['elapsed_seconds']:.0f}s")
+    print(table(result))
+    sh(f"rm -rf {work}")
+    return 0 if result["verdict"]["met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
