@@ -155,7 +155,7 @@ def main() -> int:
         log(f"init: {args.runs} runs of {', '.join(names)}, interleaved ({args.profile})")
         samples = measure_init(fns, names, args.runs)
         if args.first_runs:
-            log(f"first invocation: poll-result, {args.first_runs} fresh processes")
+            log(f"the first invocation of poll-result, {args.first_runs} fresh processes")
             result["first_invocation"] = measure_first_invocation(fns, "poll-result", RECONCILE, args.first_runs)
     finally:
         fns.stop()
