@@ -934,17 +934,10 @@ def main() -> int:
     print(report.summary(results))
     problems = report.sanity(results)
     if not args.no_markdown and not quick:
-        path = os.path.join(REPO, "BENCHMARKS.md")
-        with open(path, "w") as f:
-            # The cost and detection rows come from the event benchmark's file when there is one
-            # (scripts/bench-events.sh); else from this run's cost model, without detection rows.
-            events_path = os.path.join(HERE, "events.json")
-            events = None
-            if os.path.isfile(events_path):
-                with open(events_path) as ef:
-                    events = json.load(ef)
-            f.write(report.markdown(results, events))
-        log(f"regenerated {os.path.relpath(path, REPO)}")
+        # The cost and detection rows come from the event benchmark's file when there is one
+        # (scripts/bench-events.sh); else from this run's cost model, without detection rows.
+        report.regenerate(results)
+        log("regenerated BENCHMARKS.md")
     shutil.rmtree(work, ignore_errors=True)
     if problems:
         print("\n".join(["sanity check FAILED:"] + [f"  - {p}" for p in problems]), file=sys.stderr)

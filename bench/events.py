@@ -250,10 +250,7 @@ def main() -> int:
 
     print(report.events_summary(results))
     if not args.no_markdown and not quick:
-        with open(os.path.join(HERE, "results.json")) as f:
-            base = json.load(f)
-        with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as f:
-            f.write(report.markdown(base, results))
+        report.regenerate(events=results)
         log("regenerated BENCHMARKS.md")
     shutil.rmtree(work, ignore_errors=True)
     if problems:

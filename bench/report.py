@@ -688,16 +688,26 @@ def _count_by(xs) -> dict:
     return out
 
 
-if __name__ == "__main__":
-    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results.json")
-    events_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "events.json")
-    with open(path) as f:
-        results = json.load(f)
-    events = None
-    if os.path.isfile(events_path):
+def regenerate(results: dict = None, events: dict = None, results_path: str = None, events_path: str = None) -> dict:
+    """Writes BENCHMARKS.md from `results` and `events`, each read from its file (default
+    bench/results.json, bench/events.json) when not given; the events file is optional (the
+    cost and detection rows then come from the results' own cost model). Returns the events used."""
+    if results is None:
+        with open(results_path or os.path.join(HERE, "results.json")) as f:
+            results = json.load(f)
+    events_path = events_path or os.path.join(HERE, "events.json")
+    if events is None and os.path.isfile(events_path):
         with open(events_path) as f:
             events = json.load(f)
     with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as f:
         f.write(markdown(results, events))
-    if events:
-        print(events_summary(events))
+    return events
+
+
+if __name__ == "__main__":
+    used = regenerate(
+        results_path=sys.argv[1] if len(sys.argv) > 1 else None,
+        events_path=sys.argv[2] if len(sys.argv) > 2 else None,
+    )
+    if used:
+        print(events_summary(used))

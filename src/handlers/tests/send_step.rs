@@ -101,6 +101,29 @@ fn invocation_is(status: CommandInvocationStatus) -> Rule {
     })
 }
 
+/// A send found reused: SSM lists `commands`, records any SendCommand (`record`: there must be
+/// none), and shows the command still running on a running instance.
+fn reused_while_running(
+    commands: Vec<Command>,
+    record: impl Fn(&SendCommandInput) -> bool + Send + Sync + 'static,
+) -> Mocks {
+    Mocks {
+        ssm: vec![
+            listed(commands),
+            mock!(aws_sdk_ssm::Client::send_command)
+                .match_requests(record)
+                .then_output(|| SendCommandOutput::builder().build()),
+            invocation_is(CommandInvocationStatus::InProgress),
+        ],
+        ec2: vec![describe_instances(vec![instance(
+            "i-1",
+            InstanceStateName::Running,
+            &[],
+        )])],
+        ..Mocks::default()
+    }
+}
+
 fn listed(commands: Vec<Command>) -> Rule {
     mock!(aws_sdk_ssm::Client::list_commands).then_output(move || {
         ListCommandsOutput::builder()
@@ -185,19 +208,7 @@ async fn a_retry_right_after_a_send_finds_its_marker_while_ssm_lists_nothing() {
     )));
     let mocks = Mocks {
         s3,
-        ssm: vec![
-            listed(vec![]),
-            mock!(aws_sdk_ssm::Client::send_command)
-                .match_requests(record)
-                .then_output(|| SendCommandOutput::builder().build()),
-            invocation_is(CommandInvocationStatus::InProgress),
-        ],
-        ec2: vec![describe_instances(vec![instance(
-            "i-1",
-            InstanceStateName::Running,
-            &[],
-        )])],
-        ..Mocks::default()
+        ..reused_while_running(vec![], record)
     };
     let command = handle(&mocks.env(), input(0)).await.unwrap();
     assert_eq!(command.command_id, "cmd-1");
@@ -260,8 +271,8 @@ async fn a_retried_send_finds_the_earlier_command() {
     let (s3, _) = marker(Some(earlier("i-1", None)));
     let mocks = Mocks {
         s3,
-        ssm: vec![
-            listed(vec![
+        ..reused_while_running(
+            vec![
                 Command::builder()
                     .command_id("cmd-other")
                     .comment("someone else")
@@ -271,18 +282,9 @@ async fn a_retried_send_finds_the_earlier_command() {
                     .comment(comment)
                     .requested_date_time(DateTime::from_secs(NOW - 30))
                     .build(),
-            ]),
-            mock!(aws_sdk_ssm::Client::send_command)
-                .match_requests(record)
-                .then_output(|| SendCommandOutput::builder().build()),
-            invocation_is(CommandInvocationStatus::InProgress),
-        ],
-        ec2: vec![describe_instances(vec![instance(
-            "i-1",
-            InstanceStateName::Running,
-            &[],
-        )])],
-        ..Mocks::default()
+            ],
+            record,
+        )
     };
     let command = handle(&mocks.env(), input(0)).await.unwrap();
     assert_eq!(command.command_id, "cmd-earlier");
