@@ -122,9 +122,13 @@ async fn poll(env: &Env, input: Value) -> Result<StepResult> {
             step.name
         )));
     };
-    let Some(command) = marker.command.clone() else {
+    let command = match marker.command.clone() {
+        Some(command) => Some(command),
+        None => listed_command(env, &marker, None).await?,
+    };
+    let Some(command) = command else {
         return Err(Error::StepFailed(format!(
-            "step `{}` was never sent: its send marker (round {}) records no command; redrive the execution to send it again",
+            "step `{}` was never sent: its send marker (round {}) records no command and SSM lists none; redrive the execution to send it again",
             step.name, marker.round
         )));
     };
@@ -355,15 +359,25 @@ pub async fn latest_marker(
 /// (the command ended before send-step recorded it) is matched by the command's Comment, which
 /// names the run, the step and the round.
 async fn command_of(env: &Env, marker: &SendMarker, command_id: &str) -> Result<Option<Command>> {
-    if let Some(command) = &marker.command {
-        return Ok((command.command_id == command_id).then(|| command.clone()));
+    match &marker.command {
+        Some(command) => Ok((command.command_id == command_id).then(|| command.clone())),
+        None => listed_command(env, marker, Some(command_id)).await,
     }
+}
+
+/// The command SSM lists on the marker's instance with the marker's Comment (run, step,
+/// round), and with id `command_id` when given: for a marker send-step did not complete.
+async fn listed_command(
+    env: &Env,
+    marker: &SendMarker,
+    command_id: Option<&str>,
+) -> Result<Option<Command>> {
     let id = &marker.instance.instance_id;
     let comment = naming::command_comment(&marker.run.run_id, &marker.step.name, marker.round);
     let listed = ssm::commands_on(&env.ssm, id).await?;
     Ok(listed
         .into_iter()
-        .find(|c| c.command_id == command_id && c.comment == comment)
+        .find(|c| c.comment == comment && command_id.is_none_or(|want| c.command_id == want))
         .map(|c| Command {
             command_id: c.command_id,
             step: marker.step.name.clone(),

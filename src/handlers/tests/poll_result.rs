@@ -308,13 +308,60 @@ async fn the_fallback_poll_fails_a_step_that_was_never_sent() {
     let (s3, _) = staged(&send_marker(None, ""));
     let mocks = Mocks {
         s3,
+        ssm: vec![listing(vec![])],
         ..Mocks::default()
     };
     let input = json!({"run": run_json(), "job": job_json(), "instance": launch_json(),
         "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120}});
     let err = handle(&mocks.env(), input).await.unwrap_err();
     assert_eq!(err.name(), "StepFailed");
-    assert!(err.to_string().contains("records no command"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("records no command and SSM lists none"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_fallback_poll_finds_a_sent_command_its_marker_missed() {
+    // SendCommand answered, but send-step's completing write of the marker failed.
+    let (s3, _) = staged(&send_marker(None, ""));
+    let mocks = Mocks {
+        s3,
+        ssm: vec![
+            listing(vec![(
+                "cmd-1",
+                crate::naming::command_comment("run-1", "slow", 0),
+            )]),
+            invocation(CommandInvocationStatus::Success, "Success", 0),
+        ],
+        ..Mocks::default()
+    };
+    let input = json!({"run": run_json(), "job": job_json(), "instance": launch_json(),
+        "step": {"name": "slow", "kind": "workload", "timeout_seconds": 120}});
+    match handle(&mocks.env(), input).await.unwrap() {
+        Polled::Step(result) => assert_eq!(result.command_id, "cmd-1"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// ListCommands on the instance: (command id, Comment) of each command.
+fn listing(commands: Vec<(&'static str, String)>) -> Rule {
+    mock!(aws_sdk_ssm::Client::list_commands).then_output(move || {
+        ListCommandsOutput::builder()
+            .set_commands(Some(
+                commands
+                    .iter()
+                    .map(|(id, comment)| {
+                        aws_sdk_ssm::types::Command::builder()
+                            .command_id(*id)
+                            .comment(comment.clone())
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+    })
 }
 
 #[tokio::test]
@@ -466,16 +513,7 @@ async fn an_event_before_the_marker_has_its_command_is_matched_by_comment() {
         s3,
         ec2: vec![run_instance(InstanceStateName::Running)],
         ssm: vec![
-            mock!(aws_sdk_ssm::Client::list_commands).then_output(move || {
-                ListCommandsOutput::builder()
-                    .commands(
-                        aws_sdk_ssm::types::Command::builder()
-                            .command_id("cmd-1")
-                            .comment(comment.clone())
-                            .build(),
-                    )
-                    .build()
-            }),
+            listing(vec![("cmd-1", comment)]),
             invocation(CommandInvocationStatus::Success, "Success", 0),
         ],
         sfn: vec![answering],
