@@ -217,18 +217,19 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// The answer for an outcome; `None` while the step is still running (nothing to say).
-    pub fn of<T: Serialize>(outcome: &Result<T>) -> Option<Answer> {
+    /// The answer for an outcome: `Ok(None)` while the step is still running (nothing to say
+    /// yet); an error that is not the step's (AWS failing us) is returned as it is.
+    pub fn of<T: Serialize>(outcome: &Result<T>) -> Result<Option<Answer>> {
         match outcome {
-            Ok(result) => Some(Answer::Success(json!(result))),
-            Err(Error::StillRunning(_) | Error::AgentNotOnline(_)) => None,
+            Ok(result) => Ok(Some(Answer::Success(json!(result)))),
+            Err(Error::StillRunning(_) | Error::AgentNotOnline(_)) => Ok(None),
             Err(
                 e @ (Error::StepFailed(_) | Error::InstanceLost(_) | Error::InstanceReclaimed(_)),
-            ) => Some(Answer::Failure {
+            ) => Ok(Some(Answer::Failure {
                 error: e.name().to_string(),
                 cause: fit_cause(&e.to_string()),
-            }),
-            Err(_) => None,
+            })),
+            Err(e) => Err(e.clone()),
         }
     }
 
@@ -309,7 +310,7 @@ mod tests {
     fn answers_keep_the_stable_error_names() {
         let failed: Result<()> = Err(Error::StepFailed("boom".into()));
         assert_eq!(
-            Answer::of(&failed),
+            Answer::of(&failed).unwrap(),
             Some(Answer::Failure {
                 error: "StepFailed".into(),
                 cause: "boom".into()
@@ -317,14 +318,14 @@ mod tests {
         );
         let reclaimed: Result<()> = Err(reclaim_warning("i-1", "terminate", "deps"));
         assert_eq!(
-            Answer::of(&reclaimed).unwrap().recorded(),
+            Answer::of(&reclaimed).unwrap().unwrap().recorded(),
             "InstanceReclaimed"
         );
         let running: Result<()> = Err(Error::StillRunning("x".into()));
-        assert_eq!(Answer::of(&running), None);
+        assert_eq!(Answer::of(&running), Ok(None));
         let aws: Result<()> = Err(Error::AwsError("x".into()));
-        assert_eq!(Answer::of(&aws), None);
-        assert_eq!(Answer::of(&Ok(1)).unwrap().recorded(), SUCCEEDED);
+        assert_eq!(Answer::of(&aws), Err(Error::AwsError("x".into())));
+        assert_eq!(Answer::of(&Ok(1)).unwrap().unwrap().recorded(), SUCCEEDED);
     }
 
     #[test]

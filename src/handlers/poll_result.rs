@@ -253,15 +253,9 @@ async fn answer(
     mut marker: SendMarker,
     outcome: &Result<StepResult>,
 ) -> Result<Option<Answered>> {
-    let Some(answer) = Answer::of(outcome) else {
-        return match outcome {
-            Err(e @ (Error::StillRunning(_) | Error::AgentNotOnline(_))) => {
-                info!(run_id = %marker.run.run_id, step = %marker.step.name, detail = %e, "the step is still running; nothing to answer");
-                Ok(None)
-            }
-            Err(e) => Err(e.clone()),
-            Ok(_) => Ok(None),
-        };
+    let Some(answer) = Answer::of(outcome)? else {
+        info!(run_id = %marker.run.run_id, step = %marker.step.name, "the step is still running; nothing to answer");
+        return Ok(None);
     };
     let delivered = sfn::answer_task(&env.sfn, &marker.task_token, &answer).await?;
     let recorded = answer.recorded().to_string();

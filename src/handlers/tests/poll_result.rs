@@ -79,13 +79,12 @@ fn staged(marker: &SendMarker) -> (Vec<Rule>, Puts) {
     (rules, puts)
 }
 
+/// The run's tags on its instance (with the stack's, added by `instance`).
+const RUN_TAGS: [(&str, &str); 2] = [("spotstep:job", "demo"), ("spotstep:run-id", "run-1")];
+
 /// The run's instance, tagged with its run and this stack.
 fn run_instance(state: InstanceStateName) -> Rule {
-    describe_instances(vec![instance(
-        "i-1",
-        state,
-        &[("spotstep:job", "demo"), ("spotstep:run-id", "run-1")],
-    )])
+    describe_instances(vec![instance("i-1", state, &RUN_TAGS)])
 }
 
 fn event(kind: &str, detail: Value) -> Value {
@@ -484,12 +483,8 @@ async fn a_spot_warning_fails_the_waiting_step_as_reclaimed() {
 async fn an_instance_going_away_fails_the_waiting_step_by_its_reason() {
     let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
     let (sent, answering) = task_failures();
-    let mut going = terminated_by("Client.UserInitiatedShutdown");
-    going.tags = Some(vec![
-        stack_tag(),
-        Tag::builder().key("spotstep:job").value("demo").build(),
-        Tag::builder().key("spotstep:run-id").value("run-1").build(),
-    ]);
+    let mut going = instance("i-1", InstanceStateName::Terminated, &RUN_TAGS);
+    going.state_reason = terminated_by("Client.UserInitiatedShutdown").state_reason;
     let mocks = Mocks {
         s3,
         ec2: vec![describe_instances(vec![going])],
