@@ -138,6 +138,9 @@ class Harness:
         self.target = target_dir or os.path.join(repo, "target", "debug")
         self.jobs_dirs = list(jobs_dirs or [os.path.join(repo, "jobs")])
         self.sfn = stack.client("stepfunctions")
+        # The emulated instances' file system root for the jobs' `home` folders (their work
+        # folders are `<home>/spotstep/<job>`): the stack's own, never the host's.
+        self.home = os.path.join(stack.root, "fs")
         self.machines = {}
         self.definitions = {}
         self.redrives = {}
@@ -157,6 +160,9 @@ class Harness:
         raise FileNotFoundError(f"no job `{job}` in {', '.join(self.jobs_dirs)}")
 
     def definition(self, job: str) -> str:
+        """The job's local definition as this stack deploys it: the function ARNs resolved, and
+        the job's `home` moved into the stack's own folder (`home`), so that stacks side by
+        side on one machine never share a work folder."""
         done = subprocess.run(
             [os.path.join(self.target, "spotstep"), "asl", self.job_dir(job), "--local"],
             capture_output=True,
@@ -164,7 +170,10 @@ class Harness:
         )
         if done.returncode != 0:
             raise RuntimeError(f"spotstep asl {self.job_dir(job)} failed: {done.stderr.strip()}")
-        return substitute(done.stdout)
+        definition = json.loads(substitute(done.stdout))
+        record = definition["States"][contract.state("name_the_run")]["Parameters"]["job"]
+        record["home"] = self.home + record["home"]
+        return json.dumps(definition, indent=2)
 
     def config_source(self, job: str) -> str:
         """The job's `config_source`, as its state machine carries it."""

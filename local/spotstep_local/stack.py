@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import socket
 import sys
 import threading
 import time
@@ -49,12 +48,6 @@ def __getattr__(name: str):
     if name == "FUNCTIONS":
         return contract.functions()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Hold:
@@ -489,11 +482,15 @@ class LocalStack:
         self.faults.reclaim_hook = self.reclaim
         self.faults.terminate_hook = self.operator_terminate
         _FAULTS.append(self.faults)
-        self.moto_port = free_port()
-        self.front_port = free_port()
+        # Both servers bind port 0 and are asked which port they got: a port picked first and
+        # bound later could be taken in between by another stack on the same machine.
+        self.front = ThreadingHTTPServer(("127.0.0.1", 0), self._front_handler())
+        self.front.daemon_threads = True
+        self.front_port = self.front.server_address[1]
         os.environ["MOTO_PORT"] = str(self.front_port)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.moto.start()
+        self.moto_port = self.moto.get_host_and_port()[1]
         self._moto_url = f"http://127.0.0.1:{self.moto_port}"
         self.endpoint = f"http://127.0.0.1:{self.front_port}"
         self._post_moto("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
@@ -536,8 +533,6 @@ class LocalStack:
         self.events = EventBus(self.lambdas, self.faults)
         _STATE_HOOKS[:] = [self.events.instance_state]
         self.reconciler = Reconciler(self.lambdas, self.faults, RECONCILE_EVERY_SECONDS)
-        self.front = ThreadingHTTPServer(("127.0.0.1", self.front_port), self._front_handler())
-        self.front.daemon_threads = True
         threading.Thread(target=self.front.serve_forever, daemon=True).start()
 
     # ------------------------------------------------------------------ clients and moto
