@@ -3,7 +3,7 @@
     .local/emu/bin/python bench/coldstart.py [--runs 30] [--first-runs 15] [--profile release]
 
 (`scripts/bench-coldstart.sh` builds the release binaries and the hello example, then runs
-this.) Init is measured as bench/bench.py measures it (`Functions`, the stage's Runtime API
+this.) Init is measured as bench/init_time.py measures it (`Functions`, the stage's Runtime API
 server `RuntimeHost`): `perf_counter_ns` right before `Popen`, and again when the process's
 first `GET /2018-06-01/runtime/invocation/next` arrives; the environment is production's
 (credentials, region, `SPOTSTEP_*` settings, `AWS_LAMBDA_*`), with `AWS_ENDPOINT_URL`
@@ -31,7 +31,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "local"))
 
-from bench import Functions, loadavg, log, machine_info, sh, stats  # noqa: E402
+from functions import Functions  # noqa: E402
+from measure import loadavg, log, machine_info, sh, stats  # noqa: E402
 from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.stack import LocalStack  # noqa: E402

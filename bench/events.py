@@ -43,13 +43,14 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "local"))
 
-import bench as B  # noqa: E402
+import report  # noqa: E402
 from cost import ASSUMPTIONS, DATA_WEEKLY_MINUTES, PRICES, check_schedule, cost_model  # noqa: E402
+from executions import instance_ids, put_job_secrets, run_execution, settle_deliveries, sim_jobs_dir  # noqa: E402
+from history import analyse, parse_ts  # noqa: E402
+from measure import loadavg, log, sh  # noqa: E402
 from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.stack import LocalStack  # noqa: E402
-
-log = B.log
 
 
 def percentiles(xs) -> dict:
@@ -63,7 +64,7 @@ def percentiles(xs) -> dict:
 def reclaim_detection(execution: dict, stack: LocalStack, ids: set) -> list:
     """From each spot interruption warning about the run's instances to the first
     `<step>: resume here` and the first `Relaunch: clean up` entered after it."""
-    entered = [(B.parse_ts(e["timestamp"]).timestamp(), e["stateEnteredEventDetails"]["name"])
+    entered = [(parse_ts(e["timestamp"]).timestamp(), e["stateEnteredEventDetails"]["name"])
                for e in execution["events"] if "stateEnteredEventDetails" in e]
     clean_up = contract.state("relaunch_clean_up")
     out = []
@@ -84,10 +85,10 @@ def reclaim_detection(execution: dict, stack: LocalStack, ids: set) -> list:
 
 def measured_run(harness: Harness, stack: LocalStack, job: str, mode: str, kind: str, timeout: float) -> dict:
     ticks_before = len(stack.reconciler.runs)
-    ex = B.run_execution(harness, stack, job, mode, timeout=timeout)
-    ids = B.instance_ids(stack, ex["name"])
-    delivered = B.settle_deliveries(stack, ids)
-    a = B.analyse(ex)
+    ex = run_execution(harness, stack, job, mode, timeout=timeout)
+    ids = instance_ids(stack, ex["name"])
+    delivered = settle_deliveries(stack, ids)
+    a = analyse(ex)
     row = {
         "kind": kind,
         "job": job,
@@ -149,9 +150,9 @@ def main() -> int:
         "quick": quick,
         "profile": args.profile,
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_head": B.sh(f"git -C {REPO} rev-parse --short HEAD"),
-        "git_modified_files": len([x for x in B.sh(f"git -C {REPO} status --porcelain").splitlines() if x.strip()]),
-        "machine": {"nproc": os.cpu_count(), "model": B.sh("lscpu | sed -n 's/^Model name: *//p'"), "loadavg_start": B.loadavg()},
+        "git_head": sh(f"git -C {REPO} rev-parse --short HEAD"),
+        "git_modified_files": len([x for x in sh(f"git -C {REPO} status --porcelain").splitlines() if x.strip()]),
+        "machine": {"nproc": os.cpu_count(), "model": sh("lscpu | sed -n 's/^Model name: *//p'"), "loadavg_start": loadavg()},
         "seconds_per_production_minute": spm,
         "emulator_tcp_nodelay": not args.emulator_as_is,
         "prices": PRICES,
@@ -168,8 +169,8 @@ def main() -> int:
         "reconcile_every_seconds": stack.reconciler.every,
         "invocation_visible_after_seconds": stack.agent.invocation_visible_after,
     }
-    B.put_job_secrets(stack, os.path.join(REPO, "jobs", "data-weekly", "job.toml"))
-    harness = Harness(stack, REPO, target_dir=profile_dir, jobs_dirs=[B.sim_jobs_dir(work, spm), os.path.join(REPO, "jobs")])
+    put_job_secrets(stack, os.path.join(REPO, "jobs", "data-weekly", "job.toml"))
+    harness = Harness(stack, REPO, target_dir=profile_dir, jobs_dirs=[sim_jobs_dir(work, spm), os.path.join(REPO, "jobs")])
     runs = []
     try:
         for i in range(dw_runs):
@@ -240,13 +241,11 @@ def main() -> int:
         results["cost"]["told_by_run"] = {r["name"]: len(r["told"]) for r in runs if r["kind"] == "data-weekly"}
     finally:
         stack.stop()
-    results["machine"]["loadavg_end"] = B.loadavg()
+    results["machine"]["loadavg_end"] = loadavg()
     results["elapsed_seconds"] = time.time() - t0
     with open(out_path, "w") as f:
         json.dump(results, f, indent=1, default=str)
     log(f"wrote {os.path.relpath(out_path, REPO)} in {results['elapsed_seconds']:.0f}s")
-
-    import report
 
     print(report.events_summary(results))
     if not args.no_markdown and not quick:

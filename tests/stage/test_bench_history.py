@@ -1,4 +1,4 @@
-"""The benchmark's reading of execution histories (bench/bench.py) and of its event results
+"""The benchmark's reading of execution histories (bench/history.py) and of its event results
 (bench/report.py), on made-up histories: no emulator runs."""
 
 import datetime
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import bench
+import history
 import report
 from spotstep_local import contract
 
@@ -59,7 +59,7 @@ def test_a_waiting_send_counts_as_a_send_step_invocation_with_its_payload():
         entered(send("deps"), 1), waiting_task("send-step", {"step": {"name": "deps"}, "task_token": "t"}, 1.01),
         entered(contract.state("resume"), 5, "ChoiceStateEntered"),
     ]
-    a = bench.analyse(execution(events, [command("deps", 1.1, 4.5)]))
+    a = history.analyse(execution(events, [command("deps", 1.1, 4.5)]))
     assert a["per_state"][send("deps")] == {"type": "Task", "entered": 1, "invocations": 1, "retries": 0}
     assert a["lambda_invocations"] == 2
     assert a["inputs"]["send-step"] == [{"state": send("deps"), "input": {"step": {"name": "deps"}, "task_token": "t"}}]
@@ -70,11 +70,11 @@ def test_a_waiting_task_of_another_service_is_refused():
     event = waiting_task("send-step", {}, 0)
     event["taskScheduledEventDetails"]["resourceType"] = "sqs"
     with pytest.raises(ValueError, match="resource type"):
-        bench.scheduled_invocation(event)
+        history.scheduled_invocation(event)
     event = waiting_task("send-step", {}, 0)
     event["taskScheduledEventDetails"]["parameters"] = json.dumps({"FunctionName": "x"})
     with pytest.raises(ValueError, match="FunctionName and Payload"):
-        bench.scheduled_invocation(event)
+        history.scheduled_invocation(event)
 
 
 def test_step_end_detection_is_to_the_next_state_entered_after_the_command_ended():
@@ -83,11 +83,11 @@ def test_step_end_detection_is_to_the_next_state_entered_after_the_command_ended
         entered(contract.state("resume"), 6.25, "ChoiceStateEntered"), entered(contract.state("finish"), 6.5),
     ]
     runs = [command("bootstrap", 0.1, 1.0), command("deps", 2.1, 6.2), command("lost", 6.3, None)]
-    found = bench.step_end_detection(execution(events, runs))
+    found = history.step_end_detection(execution(events, runs))
     assert [(d["step"], d["next_state"]) for d in found] == [("bootstrap", send("deps")), ("deps", contract.state("resume"))]
     assert [d["detection_seconds"] for d in found] == pytest.approx([1.0, 0.05])
     with pytest.raises(RuntimeError, match="no state entered after step"):
-        bench.step_end_detection(execution(events, [command("late", 7, 8)]))
+        history.step_end_detection(execution(events, [command("late", 7, 8)]))
 
 
 def events_results(step_p95: float, reclaim_p95: float) -> dict:
