@@ -31,7 +31,7 @@ installed() { "$venv/bin/python" -m pip show "$1" 2>/dev/null | sed -n 's/^Versi
 
 if [ "$(installed cfn-lint)" != "$CFN_LINT_VERSION" ] || [ "$(installed aws-sam-cli)" != "$SAM_CLI_VERSION" ]; then
     echo "installing cfn-lint $CFN_LINT_VERSION and aws-sam-cli $SAM_CLI_VERSION into $venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$venv/bin/python" -m pip install --quiet --no-compile --disable-pip-version-check \
         "cfn-lint==$CFN_LINT_VERSION" "aws-sam-cli==$SAM_CLI_VERSION"
 fi
 
@@ -43,7 +43,7 @@ fi
 checkov_installed="$("$checkov_venv/bin/python" -m pip show checkov 2>/dev/null | sed -n 's/^Version: //p' || true)"
 if [ "$checkov_installed" != "$CHECKOV_VERSION" ]; then
     echo "installing checkov $CHECKOV_VERSION into $checkov_venv"
-    "$checkov_venv/bin/python" -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+    "$checkov_venv/bin/python" -m pip install --quiet --no-compile --disable-pip-version-check "checkov==$CHECKOV_VERSION"
 fi
 
 asl_installed="$(node -p "require('$node_prefix/node_modules/asl-validator/package.json').version" 2>/dev/null || true)"
