@@ -265,6 +265,10 @@ def lambda_env(base: dict, host: RuntimeHost, name: str, memory_mb: int = 128, s
     return env
 
 
+# Lambda's limit on a function's init phase (on-demand), apart from the function's timeout.
+INIT_TIMEOUT_SECONDS = 10.0
+
+
 class Function:
     """One warm function of the stack: its Runtime API endpoint and its current process,
     started on the first invocation and again after it died or timed out."""
@@ -286,14 +290,19 @@ class Function:
         return self.session.process if self.session is not None else None
 
     def invoke(self, payload: bytes):
-        """Runs one invocation; returns (status, body, function_error or None)."""
+        """Runs one invocation; returns (status, body, function_error or None). As on Lambda,
+        the function's timeout counts from the hand-off of the event: a new process first
+        has `INIT_TIMEOUT_SECONDS` of its own to reach its first `GET /next`."""
         with self.lock:
-            if self.session is None or not self.session.alive():
+            started = self.session is None or not self.session.alive()
+            if started:
                 self.session = self.host.session(self.name).start(
                     [self.binary], lambda_env(self.env, self.host, self.name), self.log_path
                 )
             self.invocations += 1
             try:
+                if started:
+                    self.session.wait_ready(INIT_TIMEOUT_SECONDS)
                 _, body, error = self.session.invoke(payload, self.timeout)
             except TimeoutError:
                 self.session.kill()

@@ -81,6 +81,21 @@ def test_a_function_that_times_out_is_replaced(binary, tmp_path):
         function.stop()
 
 
+def test_the_timeout_counts_from_the_hand_off_not_from_the_process_start(binary, tmp_path):
+    """Lambda's function timeout covers the invocation; the init phase has a limit of its own.
+    A function whose start takes longer than its timeout (here a slow interpreter start, as on
+    a loaded machine) still answers its first event."""
+    slow = tmp_path / "slow-start"
+    slow.write_text(f"#!/bin/sh\nsleep 1.5\nexec {binary}\n")
+    slow.chmod(0o755)
+    function = Function("poll-result", str(slow), {"PATH": os.environ["PATH"]}, 1.0, str(tmp_path))
+    try:
+        _, body, error = function.invoke(b'{"c": 3}')
+        assert error is None and json.loads(body)["event"] == {"c": 3}
+    finally:
+        function.stop()
+
+
 def test_a_session_measures_init_latency_and_memory(binary, tmp_path):
     host = RuntimeHost()
     try:
