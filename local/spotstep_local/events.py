@@ -41,6 +41,31 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class InFlight:
+    """The invocations of poll-result that have begun and whose record is not written yet.
+    poll-result answers a token before its invocation returns, so an execution can end
+    while the answer that ended it is still unrecorded: reading the records back first waits
+    for the invocations in flight (`settle`)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def __enter__(self):
+        with self._cond:
+            self._count += 1
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def settle(self, timeout: float = 30.0):
+        """Waits up to `timeout` seconds until no invocation is in flight."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
 class EventBus:
     def __init__(self, lambdas, faults):
         self.lambdas = lambdas
@@ -54,6 +79,7 @@ class EventBus:
         self.dropped = []
         self._held = []
         self._flush = None
+        self._in_flight = InFlight()
 
     # ------------------------------------------------------------------ what AWS sends
 
@@ -130,19 +156,22 @@ class EventBus:
             self._deliver(event)
 
     def _deliver(self, event: dict):
-        _, body, error = self.lambdas.invoke(TARGET, json.dumps(event).encode())
-        try:
-            answer = json.loads(body or b"null")
-        except ValueError:
-            answer = None
-        with self.lock:
-            self.delivered.append((time.time(), event, answer, error))
+        with self._in_flight:
+            _, body, error = self.lambdas.invoke(TARGET, json.dumps(event).encode())
+            try:
+                answer = json.loads(body or b"null")
+            except ValueError:
+                answer = None
+            with self.lock:
+                self.delivered.append((time.time(), event, answer, error))
 
     # ------------------------------------------------------------------ reading it back
 
     def answered(self, via: str = None) -> list:
         """The answers poll-result gave (`{run_id, step, round, answer, taken}`), in order:
-        all, or only those of deliveries of detail-type key `via`."""
+        all, or only those of deliveries of detail-type key `via`; deliveries in flight first
+        finish."""
+        self._in_flight.settle()
         wanted = contract.detail_type(via) if via else None
         out = []
         with self.lock:
@@ -162,6 +191,7 @@ class Reconciler:
         self.faults = faults
         self.every = every
         self.runs = []
+        self._in_flight = InFlight()
         self._stop = threading.Event()
         threading.Thread(target=self._loop, daemon=True).start()
 
@@ -172,16 +202,19 @@ class Reconciler:
 
     def run_once(self) -> list:
         event = {"detail-type": contract.detail_type("scheduled"), "source": "aws.scheduler", "detail": {}}
-        _, body, error = self.lambdas.invoke(TARGET, json.dumps(event).encode())
-        try:
-            answer = json.loads(body or b"null")
-        except ValueError:
-            answer = None
-        answered = answer.get("answered", []) if isinstance(answer, dict) and not error else []
-        self.runs.append((time.time(), answered, error))
+        with self._in_flight:
+            _, body, error = self.lambdas.invoke(TARGET, json.dumps(event).encode())
+            try:
+                answer = json.loads(body or b"null")
+            except ValueError:
+                answer = None
+            answered = answer.get("answered", []) if isinstance(answer, dict) and not error else []
+            self.runs.append((time.time(), answered, error))
         return answered
 
     def answered(self) -> list:
+        """The answers of every tick, in order; a tick in flight first finishes."""
+        self._in_flight.settle()
         return [a for _, answered, _ in self.runs for a in answered]
 
     def stop(self):
