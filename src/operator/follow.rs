@@ -6,7 +6,8 @@ use aws_sdk_sfn::Client as Sfn;
 use serde_json::Value;
 
 use super::logs::{command_of, print_s3_output, step_named, Sent, Sources};
-use super::{io, Failure, Watching};
+use super::watch::Watching;
+use super::{io, Failure};
 use crate::aws::{logs, sfn, ssm};
 use crate::cli::exit;
 use crate::naming;

@@ -9,10 +9,57 @@ use aws_sdk_sfn::Client as Sfn;
 use aws_sdk_ssm::Client as Ssm;
 use serde_json::Value;
 
-use super::{io, Failure};
+use super::{io, Aws, Failure};
 use crate::aws::{s3, sfn, ssm};
+use crate::cli::{self, exit, Target};
 use crate::naming::{self, parse_s3_uri};
 use crate::progress;
+
+/// The arguments of `spotstep logs`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct LogsOptions {
+    /// The execution: its ARN, or <job>/<run-id>
+    #[arg(value_name = "execution")]
+    pub execution: String,
+    /// The step (default: the last step sent)
+    #[arg(value_name = "step", value_parser = cli::name("step"))]
+    pub step: Option<String>,
+    /// Print the step's lines as they arrive, until it ends
+    #[arg(long)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl LogsOptions {
+    /// Prints the step's output ([`logs`]), or follows it ([`follow`](super::follow::follow)).
+    pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
+        let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
+        let logs_client = crate::aws::logs::client().await;
+        let sources = Sources {
+            ssm: &aws.env.ssm,
+            logs: &logs_client,
+            storage: &aws.env.s3,
+        };
+        let (step, arn) = (self.step.as_deref(), &e.arn);
+        let (mut out, mut note) = (std::io::stdout(), std::io::stderr());
+        if self.follow {
+            let how = aws.how;
+            return super::follow::follow(
+                &aws.env.sfn,
+                sources,
+                arn,
+                step,
+                how,
+                &mut out,
+                &mut note,
+            )
+            .await;
+        }
+        logs(&aws.env.sfn, sources, arn, step, &mut out, &mut note).await?;
+        Ok(exit::OK)
+    }
+}
 
 /// A command a step was sent as: from the result its token was answered with, or, while the
 /// step waits, from SSM.

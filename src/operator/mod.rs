@@ -1,31 +1,33 @@
-//! What `spotstep`'s commands do, one module per command, each with its clap options next to
-//! it: the operator's commands over the AWS clients they read (Step Functions; S3, SSM and
-//! CloudWatch Logs for `logs`) and an output, so tests run them against mocked clients; the
-//! developer's generators over the job folders. The command line itself is
-//! [`cli`](crate::cli).
+//! What `spotstep`'s commands do, one module per command with its clap options next to it
+//! (the command line itself is [`cli`](crate::cli)): the operator's commands, each one a
+//! function over the AWS clients it reads (Step Functions; S3, SSM and CloudWatch Logs for
+//! `logs`) and an output, so tests run them against mocked clients; the developer's
+//! generators over the job folders; the shell completions.
 //!
-//! Here: what the AWS commands share, finding a job's state machine and an execution.
+//! Here: what the AWS commands share, the clients and finding a state machine or an
+//! execution.
 
-mod follow;
-mod graph;
-mod logs;
-mod redrive;
-mod run;
-mod runs;
-mod watch;
+pub mod asl;
+pub mod completions;
+pub mod contract;
+pub mod follow;
+pub mod graph;
+pub mod logs;
+pub mod redrive;
+pub mod run;
+pub mod runs;
+pub mod watch;
 
-pub use follow::{follow, step_end};
 pub use graph::graph;
-pub use logs::{logs, sent, waiting, SendEntered, Sent, Sources};
-pub use redrive::redrive;
-pub use run::{run, run_input, run_name};
-pub use runs::{runs, table, Row};
-pub use watch::{watch, Watching};
+
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use aws_sdk_sfn::Client as Sfn;
 
 use crate::aws::sfn;
 use crate::cli::{exit, Target};
+use crate::env::Env;
 use crate::naming::check_run_id;
 
 /// Why a command did nothing (or stopped): the message to print and the exit code.
@@ -41,6 +43,15 @@ impl Failure {
         Failure {
             message: message.into(),
             code: exit::ERROR,
+        }
+    }
+
+    /// A failure with [`exit::FAILED`]: the error of a generator (`asl`, `asl-all`,
+    /// `contract`, `graph`).
+    pub fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: exit::FAILED,
         }
     }
 }
@@ -80,6 +91,31 @@ pub async fn credentials() -> Result<(), Failure> {
             aws_smithy_types::error::display::DisplayErrorContext(e)
         ))
         })
+}
+
+/// What the AWS commands run against: the clients and clock, and how `watch` polls.
+pub struct Aws {
+    pub env: Env,
+    pub how: watch::Watching,
+}
+
+impl Aws {
+    /// Checks that there are credentials ([`credentials`]), then builds the clients from the
+    /// environment; `watch` polls every 2 s and rewrites its running line in place when
+    /// stdout is a terminal.
+    pub async fn connect() -> Result<Aws, Failure> {
+        credentials().await?;
+        let env = Env::from_environment()
+            .await
+            .map_err(|e| Failure::error(e.to_string()))?;
+        Ok(Aws {
+            env,
+            how: watch::Watching {
+                interval: Duration::from_secs(2),
+                tty: std::io::stdout().is_terminal(),
+            },
+        })
+    }
 }
 
 /// The console page of an execution (the region is the ARN's).

@@ -4,8 +4,30 @@ use std::io::Write;
 
 use aws_sdk_sfn::Client as Sfn;
 
-use super::{console_link, io, Failure};
+use super::watch::watch;
+use super::{console_link, io, Aws, Failure};
 use crate::aws::sfn;
+use crate::cli::Target;
+
+/// The arguments of `spotstep redrive`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RedriveOptions {
+    /// The execution: its ARN, or <job>/<run-id>
+    #[arg(value_name = "execution")]
+    pub execution: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl RedriveOptions {
+    /// Redrives the execution ([`redrive`]), then watches it to its end.
+    pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
+        let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
+        let mut out = std::io::stdout();
+        redrive(&aws.env.sfn, &e.arn, &mut out).await?;
+        watch(&aws.env.sfn, &e.arn, aws.how, &mut out).await
+    }
+}
 
 /// `spotstep redrive`: RedriveExecution; nothing is watched when it is refused.
 pub async fn redrive(client: &Sfn, arn: &str, out: &mut dyn Write) -> Result<(), Failure> {

@@ -6,9 +6,40 @@ use aws_sdk_sfn::Client as Sfn;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use super::{console_link, io, state_machine, Failure};
+use super::{console_link, io, state_machine, Aws, Failure};
 use crate::aws::sfn;
-use crate::cli::Target;
+use crate::cli::{self, exit, Target};
+
+/// The arguments of `spotstep run`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RunOptions {
+    /// The job to run (its state machine is <stack>-<job>)
+    #[arg(value_name = "job", value_parser = cli::name("job"))]
+    pub job: String,
+    /// The mode to run (default: the job's)
+    #[arg(long, value_name = "M", value_parser = cli::name("mode"))]
+    pub mode: Option<String>,
+    /// Run the job's preflight (default: the job's)
+    #[arg(long)]
+    pub preflight: bool,
+    /// The branch to run (default: the job's)
+    // A value starting with '-' is taken as the value, and refused as a branch.
+    #[arg(long, value_name = "B", value_parser = cli::branch, allow_hyphen_values = true)]
+    pub branch: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl RunOptions {
+    /// Starts the execution ([`run`]).
+    pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
+        let input = run_input(self.mode.as_deref(), self.preflight, self.branch.as_deref());
+        let now = aws.env.clock.now();
+        let mut out = std::io::stdout();
+        run(&aws.env.sfn, &self.target, &self.job, &input, now, &mut out).await?;
+        Ok(exit::OK)
+    }
+}
 
 /// The name (run id) of an execution started by hand at `now`: `manual-YYYYMMDDTHHMMSSZ`.
 pub fn run_name(now: OffsetDateTime) -> String {
@@ -63,7 +94,6 @@ pub async fn run(
 mod tests {
     use super::super::tests::{machines, target, EXECUTION, MACHINE};
     use super::*;
-    use crate::cli::exit;
     use crate::handlers::tests::{recorder, Mocks};
     use crate::naming::check_run_id;
     use aws_sdk_sfn::operation::start_execution::StartExecutionOutput;

@@ -3,9 +3,41 @@
 use aws_sdk_sfn::Client as Sfn;
 use time::OffsetDateTime;
 
-use super::{state_machine, Failure};
+use super::{state_machine, Aws, Failure};
 use crate::aws::sfn;
-use crate::cli::Target;
+use crate::cli::{self, exit, Target};
+
+/// The arguments of `spotstep runs`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RunsOptions {
+    /// The job (default: every job of the stack)
+    #[arg(value_name = "job", value_parser = cli::name("job"))]
+    pub job: Option<String>,
+    /// How many executions per job
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = positive)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl RunsOptions {
+    /// Prints the table of the recent executions ([`runs`], [`table`]).
+    pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
+        let rows = runs(&aws.env.sfn, &self.target, self.job.as_deref(), self.limit).await?;
+        let now = aws.env.clock.now().unix_timestamp() * 1000;
+        print!("{}", table(&rows, now));
+        Ok(exit::OK)
+    }
+}
+
+/// The value parser of `--limit`: a positive number.
+fn positive(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("--limit `{value}` is not a positive number"))
+}
 use crate::naming::check_name;
 use crate::progress;
 

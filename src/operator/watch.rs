@@ -6,9 +6,27 @@ use std::time::Duration;
 use aws_sdk_sfn::Client as Sfn;
 use time::OffsetDateTime;
 
-use super::{io, Failure};
+use super::{io, Aws, Failure};
 use crate::aws::sfn;
-use crate::cli::exit;
+use crate::cli::{exit, Target};
+
+/// The arguments of `spotstep watch`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct WatchOptions {
+    /// The execution: its ARN, or <job>/<run-id>
+    #[arg(value_name = "execution")]
+    pub execution: String,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl WatchOptions {
+    /// Watches the execution to its end ([`watch`]).
+    pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
+        let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
+        watch(&aws.env.sfn, &e.arn, aws.how, &mut std::io::stdout()).await
+    }
+}
 use crate::progress::{render, running_line, Current};
 
 /// How `watch` polls and shows what runs now.
