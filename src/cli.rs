@@ -54,7 +54,7 @@ pub mod exit {
 /// `watch`, `logs`, `redrive` and `runs`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Target {
-    /// The stack: a job's state machine is <stack>-<job> (default: $SPOTSTEP_STACK when set)
+    /// The stack: a job's state machine is `<stack>-<job>` (default: $SPOTSTEP_STACK when set)
     #[arg(long, value_name = "S", default_value = DEFAULT_STACK, value_parser = trimmed)]
     pub stack: String,
     /// Use this state machine, whatever the job
@@ -81,7 +81,7 @@ impl Target {
 pub enum Command {
     /// Start an execution of the job's state machine; print its ARN and console link
     ///
-    /// The execution is named manual-<UTC time>; its input is {"mode","preflight","branch"}
+    /// The execution is named `manual-<UTC time>`; its input is {"mode","preflight","branch"}
     /// as the schedule gives it, and what is not given takes the job's default.
     #[command(override_usage = "spotstep run <job> [--mode M] [--preflight] [--branch B]")]
     Run(run::RunOptions),
@@ -94,7 +94,7 @@ pub enum Command {
     Watch(watch::WatchOptions),
     /// Print a step's full output, or its lines as they arrive (--follow)
     ///
-    /// The output is read from s3://<bucket>/logs/<job>/<run_id>/<step>/. --follow prints the
+    /// The output is read from `s3://<bucket>/logs/<job>/<run_id>/<step>/`. --follow prints the
     /// lines from CloudWatch Logs (the stream SSM writes the command's stdout to), follows the
     /// step when it is sent again, until it ends; exit 0 the step succeeded, 1 it failed,
     /// 2/3 the execution timed out/was aborted first (a command streaming to no log group is
@@ -116,7 +116,7 @@ pub enum Command {
     /// Print the job's state machine definition
     #[command(override_usage = "spotstep asl jobs/<job> [--local]")]
     Asl(asl::AslOptions),
-    /// Regenerate statemachine/<job>.asl.json for every folder in jobs/ (run from the
+    /// Regenerate `statemachine/<job>.asl.json` for every folder in `jobs/` (run from the
     /// repository root)
     #[command(override_usage = "spotstep asl-all")]
     AslAll(asl::AslAllOptions),
@@ -174,7 +174,7 @@ pub fn command(stack_default: Option<&str>) -> clap::Command {
 /// Parses the arguments after the program name. `stack_default` is `$SPOTSTEP_STACK`
 /// (empty or `None`: [`DEFAULT_STACK`]). The error is what to print instead, with
 /// [`exit::of_usage`]: `--help`, `--version`, or a usage error (in spotstep's words where
-/// it has some, see [`reword`]).
+/// it has some).
 pub fn parse(args: &[&str], stack_default: Option<&str>) -> Result<Command, clap::Error> {
     let mut cli = command(stack_default);
     let argv = std::iter::once("spotstep").chain(args.iter().copied());

@@ -8,7 +8,7 @@ use crate::cli::exit;
 /// The arguments of `spotstep graph`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct GraphOptions {
-    /// The job: its name (jobs/<job>, from the repository root) or its folder
+    /// The job: its name (`jobs/<job>`, from the repository root) or its folder
     #[arg(value_name = "job|jobs/<job>")]
     pub job: String,
 }

@@ -18,7 +18,7 @@ use crate::progress;
 /// The arguments of `spotstep logs`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct LogsOptions {
-    /// The execution: its ARN, or <job>/<run-id>
+    /// The execution: its ARN, or `<job>/<run-id>`
     #[arg(value_name = "execution")]
     pub execution: String,
     /// The step (default: the last step sent)

@@ -12,7 +12,7 @@ use crate::cli::Target;
 /// The arguments of `spotstep redrive`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct RedriveOptions {
-    /// The execution: its ARN, or <job>/<run-id>
+    /// The execution: its ARN, or `<job>/<run-id>`
     #[arg(value_name = "execution")]
     pub execution: String,
     #[command(flatten)]

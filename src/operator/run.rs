@@ -13,7 +13,7 @@ use crate::cli::{self, exit, Target};
 /// The arguments of `spotstep run`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct RunOptions {
-    /// The job to run (its state machine is <stack>-<job>)
+    /// The job to run (its state machine is `<stack>-<job>`)
     #[arg(value_name = "job", value_parser = cli::name("job"))]
     pub job: String,
     /// The mode to run (default: the job's)

@@ -13,7 +13,7 @@ use crate::cli::{exit, Target};
 /// The arguments of `spotstep watch`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct WatchOptions {
-    /// The execution: its ARN, or <job>/<run-id>
+    /// The execution: its ARN, or `<job>/<run-id>`
     #[arg(value_name = "execution")]
     pub execution: String,
     #[command(flatten)]
