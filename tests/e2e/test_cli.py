@@ -65,6 +65,26 @@ def test_each_command_has_help(e2e, command):
     assert "exit codes" in done.stdout
 
 
+def test_the_help_lists_every_command_and_a_mistyped_one_gets_a_suggestion(e2e):
+    listed = spotstep(e2e, "--help")
+    assert listed.returncode == 0, listed.stderr
+    for command in ["run", "watch", "logs", "redrive", "runs", "graph", "asl", "asl-all", "contract", "completions"]:
+        assert f"  {command} " in listed.stdout, listed.stdout
+    mistyped = spotstep(e2e, "wacth", "demo/r1")
+    assert mistyped.returncode == 64
+    assert "unknown command `wacth`" in mistyped.stderr and "did you mean `watch`?" in mistyped.stderr
+    assert mistyped.stdout == ""
+
+
+def test_completions_print_a_shell_script(e2e):
+    done = spotstep(e2e, "completions", "bash")
+    assert done.returncode == 0, done.stderr
+    assert "complete -F _spotstep" in done.stdout and "redrive" in done.stdout
+    unknown = spotstep(e2e, "completions", "tcsh")
+    assert unknown.returncode == 64
+    assert "possible values: bash" in unknown.stderr
+
+
 def test_run_watch_logs_and_runs_a_successful_execution(e2e):
     e2e.harness.deploy("demo")
     done = spotstep(e2e, "run", "demo", "--mode", "quick", "--branch", "main")

@@ -1,0 +1,183 @@
+//! `spotstep runs`: recent executions with status, duration and the failed state.
+
+use aws_sdk_sfn::Client as Sfn;
+use time::OffsetDateTime;
+
+use super::{state_machine, Aws, Failure};
+use crate::aws::sfn;
+use crate::cli::{self, exit, Target};
+
+/// The arguments of `spotstep runs`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RunsOptions {
+    /// The job (default: every job of the stack)
+    #[arg(value_name = "job", value_parser = cli::name("job"))]
+    pub job: Option<String>,
+    /// How many executions per job
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = positive)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl RunsOptions {
+    /// Prints the table of the recent executions ([`runs`], [`table`]).
+    pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
+        let rows = runs(&aws.env.sfn, &self.target, self.job.as_deref(), self.limit).await?;
+        let now = aws.env.clock.now().unix_timestamp() * 1000;
+        print!("{}", table(&rows, now));
+        Ok(exit::OK)
+    }
+}
+
+/// The value parser of `--limit`: a positive number.
+fn positive(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("--limit `{value}` is not a positive number"))
+}
+use crate::naming::check_name;
+use crate::progress;
+
+/// One row of `spotstep runs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub job: String,
+    pub execution: sfn::Execution,
+    /// The state it failed at, for an execution that did not succeed.
+    pub failed_state: Option<String>,
+}
+
+/// The `runs` table: name, status, start (UTC), duration (to `now_millis` while running),
+/// the state it failed at.
+pub fn table(rows: &[Row], now_millis: i64) -> String {
+    let mut out = format!(
+        "{:<40} {:<10} {:<20} {:>8}  {}\n",
+        "EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED AT"
+    );
+    for r in rows {
+        let e = &r.execution;
+        let started = OffsetDateTime::from_unix_timestamp(e.started_millis / 1000)
+            .map(crate::env::rfc3339)
+            .unwrap_or_default();
+        let took =
+            progress::duration((e.stopped_millis.unwrap_or(now_millis) - e.started_millis) / 1000);
+        out.push_str(&format!(
+            "{:<40} {:<10} {:<20} {:>8}  {}\n",
+            format!("{}/{}", r.job, e.name),
+            e.status,
+            started,
+            took,
+            r.failed_state.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// `spotstep runs`: the recent executions of `job`, or of every state machine named
+/// `<stack>-<job>` (whose `<job>` is a job name), newest first.
+pub async fn runs(
+    client: &Sfn,
+    target: &Target,
+    job: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Row>, Failure> {
+    let prefix = format!("{}-", target.stack);
+    let machines: Vec<(String, String)> = match (job, &target.state_machine) {
+        (Some(job), _) => vec![(job.to_string(), state_machine(client, target, job).await?)],
+        (None, Some(arn)) => vec![(
+            arn.rsplit(':').next().unwrap_or_default().to_string(),
+            arn.clone(),
+        )],
+        (None, None) => sfn::state_machines(client)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let job = m.name.strip_prefix(&prefix)?.to_string();
+                check_name(&job).is_ok().then_some((job, m.arn))
+            })
+            .collect(),
+    };
+    let mut rows = Vec::new();
+    for (job, machine) in machines {
+        for execution in sfn::executions(client, &machine, limit).await? {
+            let failed_state = if matches!(
+                execution.status.as_str(),
+                "FAILED" | "TIMED_OUT" | "ABORTED"
+            ) {
+                sfn::last_state(client, &execution.arn).await?
+            } else {
+                None
+            };
+            rows.push(Row {
+                job: job.clone(),
+                execution,
+                failed_state,
+            });
+        }
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.execution.started_millis));
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::MACHINE;
+    use super::*;
+
+    #[test]
+    fn the_runs_table() {
+        let row = |name: &str, status: &str, stopped: Option<i64>, failed: Option<&str>| Row {
+            job: "demo".into(),
+            execution: sfn::Execution {
+                arn: format!("arn:{name}"),
+                name: name.into(),
+                state_machine: MACHINE.into(),
+                status: status.into(),
+                started_millis: 1_795_856_400_000,
+                stopped_millis: stopped,
+                error: None,
+                cause: None,
+                redrive_count: 0,
+            },
+            failed_state: failed.map(String::from),
+        };
+        let text = table(
+            &[
+                row("r2", "RUNNING", None, None),
+                row(
+                    "r1",
+                    "FAILED",
+                    Some(1_795_856_400_000 + 185_000),
+                    Some("fail: failed"),
+                ),
+            ],
+            1_795_856_400_000 + 42_000,
+        );
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            ["EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED", "AT"]
+        );
+        assert_eq!(
+            lines[1],
+            ["demo/r2", "RUNNING", "2026-11-28T09:00:00Z", "42s"]
+        );
+        assert_eq!(
+            lines[2],
+            [
+                "demo/r1",
+                "FAILED",
+                "2026-11-28T09:00:00Z",
+                "3m05s",
+                "fail:",
+                "failed"
+            ]
+        );
+    }
+}
