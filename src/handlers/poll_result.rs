@@ -319,10 +319,14 @@ async fn waiting_on(env: &Env, instance_id: &str) -> Result<Vec<(String, SendMar
 }
 
 /// Every readable send marker of a run, in key order.
-async fn markers(env: &Env, job: &str, run_id: &str) -> Result<Vec<(String, SendMarker)>> {
+pub async fn markers(env: &Env, job: &str, run_id: &str) -> Result<Vec<(String, SendMarker)>> {
     let bucket = &env.settings.bucket;
+    let prefix = naming::send_markers_prefix(job, run_id);
     let mut out = Vec::new();
-    for listed in s3::list(&env.s3, bucket, &naming::send_markers_prefix(job, run_id)).await? {
+    for listed in s3::list(&env.s3, bucket, &prefix).await? {
+        if !listed.key.starts_with(&prefix) {
+            continue;
+        }
         let Some(text) = s3::read(&env.s3, bucket, &listed.key).await? else {
             continue;
         };

@@ -674,3 +674,35 @@ async fn an_ended_execution_is_told_with_its_failed_state_error_and_cause() {
         "{message}"
     );
 }
+
+#[test]
+fn the_sweep_spares_what_a_running_execution_uses_and_never_its_staging() {
+    use crate::handlers::cleanup::{sweep_rule, ExecutionSeen, Swept};
+    let running = |round| ExecutionSeen::Running { round };
+    let table = [
+        // (execution, instance round, in use, over budget) -> what the sweep does
+        (
+            (ExecutionSeen::Ended, 0, false, false),
+            Swept::Run { staging: true },
+        ),
+        ((running(1), 0, false, false), Swept::Instance),
+        // A redrive resumed on its round-0 instance: kept, whatever its tag says.
+        ((running(1), 0, true, false), Swept::Keep),
+        ((running(1), 1, false, false), Swept::Keep),
+        // Past its budget: terminated, but the running execution keeps its staging.
+        ((running(1), 0, true, true), Swept::Run { staging: false }),
+        ((running(0), 0, false, true), Swept::Run { staging: false }),
+        ((ExecutionSeen::Unknown, 0, false, false), Swept::Keep),
+        (
+            (ExecutionSeen::Unknown, 0, false, true),
+            Swept::Run { staging: false },
+        ),
+    ];
+    for ((seen, round, in_use, over), expected) in table {
+        assert_eq!(
+            sweep_rule(seen, round, in_use, over),
+            expected,
+            "{seen:?} {round} {in_use} {over}"
+        );
+    }
+}
