@@ -130,7 +130,10 @@ pub mod events {
                 json!({
                     "source": ["aws.ssm"],
                     "detail-type": [COMMAND_INVOCATION],
-                    "detail": {"status": TERMINAL_STATUSES},
+                    "detail": {
+                        "status": TERMINAL_STATUSES,
+                        "document-name": [crate::aws::ssm::DOCUMENT],
+                    },
                 }),
             ),
             (
@@ -164,6 +167,9 @@ pub enum Told {
     InstanceGoing { instance_id: String, state: String },
     /// The reconciler's schedule.
     Reconcile,
+    /// An event about something that is not this stack's to answer: another document's
+    /// command, a hybrid node (`mi-…`), an instance state that is not a going one.
+    Foreign { why: String },
 }
 
 /// Reads an EventBridge event; `None` when `input` is not one (a state's input).
@@ -179,11 +185,23 @@ pub fn told(input: &Value) -> Option<Result<Told>> {
             .ok_or_else(|| Error::InvalidInput(format!("`{kind}` event without detail.{k}")))
     };
     let instance = || field("instance-id").and_then(checked_instance_id);
+    let foreign = |why: String| Ok(Told::Foreign { why });
     let parsed = match kind {
         events::COMMAND_INVOCATION => (|| {
+            if let Some(document) = detail.get("document-name").and_then(Value::as_str) {
+                if document != crate::aws::ssm::DOCUMENT {
+                    return foreign(format!("a command of document `{document}`"));
+                }
+            }
+            let id = field("instance-id")?;
+            if is_managed_node_id(&id) {
+                return foreign(format!(
+                    "a command on managed node {id}, not an EC2 instance"
+                ));
+            }
             Ok(Told::CommandEnded {
                 command_id: field("command-id")?,
-                instance_id: instance()?,
+                instance_id: checked_instance_id(id)?,
                 status: field("status")?,
             })
         })(),
@@ -194,9 +212,13 @@ pub fn told(input: &Value) -> Option<Result<Told>> {
             })
         })(),
         events::INSTANCE_STATE => (|| {
+            let state = field("state")?;
+            if !events::GOING_STATES.contains(&state.as_str()) {
+                return foreign(format!("an instance that is {state}"));
+            }
             Ok(Told::InstanceGoing {
                 instance_id: instance()?,
-                state: field("state")?,
+                state,
             })
         })(),
         events::SCHEDULED => Ok(Told::Reconcile),
@@ -205,6 +227,13 @@ pub fn told(input: &Value) -> Option<Result<Told>> {
         ))),
     };
     Some(parsed)
+}
+
+/// A hybrid or on-premises managed node's id (`mi-` and 17 hex characters): a valid
+/// `InstanceId` for SSM, never one of this stack's instances.
+fn is_managed_node_id(id: &str) -> bool {
+    id.strip_prefix("mi-")
+        .is_some_and(|hex| hex.len() == 17 && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// An instance id as EC2 writes them (`i-` and hex): events are input too.
@@ -311,6 +340,28 @@ mod tests {
             Told::Reconcile
         );
         assert!(told(&json!({"run": {}})).is_none());
+    }
+
+    #[test]
+    fn events_about_other_things_are_foreign() {
+        let hybrid = event(
+            events::COMMAND_INVOCATION,
+            json!({"command-id": "c", "instance-id": "mi-0123456789abcdef0", "status": "Success", "document-name": "AWS-RunShellScript"}),
+        );
+        let other_document = event(
+            events::COMMAND_INVOCATION,
+            json!({"command-id": "c", "instance-id": "i-0abc", "status": "Success", "document-name": "AWS-RunPatchBaseline"}),
+        );
+        let pending = event(
+            events::INSTANCE_STATE,
+            json!({"instance-id": "i-0abc", "state": "pending"}),
+        );
+        for foreign in [hybrid, other_document, pending] {
+            assert!(
+                matches!(told(&foreign).unwrap(), Ok(Told::Foreign { .. })),
+                "{foreign}"
+            );
+        }
     }
 
     #[test]

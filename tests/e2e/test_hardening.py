@@ -10,11 +10,15 @@ found, each on the local stage, with the stage's switch for the AWS timing it de
 """
 
 import json
+from pathlib import Path
 
+import pytest
 from conftest import wait_until
 from spotstep_local import contract
+from spotstep_local.events import matches
 
 SETUP = "prepare"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "aws-samples"
 
 
 def marker(e2e, run_id: str, step: str, round_: int, job: str = "demo"):
@@ -26,6 +30,15 @@ def marker(e2e, run_id: str, step: str, round_: int, job: str = "demo"):
 def sent(e2e, run_id: str, step: str, round_: int) -> bool:
     found = marker(e2e, run_id, step, round_)
     return bool(found and found.get("command"))
+
+
+def answers(e2e, run_id: str, via: str = None) -> list:
+    """(step, round, answer, taken) poll-result gave this run for events (of key `via`)."""
+    return [(a["step"], a["round"], a["answer"], a["taken"]) for a in e2e.stack.events.answered(via) if a["run_id"] == run_id]
+
+
+def reconciled(e2e, run_id: str) -> list:
+    return [(a["step"], a["round"], a["answer"], a["taken"]) for a in e2e.stack.reconciler.answered() if a["run_id"] == run_id]
 
 
 def lock_key(job: str = "demo") -> str:
@@ -65,6 +78,91 @@ def test_the_sweep_spares_the_instance_a_redriven_run_resumed_on(e2e):
     e2e.assert_nothing_left(run_id)
 
 
+# ------------------------------------------------ 2. events about other things
+
+
+def invoke(e2e, function: str, event: dict):
+    """(answer, error type or None) of `function` for `event`, as EventBridge invokes it."""
+    _, body, error = e2e.stack.lambdas.invoke(function, json.dumps(event).encode())
+    return json.loads(body or b"null"), error
+
+
+@pytest.mark.parametrize(
+    "sample, function",
+    [
+        ("ssm-command-invocation-status-change.json", "poll-result"),
+        ("ec2-spot-instance-interruption-warning.json", "poll-result"),
+        ("ec2-instance-state-change.json", "poll-result"),
+        ("states-execution-status-change-failed.json", "cleanup"),
+    ],
+)
+def test_aws_sample_events_end_quietly(e2e, sample, function):
+    event = json.loads((SAMPLES / sample).read_text())
+    told_before = len(e2e.stack.notifications())
+    answer, error = invoke(e2e, function, event)
+    assert error is None, answer
+    if function == "poll-result":
+        assert answer == {"answered": []}, answer
+    else:
+        assert (answer["terminated"], answer["deleted_objects"], answer.get("notified", False)) == ([], 0, False), answer
+        assert e2e.stack.notifications()[told_before:] == []
+
+
+def test_other_teams_commands_never_reach_poll_result_and_a_hybrid_node_is_not_an_error(e2e):
+    sample = json.loads((SAMPLES / "ssm-command-invocation-status-change.json").read_text())
+    [command_rule] = [r["pattern"] for r in contract.event_rules() if r["pattern"]["source"] == ["aws.ssm"]]
+    # Another document's command (the sample ran AWS-RunPowerShellScript) matches no rule.
+    assert not matches(command_rule, sample)
+    # A spotstep-document command on a hybrid node (`mi-`: a valid SSM InstanceId) does.
+    hybrid = json.loads(json.dumps(sample))
+    hybrid["detail"].update({"document-name": "AWS-RunShellScript", "instance-id": "mi-0123456789abcdef0"})
+    assert matches(command_rule, hybrid)
+    answer, error = invoke(e2e, "poll-result", hybrid)
+    assert (answer, error) == ({"answered": []}, None)
+
+
+def test_a_late_failure_event_after_the_redrive_succeeded_tells_nobody(e2e):
+    arn, run_id = e2e.start("late-failed", {"mode": "failing"})
+    failed = e2e.wait(arn, rule=False)
+    assert (failed.status, failed.failed_state()) == ("FAILED", "fail: failed")
+    (e2e.state_dir() / "fail.ok").write_text("fixed by the e2e test\n")
+    outcome = e2e.wait(e2e.harness.redrive(arn))
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
+
+    told_before = len(e2e.stack.notifications())
+    report = e2e.harness.deliver(failed.event)
+    assert (report["terminated"], report["deleted_objects"], report.get("notified", False)) == ([], 0, False), report
+    assert e2e.stack.notifications()[told_before:] == []
+    e2e.assert_nothing_left(run_id)
+
+
+# ------------------------------------------------ 3. a loss EC2 does not show yet
+
+
+def test_a_reclaim_whose_warning_was_lost_and_that_ec2_still_shows_running_relaunches(e2e):
+    faults = e2e.stack.faults
+    faults.reclaim_during = {"slow": {"after": 2, "times": 1}}
+    faults.reclaim_lead = 0.5
+    faults.drop_events = {"spot_warning": None}
+    # EC2 shows the reclaimed instance running for longer than poll-result's confirmation
+    # pauses (1 + 2 + 4 s).
+    faults.ec2_running_after_gone = 10
+    outcome = e2e.run("unconfirmed", {"mode": "all"})
+    run_id = outcome.name
+
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
+    old = e2e.commands(run_id, "slow")[0].instance_id
+    assert old in faults.shown_running
+    # The state change told, EC2 did not confirm it at first: never answered as a loss, but
+    # as a reclaim once EC2 showed its state reason (to the reconciler, or to a later copy).
+    told = [a for a in answers(e2e, run_id) + reconciled(e2e, run_id) if a[0] == "slow" and a[1] == 0]
+    assert sorted(a[2] for a in told if a[3]) == ["InstanceReclaimed", "Succeeded"], told
+    assert {a[2] for a in told} == {"InstanceReclaimed", "Succeeded"}, told
+    assert "InstanceLost" not in [err for err, _ in e2e.function_errors(outcome)]
+    assert e2e.steps_ran(run_id) == [SETUP, "quoting", "slow", SETUP, "slow", "big-output"]
+    e2e.assert_nothing_left(run_id)
+
+
 # ------------------------------------------------ 4. two starts at once
 
 
@@ -98,4 +196,24 @@ def test_a_redrive_is_not_refused_by_its_own_lock(e2e):
     assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
     assert "Launch" in outcome.entered()
     assert lock(e2e) is None
+    e2e.assert_nothing_left(run_id)
+
+
+# ------------------------------------------------ 5. a marker without its command
+
+
+def test_a_marker_without_its_command_is_answered_by_the_reconciler(e2e):
+    faults = e2e.stack.faults
+    # The setup step's marker keeps no command (send-step's completing write failed), and its
+    # end is never told.
+    faults.marker_completion_lost = 1
+    faults.drop_events = {"command_invocation": 1}
+    arn, run_id = e2e.start("unrecorded", {"mode": "quick"})
+    wait_until(lambda: (SETUP, 0, "Succeeded", True) in reconciled(e2e, run_id), 30, "the reconciler to answer the setup step")
+    outcome = e2e.wait(arn)
+
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
+    assert faults.marker_completion_lost == 0 and e2e.stack.events.dropped
+    assert not [s for s in outcome.entered() if s.endswith(": poll")]
+    assert e2e.steps_ran(run_id) == [SETUP, "quoting"]
     e2e.assert_nothing_left(run_id)
