@@ -198,7 +198,7 @@ pub fn staging_config_key(job: &str, run_id: &str) -> String {
 /// ([`crate::lock`]). Outside `tmp/`, so no run's staging cleanup or the staging lifecycle
 /// rule touches it.
 pub fn run_lock_key(job: &str) -> String {
-    format!("locks/{job}.json")
+    format!("locks/{job}")
 }
 
 /// The SSM output prefix of one step of one run: `logs/<job>/<run_id>/<step>`. Never

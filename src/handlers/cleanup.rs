@@ -212,7 +212,7 @@ async fn relaunch(
 ) -> Result<Report> {
     env.settings.require(&[Need::Stack])?;
     let stack = env.settings.stack.as_str();
-    let mut ids = instance_ids(
+    let ids = instance_ids(
         env,
         &[
             (tags::RUN_ID, &run.run_id),
@@ -221,7 +221,8 @@ async fn relaunch(
         ],
     )
     .await?;
-    ec2::terminate(&env.ec2, &ids).await?;
+    let unknown = ec2::terminate(&env.ec2, &ids).await?;
+    let mut ids = confirmed(ids, &unknown);
     let id = instance.instance_id.as_str();
     if !id.is_empty() && !ids.iter().any(|i| i == id) {
         match ec2::describe(&env.ec2, id).await? {
@@ -229,8 +230,8 @@ async fn relaunch(
                 let ours = ec2::run_of(&found) == Some((run.job.clone(), run.run_id.clone()))
                     && ec2::tag(&found, tags::STACK) == Some(stack);
                 if ours && ec2::is_live(&found) {
-                    ec2::terminate(&env.ec2, &[id.to_string()]).await?;
-                    ids.push(id.to_string());
+                    let unknown = ec2::terminate(&env.ec2, &[id.to_string()]).await?;
+                    ids.extend(confirmed(vec![id.to_string()], &unknown));
                 } else if !ours {
                     warn!(instance_id = id, "the launch record names an instance whose tags are not this run's; not terminating it");
                 }
@@ -345,8 +346,8 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
             .cancelled_commands
             .extend(cancel_commands(env, id).await?);
     }
-    ec2::terminate(&env.ec2, &live).await?;
-    report.terminated = live;
+    let unknown = ec2::terminate(&env.ec2, &live).await?;
+    report.terminated = confirmed(live, &unknown);
     for (job, run_id) in runs {
         let prefix = naming::staging_prefix(&job, &run_id);
         report.deleted_objects += s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await?;
@@ -446,7 +447,7 @@ async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report
     ];
     match instance_ids(env, &wanted).await {
         Ok(ids) => match ec2::terminate(&env.ec2, &ids).await {
-            Ok(()) => report.terminated = ids,
+            Ok(unknown) => report.terminated = confirmed(ids, &unknown),
             Err(e) => errors.push(e),
         },
         Err(e) => errors.push(e),
@@ -460,6 +461,12 @@ async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report
     }
     info!(job, run_id, terminated = ?report.terminated, errors = errors.len(), "run cleaned up");
     (report, errors)
+}
+
+/// The instances of `ids` whose terminate EC2 confirmed (not among the `unknown` ones).
+fn confirmed(mut ids: Vec<String>, unknown: &[String]) -> Vec<String> {
+    ids.retain(|id| !unknown.contains(id));
+    ids
 }
 
 /// A clean-up's report, or its first error (for callers whose retry is the answer to it).
@@ -589,8 +596,8 @@ async fn sweep(env: &Env) -> Result<Report> {
                 report.deleted_objects += cleaned.deleted_objects;
             }
             _ => {
-                ec2::terminate(&env.ec2, std::slice::from_ref(&id)).await?;
-                report.terminated.push(id);
+                let unknown = ec2::terminate(&env.ec2, std::slice::from_ref(&id)).await?;
+                report.terminated.extend(confirmed(vec![id], &unknown));
             }
         }
     }

@@ -706,3 +706,33 @@ fn the_sweep_spares_what_a_running_execution_uses_and_never_its_staging() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_instance_ec2_does_not_know_is_not_taken_as_terminated_and_spares_the_others() {
+    use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError;
+    let (mut mocks, rec) = mocks(vec![run_tags("i-1"), run_tags("i-2")]);
+    // One unknown id refuses the whole batch; alone, i-2 is unknown and i-1 terminates.
+    let unknown = |r: &TerminateInstancesInput| r.instance_ids().contains(&"i-2".to_string());
+    mocks.ec2.insert(
+        1,
+        mock!(aws_sdk_ec2::Client::terminate_instances)
+            .match_requests(unknown)
+            .then_error(|| TerminateInstancesError::generic(meta("InvalidInstanceID.NotFound"))),
+    );
+    let report = handle(
+        &mocks.env(),
+        json!({"action": "end-of-run", "run": run_json()}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.terminated, ["i-1"]);
+    assert_eq!(
+        rec.terminated
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.instance_ids().to_vec())
+            .collect::<Vec<_>>(),
+        [vec!["i-1".to_string()]]
+    );
+}

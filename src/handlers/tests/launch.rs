@@ -56,14 +56,14 @@ fn running_elsewhere(name: &'static str, started: i64) -> Rule {
 /// No run lock is held.
 fn no_lock() -> Rule {
     mock!(aws_sdk_s3::Client::list_objects_v2)
-        .match_requests(|r| r.prefix() == Some("locks/demo.json"))
+        .match_requests(|r| r.prefix() == Some("locks/demo"))
         .then_output(|| ListObjectsV2Output::builder().build())
 }
 
 /// The run lock is written (only if absent).
 fn lock_taken() -> Rule {
     mock!(aws_sdk_s3::Client::put_object)
-        .match_requests(|r| r.key() == Some("locks/demo.json") && r.if_none_match() == Some("*"))
+        .match_requests(|r| r.key() == Some("locks/demo") && r.if_none_match() == Some("*"))
         .then_output(|| PutObjectOutput::builder().build())
 }
 
@@ -415,7 +415,7 @@ fn lock_held(holder: &'static str, acquired_at: &'static str) -> Vec<Rule> {
     vec![
         mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| {
             ListObjectsV2Output::builder()
-                .contents(Object::builder().key("locks/demo.json").build())
+                .contents(Object::builder().key("locks/demo").build())
                 .build()
         }),
         mock!(aws_sdk_s3::Client::get_object).then_output(move || {
