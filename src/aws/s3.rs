@@ -44,16 +44,23 @@ pub async fn copy(
 
 /// The text of `s3://bucket/key`, or `None` when it does not exist.
 pub async fn read(s3: &Client, bucket: &str, key: &str) -> Result<Option<String>> {
+    Ok(get(s3, bucket, key).await?.map(|(text, _)| text))
+}
+
+/// The text and ETag of `s3://bucket/key`, or `None` when it does not exist.
+async fn get(s3: &Client, bucket: &str, key: &str) -> Result<Option<(String, String)>> {
     match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => {
+            let etag = out.e_tag().unwrap_or_default().to_string();
             let bytes = out
                 .body
                 .collect()
                 .await
                 .map_err(|e| Error::AwsError(format!("reading s3://{bucket}/{key}: {e}")))?;
-            Ok(Some(
+            Ok(Some((
                 String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
-            ))
+                etag,
+            )))
         }
         Err(e)
             if e.as_service_error().is_some_and(|s| s.is_no_such_key())
@@ -128,30 +135,7 @@ pub async fn read_listed(s3: &Client, bucket: &str, key: &str) -> Result<Option<
     if !list(s3, bucket, key).await?.iter().any(|o| o.key == key) {
         return Ok(None);
     }
-    match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(out) => {
-            let etag = out.e_tag().unwrap_or_default().to_string();
-            let bytes = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| Error::AwsError(format!("reading s3://{bucket}/{key}: {e}")))?;
-            Ok(Some((
-                String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
-                etag,
-            )))
-        }
-        Err(e)
-            if e.as_service_error().is_some_and(|s| s.is_no_such_key())
-                || e.code() == Some("NoSuchKey") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(Error::from_sdk(
-            &format!("GetObject s3://{bucket}/{key}"),
-            &e,
-        )),
-    }
+    get(s3, bucket, key).await
 }
 
 /// Deletes `s3://bucket/key` (a missing key is fine).

@@ -16,6 +16,7 @@ import pytest
 from conftest import wait_until
 from spotstep_local import contract
 from spotstep_local.events import matches
+from test_told import answers, reconciled
 
 SETUP = "prepare"
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "aws-samples"
@@ -30,15 +31,6 @@ def marker(e2e, run_id: str, step: str, round_: int, job: str = "demo"):
 def sent(e2e, run_id: str, step: str, round_: int) -> bool:
     found = marker(e2e, run_id, step, round_)
     return bool(found and found.get("command"))
-
-
-def answers(e2e, run_id: str, via: str = None) -> list:
-    """(step, round, answer, taken) poll-result gave this run for events (of key `via`)."""
-    return [(a["step"], a["round"], a["answer"], a["taken"]) for a in e2e.stack.events.answered(via) if a["run_id"] == run_id]
-
-
-def reconciled(e2e, run_id: str) -> list:
-    return [(a["step"], a["round"], a["answer"], a["taken"]) for a in e2e.stack.reconciler.answered() if a["run_id"] == run_id]
 
 
 def lock_key(job: str = "demo") -> str:

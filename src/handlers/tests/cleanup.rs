@@ -93,15 +93,19 @@ fn deleted_keys(r: &Recorded) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
-    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
-    let report = handle(
+async fn end_of_run(mocks: &Mocks) -> crate::handlers::cleanup::Report {
+    handle(
         &mocks.env(),
         json!({"action": "end-of-run", "run": run_json()}),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
+    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
+    let report = end_of_run(&mocks).await;
     assert_eq!(report.terminated, ["i-1"]);
     assert_eq!(report.deleted_objects, 1);
     assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
@@ -115,12 +119,7 @@ async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
 #[tokio::test]
 async fn end_of_run_with_nothing_left_is_fine() {
     let (mocks, rec) = mocks(vec![]);
-    let report = handle(
-        &mocks.env(),
-        json!({"action": "end-of-run", "run": run_json()}),
-    )
-    .await
-    .unwrap();
+    let report = end_of_run(&mocks).await;
     assert!(report.terminated.is_empty());
     assert!(rec.terminated.lock().unwrap().is_empty());
 }
@@ -143,12 +142,7 @@ async fn end_of_run_meeting_an_aws_error_still_succeeds_and_says_so() {
         })],
         ..Mocks::default()
     };
-    let report = handle(
-        &mocks.env(),
-        json!({"action": "end-of-run", "run": run_json()}),
-    )
-    .await
-    .unwrap();
+    let report = end_of_run(&mocks).await;
     assert_eq!(report.action, "end-of-run");
     let incomplete = report.incomplete.join("\n");
     assert!(incomplete.contains("UnauthorizedOperation"), "{incomplete}");
@@ -719,12 +713,7 @@ async fn an_instance_ec2_does_not_know_is_not_taken_as_terminated_and_spares_the
             .match_requests(unknown)
             .then_error(|| TerminateInstancesError::generic(meta("InvalidInstanceID.NotFound"))),
     );
-    let report = handle(
-        &mocks.env(),
-        json!({"action": "end-of-run", "run": run_json()}),
-    )
-    .await
-    .unwrap();
+    let report = end_of_run(&mocks).await;
     assert_eq!(report.terminated, ["i-1"]);
     assert_eq!(
         rec.terminated
