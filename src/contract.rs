@@ -96,6 +96,11 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             naming::staging_config_key("{job}", "{run_id}"),
         ),
         (
+            "run_lock_key",
+            "naming::run_lock_key",
+            naming::run_lock_key("{job}"),
+        ),
+        (
             "send_marker_key",
             "naming::send_marker_key",
             naming::send_marker_key("{job}", "{run_id}", "{step}", 1234567890)

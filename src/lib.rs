@@ -22,6 +22,7 @@ pub mod graph;
 pub mod handlers;
 pub mod input;
 pub mod lambda;
+pub mod lock;
 pub mod loss;
 pub mod manifest;
 pub mod naming;

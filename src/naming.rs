@@ -194,6 +194,13 @@ pub fn staging_config_key(job: &str, run_id: &str) -> String {
     format!("{}config.yaml", staging_prefix(job, run_id))
 }
 
+/// The job's run lock: held by the one execution of the job that runs
+/// ([`crate::lock`]). Outside `tmp/`, so no run's staging cleanup or the staging lifecycle
+/// rule touches it.
+pub fn run_lock_key(job: &str) -> String {
+    format!("locks/{job}")
+}
+
 /// The SSM output prefix of one step of one run: `logs/<job>/<run_id>/<step>`. Never
 /// deleted by cleanup.
 pub fn step_log_prefix(job: &str, run_id: &str, step: &str) -> String {

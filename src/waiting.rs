@@ -62,6 +62,29 @@ impl SendMarker {
     }
 }
 
+/// The instances a run in redrive round `round` still uses, by its send markers: every
+/// instance a step of this round waits on, and the instance of the run's latest send (its
+/// command sent last, or not recorded yet), which covers the moment between one step's
+/// answer and the next step's send. A redrive that resumes on the instance it had keeps that
+/// instance's older round tag: these markers, not the tag, say that the run still uses it.
+/// (A marker of an earlier round can stay unanswered for good: its token died with that
+/// round.)
+pub fn instances_in_use(markers: &[SendMarker], round: u32) -> Vec<String> {
+    let latest = markers
+        .iter()
+        .max_by_key(|m| (m.round, m.command.as_ref().map(|c| c.sent_at.clone())));
+    let mut ids: Vec<String> = markers
+        .iter()
+        .filter(|m| m.waiting() && m.round == round)
+        .chain(latest)
+        .map(|m| m.instance.instance_id.clone())
+        .filter(|id| !id.is_empty())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// The largest `cause` SendTaskFailure accepts (characters).
 pub const MAX_CAUSE_CHARS: usize = 32_768;
 
@@ -107,7 +130,10 @@ pub mod events {
                 json!({
                     "source": ["aws.ssm"],
                     "detail-type": [COMMAND_INVOCATION],
-                    "detail": {"status": TERMINAL_STATUSES},
+                    "detail": {
+                        "status": TERMINAL_STATUSES,
+                        "document-name": [crate::aws::ssm::DOCUMENT],
+                    },
                 }),
             ),
             (
@@ -141,6 +167,9 @@ pub enum Told {
     InstanceGoing { instance_id: String, state: String },
     /// The reconciler's schedule.
     Reconcile,
+    /// An event about something that is not this stack's to answer: another document's
+    /// command, a hybrid node (`mi-…`), an instance state that is not a going one.
+    Foreign { why: String },
 }
 
 /// Reads an EventBridge event; `None` when `input` is not one (a state's input).
@@ -156,11 +185,23 @@ pub fn told(input: &Value) -> Option<Result<Told>> {
             .ok_or_else(|| Error::InvalidInput(format!("`{kind}` event without detail.{k}")))
     };
     let instance = || field("instance-id").and_then(checked_instance_id);
+    let foreign = |why: String| Ok(Told::Foreign { why });
     let parsed = match kind {
         events::COMMAND_INVOCATION => (|| {
+            if let Some(document) = detail.get("document-name").and_then(Value::as_str) {
+                if document != crate::aws::ssm::DOCUMENT {
+                    return foreign(format!("a command of document `{document}`"));
+                }
+            }
+            let id = field("instance-id")?;
+            if is_managed_node_id(&id) {
+                return foreign(format!(
+                    "a command on managed node {id}, not an EC2 instance"
+                ));
+            }
             Ok(Told::CommandEnded {
                 command_id: field("command-id")?,
-                instance_id: instance()?,
+                instance_id: checked_instance_id(id)?,
                 status: field("status")?,
             })
         })(),
@@ -171,9 +212,13 @@ pub fn told(input: &Value) -> Option<Result<Told>> {
             })
         })(),
         events::INSTANCE_STATE => (|| {
+            let state = field("state")?;
+            if !events::GOING_STATES.contains(&state.as_str()) {
+                return foreign(format!("an instance that is {state}"));
+            }
             Ok(Told::InstanceGoing {
                 instance_id: instance()?,
-                state: field("state")?,
+                state,
             })
         })(),
         events::SCHEDULED => Ok(Told::Reconcile),
@@ -182,6 +227,13 @@ pub fn told(input: &Value) -> Option<Result<Told>> {
         ))),
     };
     Some(parsed)
+}
+
+/// A hybrid or on-premises managed node's id (`mi-` and 17 hex characters): a valid
+/// `InstanceId` for SSM, never one of this stack's instances.
+fn is_managed_node_id(id: &str) -> bool {
+    id.strip_prefix("mi-")
+        .is_some_and(|hex| hex.len() == 17 && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// An instance id as EC2 writes them (`i-` and hex): events are input too.
@@ -291,6 +343,28 @@ mod tests {
     }
 
     #[test]
+    fn events_about_other_things_are_foreign() {
+        let hybrid = event(
+            events::COMMAND_INVOCATION,
+            json!({"command-id": "c", "instance-id": "mi-0123456789abcdef0", "status": "Success", "document-name": "AWS-RunShellScript"}),
+        );
+        let other_document = event(
+            events::COMMAND_INVOCATION,
+            json!({"command-id": "c", "instance-id": "i-0abc", "status": "Success", "document-name": "AWS-RunPatchBaseline"}),
+        );
+        let pending = event(
+            events::INSTANCE_STATE,
+            json!({"instance-id": "i-0abc", "state": "pending"}),
+        );
+        for foreign in [hybrid, other_document, pending] {
+            assert!(
+                matches!(told(&foreign).unwrap(), Ok(Told::Foreign { .. })),
+                "{foreign}"
+            );
+        }
+    }
+
+    #[test]
     fn malformed_events_are_invalid_input() {
         let no_instance = event(events::COMMAND_INVOCATION, json!({"command-id": "c"}));
         let err = told(&no_instance).unwrap().unwrap_err();
@@ -340,6 +414,59 @@ mod tests {
         assert!(fitted.ends_with("\nlast line"));
         assert!(fitted.contains("cut to fit"));
         assert_eq!(fit_cause("short"), "short");
+    }
+
+    fn marker(instance: &str, round: u32, sent_at: Option<&str>, answer: &str) -> SendMarker {
+        use crate::records::fixtures;
+        SendMarker {
+            run: fixtures::run(),
+            job: fixtures::job(),
+            step: crate::manifest::StepSpec {
+                name: "slow".into(),
+                kind: crate::manifest::StepKind::Workload,
+                timeout_seconds: 60,
+                heartbeats: Vec::new(),
+                secrets: Default::default(),
+                script: String::new(),
+            },
+            instance: Launch {
+                instance_id: instance.into(),
+                ..Launch::default()
+            },
+            round,
+            task_token: "t".into(),
+            command: sent_at.map(|at| Command {
+                command_id: format!("c-{instance}-{round}"),
+                step: "x".into(),
+                instance_id: instance.into(),
+                round,
+                sent_at: at.into(),
+                output_prefix: String::new(),
+                reused: false,
+            }),
+            answer: answer.into(),
+        }
+    }
+
+    #[test]
+    fn a_run_uses_the_instances_its_round_waits_on_and_its_latest_send() {
+        let t1 = Some("2026-11-28T09:00:00Z");
+        let t2 = Some("2026-11-28T09:05:00Z");
+        // Redriven at once: round 1 waits on the round-0 instance A.
+        let redriven = [marker("i-a", 0, t1, ""), marker("i-a", 1, t2, "")];
+        assert_eq!(instances_in_use(&redriven, 1), ["i-a"]);
+        // Round 1 relaunched onto B: A's dead round-0 marker does not keep A.
+        let relaunched = [marker("i-a", 0, t1, ""), marker("i-b", 1, t2, SUCCEEDED)];
+        assert_eq!(instances_in_use(&relaunched, 1), ["i-b"]);
+        // Between two steps: nothing waits; the latest send names the instance.
+        let between = [
+            marker("i-a", 0, t1, SUCCEEDED),
+            marker("i-b", 0, t2, SUCCEEDED),
+        ];
+        assert_eq!(instances_in_use(&between, 0), ["i-b"]);
+        // Marked, not sent yet.
+        assert_eq!(instances_in_use(&[marker("i-c", 2, None, "")], 2), ["i-c"]);
+        assert!(instances_in_use(&[], 0).is_empty());
     }
 
     #[test]

@@ -136,6 +136,18 @@ class Faults:
         # A spot reclaim: the interruption warning, then the instance terminates this many
         # seconds later (AWS: about 120).
         self.reclaim_lead = 2.0
+        # EC2 eventual consistency after an instance went: for this many seconds after it
+        # terminated, DescribeInstances naming it still shows it `running` (no state reason).
+        # `shown_running` records each instance id so shown.
+        self.ec2_running_after_gone = 0.0
+        self.gone = {}  # instance_id -> time.time() it terminated
+        self.shown_running = []
+        # Step Functions' ListExecutions is eventually consistent: an execution is listed
+        # only this many seconds after it started.
+        self.list_executions_lag = 0.0
+        # The next N writes that complete a send marker with its command (send-step's write
+        # after SendCommand) answer AccessDenied: the marker keeps no command.
+        self.marker_completion_lost = 0
 
     def event_plan(self, key: str):
         """(drop, copies, delay) for the next event of detail-type key `key`."""
@@ -197,6 +209,31 @@ class Faults:
         for instance_id in instance_ids:
             self.launched[instance_id] = now
 
+    def saw_gone(self, instance_id: str):
+        self.gone.setdefault(instance_id, time.time())
+
+    def still_shown_running(self, instance_id: str) -> bool:
+        """True while DescribeInstances still shows the terminated `instance_id` running."""
+        gone = self.gone.get(instance_id)
+        lagging = bool(self.ec2_running_after_gone) and gone is not None and time.time() - gone < self.ec2_running_after_gone
+        if lagging:
+            self.shown_running.append(instance_id)
+        return lagging
+
+    def take_marker_completion_lost(self, body: bytes) -> bool:
+        """True (once per count) for a send marker write that records its command while
+        the step still waits: send-step completing the marker."""
+        if self.marker_completion_lost <= 0:
+            return False
+        try:
+            marker = json.loads(body or b"{}")
+        except ValueError:
+            return False
+        if not isinstance(marker, dict) or not marker.get("command") or marker.get("answer"):
+            return False
+        self.marker_completion_lost -= 1
+        return True
+
     def invisible(self, instance_id: str) -> bool:
         """True while EC2 does not show `instance_id` yet (the fault is on and it was launched
         less than `ec2_not_found_for` seconds ago)."""
@@ -237,6 +274,9 @@ def _patch_moto_terminate():
         if self._state.name == "terminated":
             return copy.copy(self._state)
         previous = original(self)
+        faults = _faults()
+        if faults is not None:
+            faults.saw_gone(self.id)
         for hook in _STATE_HOOKS:
             hook(self.id, "shutting-down")
             hook(self.id, "terminated")
@@ -284,6 +324,33 @@ def _patch_moto_ec2_visibility():
 
         return method
 
+    def shown(reservations):
+        """The reservations with each instance EC2 still shows running (its state lags its
+        termination, `Faults.ec2_running_after_gone`) as a running copy."""
+        import copy
+
+        from moto.ec2.models.instances import InstanceState, StateReason
+
+        def running(instance):
+            instance = copy.copy(instance)
+            instance._state = InstanceState("running", 16)
+            instance._reason = ""
+            instance.state_reason = StateReason()
+            return instance
+
+        faults = _faults()
+        for reservation in reservations:
+            lagging = {i.id for i in reservation.instances if faults is not None and faults.still_shown_running(i.id)}
+            if lagging:
+                reservation.instances = [running(i) if i.id in lagging else i for i in reservation.instances]
+        return reservations
+
+    original_by_ids = InstanceBackend.get_reservations_by_instance_ids
+
+    def get_reservations_by_instance_ids(self, instance_ids, filters=None):
+        return shown(original_by_ids(self, instance_ids, filters))
+
+    InstanceBackend.get_reservations_by_instance_ids = get_reservations_by_instance_ids
     InstanceResponse.describe_instances = guarded("DescribeInstances", InstanceResponse.describe_instances)
     InstanceResponse.terminate_instances = guarded("TerminateInstances", InstanceResponse.terminate_instances)
 
@@ -429,6 +496,25 @@ def _patch_moto_used_tokens():
     StateTaskServiceCallback._spotstep_patched = True
 
 
+def _patch_moto_conditional_writes():
+    """S3 decides a conditional PutObject (`If-None-Match: *`, `If-Match`) atomically: of two
+    writes racing for one key, one wins. moto checks the condition and writes in two steps,
+    each request on its own thread: here they run one at a time."""
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response, "_spotstep_patched", False):
+        return
+    original = S3Response.put_object
+    lock = threading.Lock()
+
+    def put_object(self):
+        with lock:
+            return original(self)
+
+    S3Response.put_object = put_object
+    S3Response._spotstep_patched = True
+
+
 def _patch_moto_state_machine_clone():
     """moto's executing StartExecution deep-copies the state machine, executions included; a
     finished execution keeps its interpreter environment (which holds an RLock), so every
@@ -466,6 +552,7 @@ class LocalStack:
         _patch_moto_send_task_failure_cause()
         _patch_moto_stop_wakes_waiting_tasks()
         _patch_moto_used_tokens()
+        _patch_moto_conditional_writes()
 
         for noisy in ("werkzeug", "moto"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -737,18 +824,18 @@ class LocalStack:
                         return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.1"})
                 if target.startswith(SFN_TARGET_PREFIX):
                     op = target[len(SFN_TARGET_PREFIX):]
+                    if op == "ListExecutions" and stack.faults.list_executions_lag:
+                        return self._list_executions_lagging(json.loads(body or b"{}"))
                     try:
                         out = stack.redrives.answer(op, json.loads(body or b"{}"), self._fetch_json)
                     except Refused as e:
                         return self._json_error(400, e.code, e.message, "application/x-amz-json-1.0")
                     if out is not None:
                         return self._reply(200, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.0"})
+                if self.command == "PUT" and self._is_send_marker(path) and stack.faults.take_marker_completion_lost(body):
+                    return self._s3_access_denied()
                 if self.command == "PUT" and self.headers.get("x-amz-copy-source") and stack.faults.take_s3_copy_denied():
-                    payload = (
-                        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
-                        "<Message>Access Denied (injected)</Message><RequestId>local</RequestId></Error>"
-                    ).encode()
-                    return self._reply(403, payload, {"Content-Type": "application/xml"})
+                    return self._s3_access_denied()
                 ec2_action = self._ec2_action(body)
                 if ec2_action:
                     if stack.faults.take_throttle(ec2_action):
@@ -766,6 +853,26 @@ class LocalStack:
                         stack.faults.saw_launch(re.findall(r"<instanceId>(i-[0-9a-f]+)</instanceId>", data.decode(errors="replace")))
                         return data
                 return self._forward(body)
+
+            def _is_send_marker(self, path: str) -> bool:
+                bucket_and_key = path.lstrip("/").split("/", 1)
+                return len(bucket_and_key) == 2 and contract.fmt("send_marker_key").match(bucket_and_key[1]) is not None
+
+            def _s3_access_denied(self):
+                payload = (
+                    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+                    "<Message>Access Denied (injected)</Message><RequestId>local</RequestId></Error>"
+                ).encode()
+                return self._reply(403, payload, {"Content-Type": "application/xml"})
+
+            def _list_executions_lagging(self, request: dict):
+                """ListExecutions without the executions started less than
+                `Faults.list_executions_lag` seconds ago (eventual consistency)."""
+                status, out = self._fetch_json("ListExecutions", request)
+                if status == 200:
+                    since = time.time() - stack.faults.list_executions_lag
+                    out["executions"] = [e for e in out.get("executions", []) if e.get("startDate", 0) <= since]
+                return self._reply(status, json.dumps(out).encode(), {"Content-Type": "application/x-amz-json-1.0"})
 
             def _ec2_action(self, body: bytes) -> str:
                 ctype = self.headers.get("Content-Type", "")

@@ -228,25 +228,39 @@ pub async fn terminate_launched(ec2: &Client, instance_id: &str, clock: Clock) -
 /// EC2's error code for an instance it does not know (yet, or any more).
 const NOT_FOUND: &str = "InvalidInstanceID.NotFound";
 
-/// Terminates the instances (none is fine). An instance EC2 no longer knows is not an error:
-/// these come from DescribeInstances, so EC2 showed them.
-pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<()> {
+/// Terminates the instances (none is fine); returns those EC2 did not know, which are not
+/// terminated by this call. `InvalidInstanceID.NotFound` does not mean an instance was or
+/// will be terminated (EC2 is eventually consistent), and one unknown id refuses the whole
+/// batch: the others are then terminated one by one, and the unknown ones are left to be
+/// confirmed later (the hourly sweep finds any that shows up by its tags).
+pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<Vec<String>> {
+    let call = |ids: Vec<String>| ec2.terminate_instances().set_instance_ids(Some(ids)).send();
+    let failed =
+        |ids: &[String], e| Error::from_sdk(&format!("TerminateInstances {}", ids.join(",")), e);
     if ids.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    match ec2
-        .terminate_instances()
-        .set_instance_ids(Some(ids.to_vec()))
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(NOT_FOUND) => Ok(()),
-        Err(e) => Err(Error::from_sdk(
-            &format!("TerminateInstances {}", ids.join(",")),
-            &e,
-        )),
+    match call(ids.to_vec()).await {
+        Ok(_) => return Ok(Vec::new()),
+        Err(e) if e.code() == Some(NOT_FOUND) && ids.len() > 1 => {}
+        Err(e) if e.code() == Some(NOT_FOUND) => {
+            tracing::warn!(instance_id = %ids[0], "EC2 does not know the instance; not taken as terminated, the sweep confirms it later");
+            return Ok(ids.to_vec());
+        }
+        Err(e) => return Err(failed(ids, &e)),
     }
+    let mut unknown = Vec::new();
+    for id in ids {
+        match call(vec![id.clone()]).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(NOT_FOUND) => {
+                tracing::warn!(instance_id = %id, "EC2 does not know the instance; not taken as terminated, the sweep confirms it later");
+                unknown.push(id.clone());
+            }
+            Err(e) => return Err(failed(std::slice::from_ref(id), &e)),
+        }
+    }
+    Ok(unknown)
 }
 
 /// One instance to launch in one capacity pool.

@@ -44,16 +44,23 @@ pub async fn copy(
 
 /// The text of `s3://bucket/key`, or `None` when it does not exist.
 pub async fn read(s3: &Client, bucket: &str, key: &str) -> Result<Option<String>> {
+    Ok(get(s3, bucket, key).await?.map(|(text, _)| text))
+}
+
+/// The text and ETag of `s3://bucket/key`, or `None` when it does not exist.
+async fn get(s3: &Client, bucket: &str, key: &str) -> Result<Option<(String, String)>> {
     match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => {
+            let etag = out.e_tag().unwrap_or_default().to_string();
             let bytes = out
                 .body
                 .collect()
                 .await
                 .map_err(|e| Error::AwsError(format!("reading s3://{bucket}/{key}: {e}")))?;
-            Ok(Some(
+            Ok(Some((
                 String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
-            ))
+                etag,
+            )))
         }
         Err(e)
             if e.as_service_error().is_some_and(|s| s.is_no_such_key())
@@ -66,6 +73,80 @@ pub async fn read(s3: &Client, bucket: &str, key: &str) -> Result<Option<String>
             &e,
         )),
     }
+}
+
+/// What a conditional write requires of the object already at its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition<'a> {
+    /// No object (`If-None-Match: *`).
+    Absent,
+    /// The object with this ETag, unchanged since it was read (`If-Match`).
+    Unchanged(&'a str),
+}
+
+/// Whether a conditional write happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Written,
+    /// The condition did not hold (`412 PreconditionFailed`), or another conditional write
+    /// to the key was in flight (`409 ConditionalRequestConflict`: read again and retry).
+    Refused,
+}
+
+/// Writes `body` to `s3://bucket/key` only if `condition` holds; S3 decides atomically, so
+/// of two writers racing for one key one wins.
+pub async fn put_if(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    body: String,
+    condition: Condition<'_>,
+) -> Result<Written> {
+    let request = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(body.into_bytes().into());
+    let request = match condition {
+        Condition::Absent => request.if_none_match("*"),
+        Condition::Unchanged(etag) => request.if_match(etag),
+    };
+    match request.send().await {
+        Ok(_) => Ok(Written::Written),
+        Err(e)
+            if matches!(
+                e.code(),
+                Some("PreconditionFailed" | "ConditionalRequestConflict")
+            ) =>
+        {
+            Ok(Written::Refused)
+        }
+        Err(e) => Err(Error::from_sdk(
+            &format!("PutObject (conditional) s3://{bucket}/{key}"),
+            &e,
+        )),
+    }
+}
+
+/// The text and ETag of `s3://bucket/key`, or `None` when it does not exist. Listed first:
+/// without `s3:ListBucket`, reading a missing key is `AccessDenied`, not `NoSuchKey`.
+pub async fn read_listed(s3: &Client, bucket: &str, key: &str) -> Result<Option<(String, String)>> {
+    if !list(s3, bucket, key).await?.iter().any(|o| o.key == key) {
+        return Ok(None);
+    }
+    get(s3, bucket, key).await
+}
+
+/// Deletes `s3://bucket/key` (a missing key is fine).
+pub async fn delete(s3: &Client, bucket: &str, key: &str) -> Result<()> {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Error::from_sdk(&format!("DeleteObject s3://{bucket}/{key}"), &e))?;
+    Ok(())
 }
 
 /// Writes `body` to `s3://bucket/key`.

@@ -22,11 +22,13 @@ use crate::env::{Env, Need};
 use crate::error::{Error, Result};
 use crate::handlers::poll_result;
 use crate::input::{parse, Checked};
+use crate::lock;
 use crate::manifest::{JobSpec, StepSpec};
 use crate::naming::{self, tags};
 use crate::notification;
 use crate::records::{Launch, Run};
 use crate::telemetry;
+use crate::waiting;
 
 /// The error a caught step failure carries (`Catch` with `ResultPath`).
 #[derive(Debug, Clone, Deserialize)]
@@ -170,7 +172,10 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                     ..Report::default()
                 });
             }
-            let (_, errors) = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await;
+            let (_, mut errors) = Box::pin(clean_run(env, &run.job, &run.run_id, true)).await;
+            if let Err(e) = Box::pin(lock::release(env, &run.job, &run.execution)).await {
+                errors.push(e);
+            }
             for e in errors {
                 warn!(step = %step.name, error = %e, "cleanup after the failed step was incomplete; the status-change rule retries it");
             }
@@ -207,7 +212,7 @@ async fn relaunch(
 ) -> Result<Report> {
     env.settings.require(&[Need::Stack])?;
     let stack = env.settings.stack.as_str();
-    let mut ids = instance_ids(
+    let ids = instance_ids(
         env,
         &[
             (tags::RUN_ID, &run.run_id),
@@ -216,7 +221,8 @@ async fn relaunch(
         ],
     )
     .await?;
-    ec2::terminate(&env.ec2, &ids).await?;
+    let unknown = ec2::terminate(&env.ec2, &ids).await?;
+    let mut ids = confirmed(ids, &unknown);
     let id = instance.instance_id.as_str();
     if !id.is_empty() && !ids.iter().any(|i| i == id) {
         match ec2::describe(&env.ec2, id).await? {
@@ -224,8 +230,8 @@ async fn relaunch(
                 let ours = ec2::run_of(&found) == Some((run.job.clone(), run.run_id.clone()))
                     && ec2::tag(&found, tags::STACK) == Some(stack);
                 if ours && ec2::is_live(&found) {
-                    ec2::terminate(&env.ec2, &[id.to_string()]).await?;
-                    ids.push(id.to_string());
+                    let unknown = ec2::terminate(&env.ec2, &[id.to_string()]).await?;
+                    ids.extend(confirmed(vec![id.to_string()], &unknown));
                 } else if !ours {
                     warn!(instance_id = id, "the launch record names an instance whose tags are not this run's; not terminating it");
                 }
@@ -272,42 +278,60 @@ async fn relaunch(
 }
 
 /// After an execution ended FAILED, TIMED_OUT or ABORTED (the EventBridge rule): cancel its
-/// commands, terminate its instances, delete its staging. The event may come late or twice,
-/// after the operator stopped and redrove the execution: so the execution is described
-/// first, nothing is done while it runs again, and only the instances of its rounds up to the
+/// commands, terminate its instances, delete its staging, tell the on-call engineer. The
+/// event may come late or twice, after the operator stopped and redrove the execution: so
+/// the execution is described first, and nothing is done while it runs again (by its status,
+/// or by a send marker of a later round than the described one: a redrive that began since),
+/// after it ended otherwise since (a redrive that SUCCEEDED), or for an execution Step
+/// Functions does not know (not this stack's). Only the instances of its rounds up to the
 /// described `redriveCount` (from this stack) are touched.
 async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Report> {
-    if !matches!(status, "FAILED" | "TIMED_OUT" | "ABORTED") {
-        return Ok(Report {
-            action: format!("execution-ended ({status}): nothing to do"),
+    let nothing = |why: String| {
+        info!(execution, status, why, "nothing to clean");
+        Ok(Report {
+            action: format!("execution-ended ({status}): {why}, nothing to do"),
             ..Report::default()
-        });
+        })
+    };
+    if !matches!(status, "FAILED" | "TIMED_OUT" | "ABORTED") {
+        return nothing("not a failure".into());
     }
     env.settings.require(&[Need::Bucket, Need::Stack])?;
-    let described = sfn::execution(&env.sfn, execution).await?;
-    let round = match &described {
-        Some(d) if d.running() => {
-            info!(
-                execution,
-                redrive_count = d.redrive_count,
-                "the execution runs again (redriven): nothing to clean"
-            );
-            return Ok(Report {
-                action: format!(
-                    "execution-ended ({status}): running again (redrive {}), nothing to do",
-                    d.redrive_count
-                ),
-                ..Report::default()
-            });
-        }
-        Some(d) => d.redrive_count,
-        None => u32::MAX,
+    let Some(described) = sfn::execution(&env.sfn, execution).await? else {
+        return nothing("not an execution of this stack (Step Functions does not know it)".into());
     };
+    if described.running() {
+        return nothing(format!(
+            "running again (redrive {})",
+            described.redrive_count
+        ));
+    }
+    if described.status != status {
+        return nothing(format!(
+            "the execution ended {} since (redrive {})",
+            described.status, described.redrive_count
+        ));
+    }
+    let round = described.redrive_count;
     let instances: Vec<_> = ec2::instances_of_execution(&env.ec2, execution, &env.settings.stack)
         .await?
         .into_iter()
         .filter(|i| ec2::round_of(i) <= round)
         .collect();
+    let mut runs: Vec<(String, String)> = instances.iter().filter_map(ec2::run_of).collect();
+    runs.sort();
+    runs.dedup();
+    for (job, run_id) in &runs {
+        let later = Box::pin(poll_result::markers(env, job, run_id))
+            .await?
+            .into_iter()
+            .any(|(_, m)| m.round > round);
+        if later {
+            return nothing(format!(
+                "running again (a step was sent after redrive {round})"
+            ));
+        }
+    }
     let mut report = Report {
         action: format!("execution-ended ({status})"),
         ..Report::default()
@@ -322,17 +346,15 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
             .cancelled_commands
             .extend(cancel_commands(env, id).await?);
     }
-    ec2::terminate(&env.ec2, &live).await?;
-    report.terminated = live;
-    let mut runs: Vec<(String, String)> = instances.iter().filter_map(ec2::run_of).collect();
-    runs.sort();
-    runs.dedup();
+    let unknown = ec2::terminate(&env.ec2, &live).await?;
+    report.terminated = confirmed(live, &unknown);
     for (job, run_id) in runs {
         let prefix = naming::staging_prefix(&job, &run_id);
         report.deleted_objects += s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await?;
+        Box::pin(lock::release(env, &job, execution)).await?;
     }
     if !env.settings.topic.is_empty() {
-        Box::pin(notify(env, execution, status, described.as_ref())).await?;
+        Box::pin(notify(env, execution, status, &described)).await?;
         report.notified = true;
     }
     Ok(report)
@@ -346,22 +368,15 @@ async fn notify(
     env: &Env,
     execution: &str,
     status: &str,
-    described: Option<&sfn::Execution>,
+    described: &sfn::Execution,
 ) -> Result<()> {
-    let failed_state = match described {
-        Some(_) => sfn::last_state(&env.sfn, execution).await?,
-        None => None,
-    };
+    let failed_state = sfn::last_state(&env.sfn, execution).await?;
     let ended = notification::Ended {
         execution_arn: execution,
         status,
         failed_state: failed_state.as_deref(),
-        error: described
-            .and_then(|d| d.error.as_deref())
-            .unwrap_or_default(),
-        cause: described
-            .and_then(|d| d.cause.as_deref())
-            .unwrap_or_default(),
+        error: described.error.as_deref().unwrap_or_default(),
+        cause: described.cause.as_deref().unwrap_or_default(),
     };
     sns::publish(
         &env.sns,
@@ -399,10 +414,15 @@ async fn instance_ids(env: &Env, wanted: &[(&str, &str)]) -> Result<Vec<String>>
 /// (which terminates the run's instances once its execution is over, and deletes its
 /// staging) and to the staging lifecycle rule.
 async fn end_of_run(env: &Env, run: &Run) -> Report {
-    let (mut report, errors) = match env.settings.require(&[Need::Bucket, Need::Stack]) {
+    let (mut report, mut errors) = match env.settings.require(&[Need::Bucket, Need::Stack]) {
         Ok(()) => clean_run(env, &run.job, &run.run_id, true).await,
         Err(e) => (Report::default(), vec![e]),
     };
+    if errors.is_empty() {
+        if let Err(e) = Box::pin(lock::release(env, &run.job, &run.execution)).await {
+            errors.push(e);
+        }
+    }
     report.action = "end-of-run".into();
     for e in errors {
         warn!(error_type = e.name(), error = %e, "end-of-run cleanup incomplete; the run still succeeds");
@@ -427,7 +447,7 @@ async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report
     ];
     match instance_ids(env, &wanted).await {
         Ok(ids) => match ec2::terminate(&env.ec2, &ids).await {
-            Ok(()) => report.terminated = ids,
+            Ok(unknown) => report.terminated = confirmed(ids, &unknown),
             Err(e) => errors.push(e),
         },
         Err(e) => errors.push(e),
@@ -441,6 +461,12 @@ async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report
     }
     info!(job, run_id, terminated = ?report.terminated, errors = errors.len(), "run cleaned up");
     (report, errors)
+}
+
+/// The instances of `ids` whose terminate EC2 confirmed (not among the `unknown` ones).
+fn confirmed(mut ids: Vec<String>, unknown: &[String]) -> Vec<String> {
+    ids.retain(|id| !unknown.contains(id));
+    ids
 }
 
 /// A clean-up's report, or its first error (for callers whose retry is the answer to it).
@@ -468,8 +494,46 @@ async fn cancel_commands(env: &Env, instance_id: &str) -> Result<Vec<String>> {
     Ok(cancelled)
 }
 
-/// Terminates spotstep instances whose execution is no longer running or that outlived their
-/// max runtime plus grace, and deletes those runs' staging.
+/// What the sweep knows of an instance's execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionSeen {
+    /// Ended, or unknown to Step Functions.
+    Ended,
+    /// Running in redrive round `round`.
+    Running { round: u32 },
+    /// No execution tag, or Step Functions could not be asked.
+    Unknown,
+}
+
+/// What the sweep does with one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swept {
+    Keep,
+    /// Terminate this instance only; the run goes on, its staging stays.
+    Instance,
+    /// Terminate every instance of the instance's run; delete its staging when `staging`.
+    Run {
+        staging: bool,
+    },
+}
+
+/// The sweep's rule for one instance launched in redrive round `round`: a run whose
+/// execution ended is cleaned up with its staging. While the execution runs, its staging
+/// stays, and an instance of an earlier round is terminated only when the run no longer uses
+/// it (`in_use`, from its send markers: a redrive can resume on the instance it had). An
+/// instance past its max runtime plus grace is terminated whatever else holds.
+pub fn sweep_rule(seen: ExecutionSeen, round: u32, in_use: bool, over_budget: bool) -> Swept {
+    match seen {
+        ExecutionSeen::Ended => Swept::Run { staging: true },
+        ExecutionSeen::Running { round: current } if round < current && !in_use => Swept::Instance,
+        _ if over_budget => Swept::Run { staging: false },
+        _ => Swept::Keep,
+    }
+}
+
+/// Terminates spotstep instances whose execution is no longer running (their runs' staging
+/// deleted), that a running execution no longer uses, or that outlived their max runtime
+/// plus grace ([`sweep_rule`]).
 async fn sweep(env: &Env) -> Result<Report> {
     env.settings.require(&[Need::Bucket, Need::Stack])?;
     let now = env.clock.now();
@@ -486,32 +550,54 @@ async fn sweep(env: &Env) -> Result<Report> {
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0)
             + env.settings.sweep_grace_seconds;
-        // Over: the execution ended, is unknown, or runs a later round than the instance's.
-        // An instance without an execution tag is only swept once it outlived its budget.
-        let execution_over = match ec2::tag(&instance, tags::EXECUTION) {
+        let seen = match ec2::tag(&instance, tags::EXECUTION) {
             Some(execution) => match sfn::execution(&env.sfn, execution).await {
-                Ok(Some(d)) => !d.running() || ec2::round_of(&instance) < d.redrive_count,
-                Ok(None) => true,
+                Ok(Some(d)) if d.running() => ExecutionSeen::Running {
+                    round: d.redrive_count,
+                },
+                Ok(_) => ExecutionSeen::Ended,
                 Err(e) => {
                     warn!(instance_id = %id, error = %e, "could not describe the instance's execution");
-                    false
+                    ExecutionSeen::Unknown
                 }
             },
-            None => false,
+            None => ExecutionSeen::Unknown,
         };
-        if !(execution_over || age > budget) {
+        let round = ec2::round_of(&instance);
+        let run = ec2::run_of(&instance);
+        let in_use = match (seen, &run) {
+            (ExecutionSeen::Running { round: current }, Some((job, run_id))) if round < current => {
+                let markers: Vec<_> = Box::pin(poll_result::markers(env, job, run_id))
+                    .await?
+                    .into_iter()
+                    .map(|(_, m)| m)
+                    .collect();
+                waiting::instances_in_use(&markers, current).contains(&id)
+            }
+            _ => false,
+        };
+        let swept = sweep_rule(seen, round, in_use, age > budget);
+        if in_use {
+            info!(instance_id = %id, round, ?seen, "the running execution still uses this instance of an earlier round; not sweeping it");
+        }
+        if swept == Swept::Keep {
             continue;
         }
-        info!(instance_id = %id, age, budget, execution_over, "sweeping instance");
-        match ec2::run_of(&instance) {
-            Some((job, run_id)) => {
-                let cleaned = settled(clean_run(env, &job, &run_id, execution_over).await)?;
+        info!(instance_id = %id, age, budget, ?seen, ?swept, "sweeping instance");
+        match (swept, run) {
+            (Swept::Run { staging }, Some((job, run_id))) => {
+                let cleaned = settled(clean_run(env, &job, &run_id, staging).await)?;
+                if let (ExecutionSeen::Ended, Some(execution)) =
+                    (seen, ec2::tag(&instance, tags::EXECUTION))
+                {
+                    Box::pin(lock::release(env, &job, execution)).await?;
+                }
                 report.terminated.extend(cleaned.terminated);
                 report.deleted_objects += cleaned.deleted_objects;
             }
-            None => {
-                ec2::terminate(&env.ec2, std::slice::from_ref(&id)).await?;
-                report.terminated.push(id);
+            _ => {
+                let unknown = ec2::terminate(&env.ec2, std::slice::from_ref(&id)).await?;
+                report.terminated.extend(confirmed(vec![id], &unknown));
             }
         }
     }

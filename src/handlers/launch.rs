@@ -1,5 +1,5 @@
-//! launch: validate the run, refuse a concurrent one, launch one spot instance across the
-//! capacity pools, and stage the job's config for it.
+//! launch: validate the run, refuse a concurrent one (the job's run lock, [`lock`]), launch
+//! one spot instance across the capacity pools, and stage the job's config for it.
 
 use base64::Engine;
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use crate::capacity::{self, LaunchAnswer, Market, Pool};
 use crate::env::{parse_rfc3339, rfc3339, Env, Need};
 use crate::error::{Error, Result};
 use crate::input::{parse, Checked};
+use crate::lock;
 use crate::manifest::JobSpec;
 use crate::naming::{self, tags};
 use crate::records::{Launch, PoolTried, Run};
@@ -54,6 +55,9 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
     }
     env.settings
         .require(&[Need::Bucket, Need::Launch, Need::Stack])?;
+    let stale_after = i64::try_from(job.max_runtime_seconds).unwrap_or(i64::MAX)
+        + env.settings.sweep_grace_seconds;
+    lock::take(env, &run, stale_after).await?;
     let (config_bucket, config_key) =
         naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
     check_config(env, &config_bucket, &config_key).await?;

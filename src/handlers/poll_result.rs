@@ -122,11 +122,7 @@ async fn poll(env: &Env, input: Value) -> Result<StepResult> {
             step.name
         )));
     };
-    let command = match marker.command.clone() {
-        Some(command) => Some(command),
-        None => listed_command(env, &marker, None).await?,
-    };
-    let Some(command) = command else {
+    let Some(command) = sent_command(env, &marker).await? else {
         return Err(Error::StepFailed(format!(
             "step `{}` was never sent: its send marker (round {}) records no command and SSM lists none; redrive the execution to send it again",
             step.name, marker.round
@@ -148,6 +144,12 @@ async fn on_told(env: &Env, told: Told) -> Result<Vec<Answered>> {
     let mut answered = Vec::new();
     match told {
         Told::Reconcile => return reconcile(env).await,
+        Told::Foreign { why } => {
+            info!(
+                why,
+                "an event about something not this stack's; nothing to answer"
+            );
+        }
         Told::CommandEnded {
             command_id,
             instance_id,
@@ -183,9 +185,13 @@ async fn on_told(env: &Env, told: Told) -> Result<Vec<Answered>> {
         Told::InstanceGoing { instance_id, state } => {
             for (key, marker) in waiting_on(env, &instance_id).await? {
                 let check = || ec2::ensure_alive(&env.ec2, &instance_id, None);
+                // Gone as EC2 shows it: classified by its state reason (a reclaim whose warning
+                // was lost relaunches). Still shown running after the pauses: EC2 is eventually
+                // consistent, so nothing is answered; the reconciler sees the final state.
                 let outcome: Result<StepResult> = match confirm(env, check, Result::is_ok).await {
-                    Ok(()) => Err(Error::InstanceLost(format!(
-                        "EC2 reported instance {instance_id} {state} while step `{}` ran; the run's instance is gone",
+                    Ok(()) => Err(Error::StillRunning(format!(
+                        "EC2 reported instance {instance_id} {state} while step `{}` ran, but still \
+                         shows it running; the reconciler answers once EC2 shows why it went",
                         marker.step.name
                     ))),
                     Err(e) => Err(e),
@@ -220,7 +226,8 @@ where
 }
 
 /// The reconciler: every waiting step of this stack's instances (in any state: a terminated
-/// instance's step waits too) whose command ended or whose instance is gone is answered.
+/// instance's step waits too) whose command ended or whose instance is gone is answered,
+/// also a step whose marker names no command (found by the command's Comment).
 async fn reconcile(env: &Env) -> Result<Vec<Answered>> {
     let mut runs: Vec<(String, String)> =
         ec2::stack_instances_any_state(&env.ec2, &env.settings.stack)
@@ -233,7 +240,10 @@ async fn reconcile(env: &Env) -> Result<Vec<Answered>> {
     let mut answered = Vec::new();
     for (job, run_id) in runs {
         for (key, marker) in markers(env, &job, &run_id).await? {
-            let Some(command) = marker.command.clone().filter(|_| marker.waiting()) else {
+            if !marker.waiting() {
+                continue;
+            }
+            let Some(command) = sent_command(env, &marker).await? else {
                 continue;
             };
             let outcome = decide(env, &marker, &command).await;
@@ -319,10 +329,14 @@ async fn waiting_on(env: &Env, instance_id: &str) -> Result<Vec<(String, SendMar
 }
 
 /// Every readable send marker of a run, in key order.
-async fn markers(env: &Env, job: &str, run_id: &str) -> Result<Vec<(String, SendMarker)>> {
+pub async fn markers(env: &Env, job: &str, run_id: &str) -> Result<Vec<(String, SendMarker)>> {
     let bucket = &env.settings.bucket;
+    let prefix = naming::send_markers_prefix(job, run_id);
     let mut out = Vec::new();
-    for listed in s3::list(&env.s3, bucket, &naming::send_markers_prefix(job, run_id)).await? {
+    for listed in s3::list(&env.s3, bucket, &prefix).await? {
+        if !listed.key.starts_with(&prefix) {
+            continue;
+        }
         let Some(text) = s3::read(&env.s3, bucket, &listed.key).await? else {
             continue;
         };
@@ -356,6 +370,15 @@ async fn command_of(env: &Env, marker: &SendMarker, command_id: &str) -> Result<
     match &marker.command {
         Some(command) => Ok((command.command_id == command_id).then(|| command.clone())),
         None => listed_command(env, marker, Some(command_id)).await,
+    }
+}
+
+/// The command `marker` records, or, when its completing write failed (send-step sent the
+/// command but could not record it), the one SSM lists with the send's Comment.
+async fn sent_command(env: &Env, marker: &SendMarker) -> Result<Option<Command>> {
+    match &marker.command {
+        Some(command) => Ok(Some(command.clone())),
+        None => listed_command(env, marker, None).await,
     }
 }
 

@@ -135,8 +135,9 @@ def test_the_stage_matches_events_as_the_rules_do():
     from spotstep_local.events import matches
 
     rules = {r["name"]: r["pattern"] for r in contract.event_rules()}
-    ended = {"source": "aws.ssm", "detail-type": contract.detail_type("command_invocation"), "detail": {"status": "Success"}}
+    ended = {"source": "aws.ssm", "detail-type": contract.detail_type("command_invocation"), "detail": {"status": "Success", "document-name": "AWS-RunShellScript"}}
     assert matches(rules["CommandEndedRule"], ended)
+    assert not matches(rules["CommandEndedRule"], {**ended, "detail": {"status": "Success", "document-name": "AWS-RunPatchBaseline"}})
     assert not matches(rules["CommandEndedRule"], {**ended, "detail": {"status": "InProgress"}})
     assert not matches(rules["SpotWarningRule"], ended)
     going = {"source": "aws.ec2", "detail-type": contract.detail_type("instance_state"), "detail": {"state": "terminated"}}

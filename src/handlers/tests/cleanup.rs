@@ -93,15 +93,19 @@ fn deleted_keys(r: &Recorded) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
-    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
-    let report = handle(
+async fn end_of_run(mocks: &Mocks) -> crate::handlers::cleanup::Report {
+    handle(
         &mocks.env(),
         json!({"action": "end-of-run", "run": run_json()}),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
+    let (mocks, rec) = mocks(vec![run_tags("i-1")]);
+    let report = end_of_run(&mocks).await;
     assert_eq!(report.terminated, ["i-1"]);
     assert_eq!(report.deleted_objects, 1);
     assert_eq!(rec.terminated.lock().unwrap()[0].instance_ids(), ["i-1"]);
@@ -115,12 +119,7 @@ async fn end_of_run_terminates_the_run_and_deletes_only_its_staging() {
 #[tokio::test]
 async fn end_of_run_with_nothing_left_is_fine() {
     let (mocks, rec) = mocks(vec![]);
-    let report = handle(
-        &mocks.env(),
-        json!({"action": "end-of-run", "run": run_json()}),
-    )
-    .await
-    .unwrap();
+    let report = end_of_run(&mocks).await;
     assert!(report.terminated.is_empty());
     assert!(rec.terminated.lock().unwrap().is_empty());
 }
@@ -143,12 +142,7 @@ async fn end_of_run_meeting_an_aws_error_still_succeeds_and_says_so() {
         })],
         ..Mocks::default()
     };
-    let report = handle(
-        &mocks.env(),
-        json!({"action": "end-of-run", "run": run_json()}),
-    )
-    .await
-    .unwrap();
+    let report = end_of_run(&mocks).await;
     assert_eq!(report.action, "end-of-run");
     let incomplete = report.incomplete.join("\n");
     assert!(incomplete.contains("UnauthorizedOperation"), "{incomplete}");
@@ -672,5 +666,62 @@ async fn an_ended_execution_is_told_with_its_failed_state_error_and_cause() {
     assert!(
         message.contains("redrive-execution --execution-arn arn:aws:states"),
         "{message}"
+    );
+}
+
+#[test]
+fn the_sweep_spares_what_a_running_execution_uses_and_never_its_staging() {
+    use crate::handlers::cleanup::{sweep_rule, ExecutionSeen, Swept};
+    let running = |round| ExecutionSeen::Running { round };
+    let table = [
+        // (execution, instance round, in use, over budget) -> what the sweep does
+        (
+            (ExecutionSeen::Ended, 0, false, false),
+            Swept::Run { staging: true },
+        ),
+        ((running(1), 0, false, false), Swept::Instance),
+        // A redrive resumed on its round-0 instance: kept, whatever its tag says.
+        ((running(1), 0, true, false), Swept::Keep),
+        ((running(1), 1, false, false), Swept::Keep),
+        // Past its budget: terminated, but the running execution keeps its staging.
+        ((running(1), 0, true, true), Swept::Run { staging: false }),
+        ((running(0), 0, false, true), Swept::Run { staging: false }),
+        ((ExecutionSeen::Unknown, 0, false, false), Swept::Keep),
+        (
+            (ExecutionSeen::Unknown, 0, false, true),
+            Swept::Run { staging: false },
+        ),
+    ];
+    for ((seen, round, in_use, over), expected) in table {
+        assert_eq!(
+            sweep_rule(seen, round, in_use, over),
+            expected,
+            "{seen:?} {round} {in_use} {over}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_instance_ec2_does_not_know_is_not_taken_as_terminated_and_spares_the_others() {
+    use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesError;
+    let (mut mocks, rec) = mocks(vec![run_tags("i-1"), run_tags("i-2")]);
+    // One unknown id refuses the whole batch; alone, i-2 is unknown and i-1 terminates.
+    let unknown = |r: &TerminateInstancesInput| r.instance_ids().contains(&"i-2".to_string());
+    mocks.ec2.insert(
+        1,
+        mock!(aws_sdk_ec2::Client::terminate_instances)
+            .match_requests(unknown)
+            .then_error(|| TerminateInstancesError::generic(meta("InvalidInstanceID.NotFound"))),
+    );
+    let report = end_of_run(&mocks).await;
+    assert_eq!(report.terminated, ["i-1"]);
+    assert_eq!(
+        rec.terminated
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.instance_ids().to_vec())
+            .collect::<Vec<_>>(),
+        [vec!["i-1".to_string()]]
     );
 }

@@ -6,7 +6,13 @@ use aws_sdk_ec2::operation::run_instances::{
     RunInstancesError, RunInstancesInput, RunInstancesOutput,
 };
 use aws_sdk_s3::operation::copy_object::{CopyObjectInput, CopyObjectOutput};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::Object;
+use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
 use aws_sdk_sfn::operation::list_executions::ListExecutionsOutput;
 use aws_sdk_sfn::types::{ExecutionListItem, ExecutionStatus};
 use base64::Engine;
@@ -47,6 +53,20 @@ fn running_elsewhere(name: &'static str, started: i64) -> Rule {
     })
 }
 
+/// No run lock is held.
+fn no_lock() -> Rule {
+    mock!(aws_sdk_s3::Client::list_objects_v2)
+        .match_requests(|r| r.prefix() == Some("locks/demo"))
+        .then_output(|| ListObjectsV2Output::builder().build())
+}
+
+/// The run lock is written (only if absent).
+fn lock_taken() -> Rule {
+    mock!(aws_sdk_s3::Client::put_object)
+        .match_requests(|r| r.key() == Some("locks/demo") && r.if_none_match() == Some("*"))
+        .then_output(|| PutObjectOutput::builder().build())
+}
+
 fn config_exists() -> Rule {
     mock!(aws_sdk_s3::Client::head_object).then_output(|| HeadObjectOutput::builder().build())
 }
@@ -81,6 +101,8 @@ async fn launches_in_the_next_pool_and_stages_the_config() {
             run_instances_ok(),
         ],
         s3: vec![
+            no_lock(),
+            lock_taken(),
             config_exists(),
             mock!(aws_sdk_s3::Client::copy_object)
                 .match_requests(record_copy)
@@ -235,9 +257,13 @@ async fn a_redrive_is_refused_while_a_newer_run_is_running() {
 #[tokio::test]
 async fn a_missing_config_launches_nothing() {
     let mocks = Mocks {
-        s3: vec![mock!(aws_sdk_s3::Client::head_object).then_error(|| {
-            HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build())
-        })],
+        s3: vec![
+            no_lock(),
+            lock_taken(),
+            mock!(aws_sdk_s3::Client::head_object).then_error(|| {
+                HeadObjectError::NotFound(aws_sdk_s3::types::error::NotFound::builder().build())
+            }),
+        ],
         sfn: vec![no_other_executions()],
         ..Mocks::default()
     };
@@ -260,6 +286,8 @@ async fn no_capacity_anywhere_stages_nothing() {
                 .then_error(|| RunInstancesError::generic(meta("InsufficientInstanceCapacity"))),
         ],
         s3: vec![
+            no_lock(),
+            lock_taken(),
             config_exists(),
             mock!(aws_sdk_s3::Client::copy_object)
                 .match_requests(record_copy)
@@ -284,7 +312,7 @@ async fn a_rejected_launch_stops_at_once() {
                 .match_requests(record_run)
                 .then_error(|| RunInstancesError::generic(meta("InvalidParameterValue"))),
         ],
-        s3: vec![config_exists()],
+        s3: vec![no_lock(), lock_taken(), config_exists()],
         sfn: vec![no_other_executions()],
         ..Mocks::default()
     };
@@ -313,6 +341,8 @@ async fn a_retried_launch_finds_its_instance_instead_of_starting_another() {
                 .then_output(|| RunInstancesOutput::builder().build()),
         ],
         s3: vec![
+            no_lock(),
+            lock_taken(),
             config_exists(),
             mock!(aws_sdk_s3::Client::copy_object)
                 .then_output(|| CopyObjectOutput::builder().build()),
@@ -348,6 +378,8 @@ async fn a_try_after_a_launch_that_terminated_itself_gets_a_new_client_token() {
                 }),
         ],
         s3: vec![
+            no_lock(),
+            lock_taken(),
             config_exists(),
             mock!(aws_sdk_s3::Client::copy_object)
                 .then_output(|| CopyObjectOutput::builder().build()),
@@ -376,4 +408,110 @@ async fn relaunches_are_bounded_per_round() {
         json!({"attempt": 2, "round": 0, "round_attempts": 2, "instance_id": "i-2"});
     let err = handle(&Mocks::default().env(), input).await.unwrap_err();
     assert_eq!(err.name(), "RelaunchLimit");
+}
+
+/// The run lock as another execution, `holder`, wrote it at `acquired_at`.
+fn lock_held(holder: &'static str, acquired_at: &'static str) -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_s3::Client::list_objects_v2).then_output(|| {
+            ListObjectsV2Output::builder()
+                .contents(Object::builder().key("locks/demo").build())
+                .build()
+        }),
+        mock!(aws_sdk_s3::Client::get_object).then_output(move || {
+            let body = json!({
+                "execution": format!("arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:{holder}"),
+                "run_id": holder,
+                "acquired_at": acquired_at,
+                "stale_after_seconds": 3600,
+            });
+            GetObjectOutput::builder()
+                .e_tag("\"etag-1\"")
+                .body(ByteStream::from(body.to_string().into_bytes()))
+                .build()
+        }),
+    ]
+}
+
+fn holder_status(status: ExecutionStatus) -> Rule {
+    mock!(aws_sdk_sfn::Client::describe_execution).then_output(move || {
+        DescribeExecutionOutput::builder()
+            .execution_arn("arn:aws:states:us-east-1:123456789012:execution:spotstep-demo:other")
+            .state_machine_arn("arn:aws:states:us-east-1:123456789012:stateMachine:spotstep-demo")
+            .status(status.clone())
+            .start_date(DateTime::from_secs(0))
+            .build()
+            .unwrap()
+    })
+}
+
+#[tokio::test]
+async fn a_start_that_finds_the_lock_held_by_a_running_execution_launches_nothing() {
+    // ListExecutions (eventually consistent) does not show the holder yet; its lock does.
+    let mocks = Mocks {
+        sfn: vec![
+            no_other_executions(),
+            holder_status(ExecutionStatus::Running),
+        ],
+        s3: lock_held("other", "2026-11-28T08:59:00Z"),
+        ..Mocks::default()
+    };
+    let err = handle(&mocks.env(), input()).await.unwrap_err();
+    assert_eq!(err.name(), "ConcurrentRun");
+    assert!(
+        err.to_string()
+            .contains("already running as execution `other`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_lock_is_taken_over_only_if_unchanged() {
+    // (If-Match, If-None-Match) of each PutObject.
+    let (puts, record_put) = recorder::<(Option<String>, Option<String>)>();
+    let mut s3 = lock_held("other", "2026-11-28T08:59:00Z");
+    // The takeover loses a race (412): read again, and the winner is running.
+    s3.push(
+        mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(move |r| {
+                record_put(&(
+                    r.if_match().map(String::from),
+                    r.if_none_match().map(String::from),
+                ))
+            })
+            .then_error(|| PutObjectError::generic(meta("PreconditionFailed"))),
+    );
+    let mocks = Mocks {
+        sfn: vec![
+            no_other_executions(),
+            mock!(aws_sdk_sfn::Client::describe_execution)
+                .sequence()
+                .output(|| {
+                    DescribeExecutionOutput::builder()
+                        .execution_arn("x")
+                        .state_machine_arn("y")
+                        .status(ExecutionStatus::Aborted)
+                        .start_date(DateTime::from_secs(0))
+                        .build()
+                        .unwrap()
+                })
+                .times(1)
+                .output(|| {
+                    DescribeExecutionOutput::builder()
+                        .execution_arn("x")
+                        .state_machine_arn("y")
+                        .status(ExecutionStatus::Running)
+                        .start_date(DateTime::from_secs(0))
+                        .build()
+                        .unwrap()
+                })
+                .build(),
+        ],
+        s3,
+        ..Mocks::default()
+    };
+    let err = handle(&mocks.env(), input()).await.unwrap_err();
+    assert_eq!(err.name(), "ConcurrentRun", "{err}");
+    let puts = puts.lock().unwrap();
+    assert_eq!(*puts, [(Some("\"etag-1\"".to_string()), None)]);
 }
