@@ -22,7 +22,7 @@ installed() { "$venv/bin/python" -m pip show "$1" 2>/dev/null | sed -n 's/^Versi
 if [ "$(installed moto)" != "$MOTO_VERSION" ] || [ "$(installed boto3)" != "$BOTO3_VERSION" ] \
     || [ "$(installed pytest)" != "$PYTEST_VERSION" ] || [ "$(installed pytest-xdist)" != "$PYTEST_XDIST_VERSION" ]; then
     echo "installing moto[server] $MOTO_VERSION, boto3 $BOTO3_VERSION, pytest $PYTEST_VERSION, pytest-xdist $PYTEST_XDIST_VERSION into $venv"
-    "$venv/bin/python" -m pip install --quiet --no-compile --disable-pip-version-check \
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         "moto[server]==$MOTO_VERSION" "boto3==$BOTO3_VERSION" "pytest==$PYTEST_VERSION" \
         "pytest-xdist==$PYTEST_XDIST_VERSION" "execnet==$EXECNET_VERSION"
 fi

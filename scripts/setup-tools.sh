@@ -27,6 +27,8 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python_bin" -m venv "$venv"
 fi
 
+# --no-compile: the linters import a small part of what they install, compiled on first use
+# (scripts/setup-emulator.sh compiles moto's: every pytest worker imports it at once).
 installed() { "$venv/bin/python" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
 
 if [ "$(installed cfn-lint)" != "$CFN_LINT_VERSION" ] || [ "$(installed aws-sam-cli)" != "$SAM_CLI_VERSION" ]; then

@@ -41,6 +41,15 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _invoke(lambdas, event: dict):
+    """poll-result invoked with `event`: (its answer, parsed, or None; its error or None)."""
+    _, body, error = lambdas.invoke(TARGET, json.dumps(event).encode())
+    try:
+        return json.loads(body or b"null"), error
+    except ValueError:
+        return None, error
+
+
 class InFlight:
     """The invocations of poll-result that have begun and whose record is not written yet.
     poll-result answers a token before its invocation returns, so an execution can end
@@ -157,11 +166,7 @@ class EventBus:
 
     def _deliver(self, event: dict):
         with self._in_flight:
-            _, body, error = self.lambdas.invoke(TARGET, json.dumps(event).encode())
-            try:
-                answer = json.loads(body or b"null")
-            except ValueError:
-                answer = None
+            answer, error = _invoke(self.lambdas, event)
             with self.lock:
                 self.delivered.append((time.time(), event, answer, error))
 
@@ -203,11 +208,7 @@ class Reconciler:
     def run_once(self) -> list:
         event = {"detail-type": contract.detail_type("scheduled"), "source": "aws.scheduler", "detail": {}}
         with self._in_flight:
-            _, body, error = self.lambdas.invoke(TARGET, json.dumps(event).encode())
-            try:
-                answer = json.loads(body or b"null")
-            except ValueError:
-                answer = None
+            answer, error = _invoke(self.lambdas, event)
             answered = answer.get("answered", []) if isinstance(answer, dict) and not error else []
             self.runs.append((time.time(), answered, error))
         return answered

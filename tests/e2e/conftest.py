@@ -2,8 +2,10 @@
 calling the real Rust Lambda binaries (target/debug), which drive moto's EC2 and S3 and the
 SSM agent emulation that really runs each step's script (local/spotstep_local).
 
-ONE local stack and harness serve the whole session (starting moto and the five function
-processes once). Between tests the injected faults and the jobs' state folders on the
+ONE local stack and harness serve each pytest session, and with pytest-xdist each worker is a
+session of its own: every worker starts its own moto and five function processes on ports of
+its own, with its own root folder (the instances' sandboxes and the jobs' home folders), so
+tests on different workers share nothing. Between tests the injected faults and the jobs' state folders on the
 "instance" (SPOTSTEP_WORKDIR/state) are reset, and anything a failed test left running is
 stopped and cleaned up, so one failure cannot cascade into the next test.
 
