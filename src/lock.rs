@@ -8,9 +8,10 @@
 //! releases it (end of run, a failed step, the status-change rule, the sweep).
 //!
 //! A lock is **stale**, and another execution takes it over (a write with `If-Match` on the
-//! stale lock's ETag, so of two takers one wins), when its holder is no longer running, or
-//! when it is older than the job's max runtime plus the sweep's grace: no instance of the
-//! holder lives that long (the watchdog), and each launch refreshes it.
+//! stale lock's ETag, so of two takers one wins), when DescribeExecution shows its holder
+//! ended, or when it is older than the job's max runtime plus the sweep's grace: no instance
+//! of the holder lives that long (the watchdog), and each launch refreshes it. A holder
+//! DescribeExecution does not know (yet: it is eventually consistent) is not an ended one.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -91,11 +92,14 @@ pub async fn take(env: &Env, run: &Run, stale_after_seconds: i64) -> Result<()> 
             None => s3::put_if(&env.s3, bucket, &key, body, Condition::Absent).await?,
             Some((text, etag)) => {
                 let lock = serde_json::from_str::<RunLock>(text).ok();
+                // DescribeExecution is eventually consistent: a holder it does not know yet
+                // (started a moment ago) counts as running, so only its end or its age makes
+                // the lock stale.
                 let running = match &lock {
                     Some(l) if l.execution != run.execution => {
                         sfn::execution(&env.sfn, &l.execution)
                             .await?
-                            .is_some_and(|d| d.running())
+                            .is_none_or(|d| d.running())
                     }
                     _ => false,
                 };

@@ -12,7 +12,7 @@ use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::Object;
-use aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput;
+use aws_sdk_sfn::operation::describe_execution::{DescribeExecutionError, DescribeExecutionOutput};
 use aws_sdk_sfn::operation::list_executions::ListExecutionsOutput;
 use aws_sdk_sfn::types::{ExecutionListItem, ExecutionStatus};
 use base64::Engine;
@@ -463,6 +463,25 @@ async fn a_start_that_finds_the_lock_held_by_a_running_execution_launches_nothin
             .contains("already running as execution `other`"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_lock_whose_holder_describe_execution_does_not_know_yet_is_not_taken_over() {
+    // DescribeExecution is eventually consistent: the holder started a moment ago.
+    let mocks = Mocks {
+        sfn: vec![
+            no_other_executions(),
+            mock!(aws_sdk_sfn::Client::describe_execution).then_error(|| {
+                DescribeExecutionError::ExecutionDoesNotExist(
+                    aws_sdk_sfn::types::error::ExecutionDoesNotExist::builder().build(),
+                )
+            }),
+        ],
+        s3: lock_held("other", "2026-11-28T08:59:00Z"),
+        ..Mocks::default()
+    };
+    let err = handle(&mocks.env(), input()).await.unwrap_err();
+    assert_eq!(err.name(), "ConcurrentRun", "{err}");
 }
 
 #[tokio::test]
