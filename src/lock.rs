@@ -11,7 +11,10 @@
 //! stale lock's ETag, so of two takers one wins), when DescribeExecution shows its holder
 //! ended, or when it is older than the job's max runtime plus the sweep's grace: no instance
 //! of the holder lives that long (the watchdog), and each launch refreshes it. A holder
-//! DescribeExecution does not know (yet: it is eventually consistent) is not an ended one.
+//! DescribeExecution does not know is not taken for an ended one while its lock is younger
+//! than [`UNKNOWN_HOLDER_SECONDS`]: DescribeExecution is eventually consistent, and a
+//! holder that started a moment ago may not show yet. After that it is stale (a lock written
+//! by a launch invoked by hand, with a made-up execution, blocks the job that long at most).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -47,7 +50,22 @@ pub enum Holder {
     Other,
 }
 
+/// How long a lock whose holder DescribeExecution does not know still counts as held.
+pub const UNKNOWN_HOLDER_SECONDS: i64 = 300;
+
 impl RunLock {
+    /// Seconds since the holder took or refreshed the lock (None: unreadable time).
+    fn age_seconds(&self, now: OffsetDateTime) -> Option<i64> {
+        parse_rfc3339(&self.acquired_at).map(|t| (now - t).whole_seconds())
+    }
+
+    /// Whether a holder DescribeExecution does not know may still be running at `now`: it
+    /// may have started a moment ago (DescribeExecution is eventually consistent).
+    pub fn unknown_holder_may_run(&self, now: OffsetDateTime) -> bool {
+        self.age_seconds(now)
+            .is_some_and(|age| age <= UNKNOWN_HOLDER_SECONDS)
+    }
+
     /// Whose lock `lock` is for `execution` at `now`; `holder_running` is asked only for a
     /// lock of another execution that is not too old.
     pub fn holder(
@@ -62,7 +80,7 @@ impl RunLock {
         if lock.execution == execution {
             return Holder::Ours;
         }
-        let age = parse_rfc3339(&lock.acquired_at).map(|t| (now - t).whole_seconds());
+        let age = lock.age_seconds(now);
         if age.is_none_or(|age| age > lock.stale_after_seconds) || !holder_running() {
             Holder::Stale
         } else {
@@ -92,14 +110,12 @@ pub async fn take(env: &Env, run: &Run, stale_after_seconds: i64) -> Result<()> 
             None => s3::put_if(&env.s3, bucket, &key, body, Condition::Absent).await?,
             Some((text, etag)) => {
                 let lock = serde_json::from_str::<RunLock>(text).ok();
-                // DescribeExecution is eventually consistent: a holder it does not know yet
-                // (started a moment ago) counts as running, so only its end or its age makes
-                // the lock stale.
                 let running = match &lock {
                     Some(l) if l.execution != run.execution => {
-                        sfn::execution(&env.sfn, &l.execution)
-                            .await?
-                            .is_none_or(|d| d.running())
+                        match sfn::execution(&env.sfn, &l.execution).await? {
+                            Some(d) => d.running(),
+                            None => l.unknown_holder_may_run(env.clock.now()),
+                        }
                     }
                     _ => false,
                 };
@@ -162,6 +178,15 @@ mod tests {
             acquired_at: acquired_at.into(),
             stale_after_seconds: 3600,
         }
+    }
+
+    #[test]
+    fn a_holder_describe_execution_does_not_know_counts_only_while_the_lock_is_young() {
+        let now = parse_rfc3339("2026-11-28T10:00:00Z").unwrap();
+        assert!(lock("arn:other", "2026-11-28T09:59:58Z").unknown_holder_may_run(now));
+        assert!(lock("arn:other", "2026-11-28T09:55:00Z").unknown_holder_may_run(now));
+        assert!(!lock("arn:other", "2026-11-28T09:54:59Z").unknown_holder_may_run(now));
+        assert!(!lock("arn:other", "not a time").unknown_holder_may_run(now));
     }
 
     #[test]

@@ -239,6 +239,23 @@ class E2E:
         staged = self.staging_keys()
         if staged:
             self.s3.delete_objects(Bucket=self.stack.bucket, Delete={"Objects": [{"Key": k} for k in staged]})
+        self.drop_made_up_locks()
+
+    def drop_made_up_locks(self):
+        """Deletes the run locks whose holder is no execution of this stack: a test that
+        invokes Launch by hand (e.g. with its sample event) takes the job's lock for a made-up
+        execution, which would hold the job for `UNKNOWN_HOLDER_SECONDS`. Locks of real
+        executions are left for the tests to see."""
+        sfn = self.harness.sfn
+        for job in USED_JOBS:
+            key = contract.fmt("run_lock_key").make(job=job)
+            if key not in self.stack.keys(key):
+                continue
+            holder = json.loads(self.stack.read(key))["execution"]
+            try:
+                sfn.describe_execution(executionArn=holder)
+            except sfn.exceptions.ExecutionDoesNotExist:
+                self.s3.delete_object(Bucket=self.stack.bucket, Key=key)
 
 
 @pytest.fixture(scope="session")

@@ -467,7 +467,7 @@ async fn a_start_that_finds_the_lock_held_by_a_running_execution_launches_nothin
 
 #[tokio::test]
 async fn a_lock_whose_holder_describe_execution_does_not_know_yet_is_not_taken_over() {
-    // DescribeExecution is eventually consistent: the holder started a moment ago.
+    // DescribeExecution is eventually consistent: the holder took the lock a minute ago.
     let mocks = Mocks {
         sfn: vec![
             no_other_executions(),
