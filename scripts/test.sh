@@ -27,6 +27,8 @@ phase() {
 setup_log="$(mktemp -t spotstep-setup.XXXXXX)"
 (scripts/setup-emulator.sh && scripts/setup-tools.sh) >"$setup_log" 2>&1 &
 setup=$!
+# A failed check before the wait stops the installs too and leaves no log behind.
+trap 'kill "$setup" 2>/dev/null || true; rm -f "$setup_log"' EXIT
 
 cargo fmt --all -- --check
 export RUSTC_WORKSPACE_WRAPPER="$root/scripts/lint-rustc"
@@ -41,7 +43,6 @@ if ! wait "$setup"; then
     exit 1
 fi
 cat "$setup_log"
-rm -f "$setup_log"
 phase "waiting for the tool setup"
 scripts/lint-templates.sh
 phase "template and definition lints"
