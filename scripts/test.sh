@@ -25,10 +25,11 @@ phase() {
 }
 
 setup_log="$(mktemp -t spotstep-setup.XXXXXX)"
-(scripts/setup-emulator.sh && scripts/setup-tools.sh) >"$setup_log" 2>&1 &
+# In a process group of its own (setsid): a failed check before the wait stops every install
+# process with it, and leaves no log behind.
+setsid bash -c 'scripts/setup-emulator.sh && scripts/setup-tools.sh' >"$setup_log" 2>&1 &
 setup=$!
-# A failed check before the wait stops the installs too and leaves no log behind.
-trap 'kill "$setup" 2>/dev/null || true; rm -f "$setup_log"' EXIT
+trap 'kill -- "-$setup" 2>/dev/null || true; rm -f "$setup_log"' EXIT
 
 cargo fmt --all -- --check
 export RUSTC_WORKSPACE_WRAPPER="$root/scripts/lint-rustc"
