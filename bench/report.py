@@ -401,8 +401,8 @@ def markdown(r: dict, ev: dict = None) -> str:
         w(f"So about {full - least:.0f} ms of the {full:.0f} ms is the root store; the rest is exec and dynamic loading, the")
         w("SDK config and client construction, the log subscriber and the runtime's first request. On Lambda's")
         w("`provided.al2023` the cost depends on which files that image keeps in its certificate directory (not measured")
-        w("here). If init ever matters more: compiled-in roots (`webpki-roots`) through a custom HTTPS client, or building")
-        w("the HTTP client lazily on the first AWS call.\n")
+        w(f"here). Measured at {m.get('git_head')}, before the fix: the HTTP client now builds its TLS connector, and loads the")
+        w("root store, on the first request (`src/aws/http.rs`); see [Init against hello](#init-against-a-bare-lambda_runtime-hello).\n")
     rust_cpu = max(init[n]["cpu_ms"]["median"] for n in rust(r))
     py_cpu = init[PY]["cpu_ms"]["median"]
     pb = r.get("python_init_breakdown")
@@ -511,7 +511,9 @@ def markdown(r: dict, ev: dict = None) -> str:
         w(f"**arm64, as deployed** (`sam build` on a fresh clone at {sam['commit']}, {sam['machine']['cpus']} cores "
           f"{sam['machine']['arch']}: {sam.get('build', 'one `cargo lambda build --release --arm64 --workspace`')} for all five functions, "
           f"**{minutes} min {seconds} s** wall; `scripts/bench-sam-build.sh`)"
-          + (f"; measured while {sam['conditions']}" if sam.get("conditions") else "") + ":\n")
+          + (f"; measured while {sam['conditions']}" if sam.get("conditions") else "")
+          + (f"; load average {sam['loadavg']['start'][0]:.1f} at the start, {sam['loadavg']['end'][0]:.1f} at the end"
+             if sam.get("loadavg") else "") + ":\n")
         w("| function | ELF machine | bootstrap MiB | zip MiB |")
         w("|---|---|---|---|")
         for logical, f in sam["functions"].items():
@@ -677,8 +679,8 @@ def markdown(r: dict, ev: dict = None) -> str:
         if tname.startswith("init <"):
             slow = max(rust(r), key=lambda n: init[n]["init_ms"]["median"])
             w(f"The Rust init is CPU-bound ({slow}: {f1(init[slow]['cpu_ms']['median'])} ms of CPU): exec and dynamic loading, the")
-            w("SDK config and clients, and above all the TLS root store the default HTTPS client loads (section 1's breakdown).")
-            w("Fixes: compiled-in roots (`webpki-roots`) through a custom HTTPS client, or building the HTTP client lazily.\n")
+            w("SDK config and clients, and above all the TLS root store the default HTTPS client loaded (section 1's breakdown,")
+            w("measured before the root store moved to the first request: `src/aws/http.rs`).\n")
         elif tname.startswith("orchestration cost"):
             w(f"The token design's cost is {t['state_transitions']} transitions and {t['lambda_invocations']} invocations; see section 5 for what dominates.\n")
         elif tname.startswith("transitions per"):

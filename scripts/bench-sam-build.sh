@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures what a new user's `sam build` costs, from a fresh clone of this repository:
-# the wall time of one `sam build` (one arm64 workspace compile for all five functions, see
+# the wall time of one `sam build` (one arm64 compile of the five functions, see
 # the Makefile), and for each function's artifact its architecture (ELF machine), the size
 # of its `bootstrap` and of its deployment zip. Writes bench/sam-build.json, which
 # bench/report.py puts into BENCHMARKS.md.
@@ -20,15 +20,17 @@ done
 cd "$clone"
 export SAM_CLI_TELEMETRY=0 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export PATH="$root/.local/build-tools/bin:$PATH"
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s.%N)
 "$root/.local/venv/bin/sam" build
 end=$(date +%s.%N)
-"$root/.local/emu/bin/python" - "$clone" "$start" "$end" "$root/bench/sam-build.json" <<'PY'
+"$root/.local/emu/bin/python" - "$clone" "$start" "$end" "$root/bench/sam-build.json" "$load_start" <<'PY'
 import json, os, platform, subprocess, sys, tempfile
 sys.path.insert(0, os.path.join(sys.argv[1], "bench"))
 from bench import elf_arch, zip_bootstrap
 
 clone, start, end, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+load_start = [float(x) for x in sys.argv[5].split()]
 built = os.path.join(clone, ".aws-sam", "build")
 functions = {}
 with tempfile.TemporaryDirectory() as work:
@@ -45,7 +47,9 @@ commit = subprocess.run(["git", "-C", clone, "rev-parse", "--short", "HEAD"], ca
 result = {
     "wall_seconds": round(end - start, 1),
     "commit": commit,
+    "build": "one `cargo lambda build --release --arm64` of the five function packages",
     "machine": {"arch": platform.machine(), "cpus": os.cpu_count()},
+    "loadavg": {"start": load_start, "end": list(os.getloadavg())},
     "functions": functions,
 }
 with open(out, "w") as f:

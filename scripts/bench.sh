@@ -36,14 +36,10 @@ else
 fi
 
 if [ "$arm64" = 1 ]; then
-    venv="$root/.local/cargo-lambda"
-    if [ ! -x "$venv/bin/cargo-lambda" ]; then
-        echo "installing cargo-lambda and ziglang into $venv"
-        python3 -m venv "$venv"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check cargo-lambda ziglang
-    fi
-    echo "building arm64 with cargo lambda (release)"
-    PATH="$venv/bin:$PATH" cargo lambda build --release --arm64 --workspace --bins -j 2
+    [ -x .local/build-tools/bin/cargo-lambda ] || make build-tools
+    echo "building the five functions for arm64 with cargo lambda (release), as sam build does"
+    PATH="$root/.local/build-tools/bin:$PATH" cargo lambda build --release --arm64 -j 2 \
+        -p launch -p wait-online -p send-step -p poll-result -p cleanup
 fi
 
 exec .local/emu/bin/python bench/bench.py --command "scripts/bench.sh${*:+ $*}" "${pass[@]}"
