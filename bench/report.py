@@ -741,8 +741,9 @@ def regenerate(results: dict = None, events: dict = None, results_path: str = No
     if events is None and os.path.isfile(events_path):
         with open(events_path) as f:
             events = json.load(f)
+    page = markdown(results, events)
     with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as f:
-        f.write(markdown(results, events))
+        f.write(page)
     return events
 
 
