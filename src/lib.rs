@@ -14,6 +14,7 @@
 pub mod asl;
 pub mod aws;
 pub mod capacity;
+pub mod checkpoint;
 pub mod cli;
 pub mod contract;
 pub mod env;

@@ -407,6 +407,7 @@ async fn listed_command(
                 naming::step_log_prefix(&marker.run.job, &marker.run.run_id, &marker.step.name)
             ),
             reused: false,
+            checkpoint: None,
         }))
 }
 
