@@ -201,11 +201,17 @@ pub fn run_lock_key(job: &str) -> String {
     format!("locks/{job}")
 }
 
+/// A job's checkpoints: `checkpoints/<job>/`. The instance role reads and writes only the
+/// checkpointed jobs' prefixes.
+pub fn checkpoint_job_prefix(job: &str) -> String {
+    format!("checkpoints/{job}/")
+}
+
 /// A run's checkpoints: `checkpoints/<job>/<run_id>/`. Deleted when the run succeeds; kept
 /// when it fails (a redrive resumes from them) and expired by the bucket's lifecycle rule
-/// like `tmp/`. The instance role reads and writes only `checkpoints/<job>/*`.
+/// like `tmp/`.
 pub fn checkpoint_run_prefix(job: &str, run_id: &str) -> String {
-    format!("checkpoints/{job}/{run_id}/")
+    format!("{}{run_id}/", checkpoint_job_prefix(job))
 }
 
 /// Where one step's checkpoint folder is mirrored: `checkpoints/<job>/<run_id>/<step>/`.
