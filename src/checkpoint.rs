@@ -223,30 +223,40 @@ spotstep_imds_get() {{
   token="$(curl -sf -m 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' "$spotstep_imds/latest/api/token")" || return 1
   curl -sf -m 2 -H "X-aws-ec2-metadata-token: $token" "$spotstep_imds/latest/meta-data/$1"
 }}
+spotstep_ck_uploads() {{
+  trap 'exit 0' TERM
+  local last now
+  last="$(date +%s)"
+  while :; do
+    sleep 1 & wait $!
+    now="$(date +%s)"
+    if [ -f "$1/checkpoint.rebalance" ]; then
+      rm -f "$1/checkpoint.rebalance"
+      spotstep_ck_save "$1" rebalance false && last="$now"
+    elif [ "$(( now - last ))" -ge {every} ]; then
+      spotstep_ck_save "$1" periodic false || echo "spotstep: a periodic checkpoint upload failed; the next one retries"
+      last="$now"
+    fi
+  done
+}}
 spotstep_ck_watch() {{
   trap 'exit 0' TERM
-  local last now action rebalanced=""
-  last="$(date +%s)"
+  local action start rebalanced=""
   while :; do
     sleep {poll} & wait $!
     if action="$(spotstep_imds_get spot/instance-action)"; then
       echo "spotstep: spot interruption notice ($action): SIGTERM to the step, {grace}s to save its checkpoint"
       : > "$1/checkpoint.notice"
       kill -TERM -- "-$spotstep_step" 2>/dev/null
-      now="$(date +%s)"
-      while kill -0 "$spotstep_step" 2>/dev/null && [ "$(( $(date +%s) - now ))" -lt {grace} ]; do sleep 1 & wait $!; done
+      start="$(date +%s)"
+      while kill -0 "$spotstep_step" 2>/dev/null && [ "$(( $(date +%s) - start ))" -lt {grace} ]; do sleep 1 & wait $!; done
       kill -KILL -- "-$spotstep_step" 2>/dev/null
       exit 0
     fi
     if [ -z "$rebalanced" ] && spotstep_imds_get events/recommendations/rebalance >/dev/null; then
       rebalanced=1
       echo "spotstep: rebalance recommendation: uploading the checkpoint now"
-      spotstep_ck_save "$1" rebalance false && last="$(date +%s)"
-    fi
-    now="$(date +%s)"
-    if [ "$(( now - last ))" -ge {every} ]; then
-      spotstep_ck_save "$1" periodic false || echo "spotstep: a periodic checkpoint upload failed; the next one retries"
-      last="$now"
+      : > "$1/checkpoint.rebalance"
     fi
   done
 }}
@@ -277,10 +287,12 @@ spotstep_step=$!
 set +m
 spotstep_ck_watch "$1" &
 spotstep_watch=$!
+spotstep_ck_uploads "$1" &
+spotstep_uploads=$!
 wait "$spotstep_step"
 rc=$?
-kill -TERM "$spotstep_watch" 2>/dev/null
-wait "$spotstep_watch"
+kill -TERM "$spotstep_watch" "$spotstep_uploads" 2>/dev/null
+wait "$spotstep_watch" "$spotstep_uploads"
 wait "$spotstep_out"
 if [ -f "$1/checkpoint.notice" ]; then spotstep_why=notice; elif [ "$rc" -ne 0 ]; then spotstep_why=failure; else spotstep_why=""; fi
 if [ -n "$spotstep_why" ]; then
@@ -290,6 +302,12 @@ if [ -n "$spotstep_why" ]; then
     echo "spotstep: the final checkpoint upload failed ($spotstep_why)"
   fi
 fi
+if [ "$spotstep_why" = notice ]; then
+  # The instance's end tells the state machine (a reclaim, then a relaunch that restores
+  # this checkpoint); a command that ended now would read as a failed step.
+  echo "spotstep: waiting for EC2 to reclaim the instance"
+  sleep {wait_for_reclaim}
+fi
 "#,
         dir = shell_quote(&dir),
         url = shell_quote(&url),
@@ -297,6 +315,7 @@ fi
         poll = spec.poll_seconds,
         grace = spec.grace_seconds,
         every = spec.every_seconds,
+        wait_for_reclaim = 2 * WARNING_SECONDS,
     )
 }
 

@@ -143,6 +143,8 @@ class Faults:
         # The rebalance recommendation appears in the instance's metadata this many seconds
         # before a reclaim's notice (None: never).
         self.rebalance_before = None
+        # The on-demand instances a planned reclaim left alone.
+        self.not_reclaimed = []
         # EC2 eventual consistency after an instance went: for this many seconds after it
         # terminated, DescribeInstances naming it still shows it `running` (no state reason).
         # `shown_running` records each instance id so shown.
@@ -713,7 +715,11 @@ class LocalStack:
         """A spot reclaim: EC2's interruption warning (the event and the notice in the
         instance's metadata), then, `Faults.reclaim_lead` seconds later, the instance
         terminates with `Server.SpotInstanceTermination`; without `Faults.reclaim_notice`, at
-        once and unannounced."""
+        once and unannounced. EC2 reclaims only spot instances: a reclaim planned for an
+        on-demand one does not happen (`Faults.not_reclaimed` records it)."""
+        if self._ec2_backend().get_instance(instance_id).lifecycle != "spot":
+            self.faults.not_reclaimed.append(instance_id)
+            return
         if not self.faults.reclaim_notice:
             self._reclaimed(instance_id)
             return

@@ -17,6 +17,10 @@ save() {
     find "$ckpt" -name 'ckpt-*.state' ! -name "$name" -delete
 }
 
+# A stop switch for the operator (and the tests): a number in state/fail-at-epoch fails the
+# step when it reaches that epoch; remove the file, then redrive to resume.
+fail_at="$(cat "$SPOTSTEP_WORKDIR/state/fail-at-epoch" 2>/dev/null || true)"
+
 epoch=0 iteration=0 weights=1
 if [ "${SPOTSTEP_RESUMED:-0}" = 1 ]; then
     newest="$(find "$ckpt" -name 'ckpt-*.state' | sort | tail -n 1)"
@@ -33,6 +37,10 @@ fi
 stop=""
 trap 'stop=1' TERM
 while [ "$epoch" -lt "$epochs" ]; do
+    if [ "$epoch" = "$fail_at" ]; then
+        echo "train: told to fail at epoch $epoch (state/fail-at-epoch)"
+        exit 3
+    fi
     while [ "$iteration" -lt "$iterations" ]; do
         weights=$(( (weights * 1103515245 + 12345 + epoch * 7919 + iteration) % 2147483648 ))
         iteration=$((iteration + 1))
