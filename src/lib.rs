@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod naming;
 pub mod notification;
 pub mod operator;
+pub mod preemption;
 pub mod progress;
 pub mod records;
 pub mod script;

@@ -371,11 +371,14 @@ async fn notify(
     status: &str,
     described: &sfn::Execution,
 ) -> Result<()> {
-    let failed_state = sfn::last_state(&env.sfn, execution).await?;
+    let events = sfn::history(&env.sfn, execution).await?;
+    let failed_state = sfn::last_state_of(&events);
+    let preemption = crate::preemption::of(&events);
     let ended = notification::Ended {
         execution_arn: execution,
         status,
         failed_state: failed_state.as_deref(),
+        preemption: &preemption,
         error: described.error.as_deref().unwrap_or_default(),
         cause: described.cause.as_deref().unwrap_or_default(),
     };
