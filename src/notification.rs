@@ -73,9 +73,8 @@ pub fn message(ended: &Ended) -> String {
     format!(
         "Execution {name} of {machine} ended {status}.\n\
          Failed state: {state}\n\
-         {launches}\
          Error: {error}\n\
-         Cause (first lines):\n{quoted}{more}\n\n\
+         Cause (first lines):\n{quoted}{more}\n{launches}\n\
          Console: https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}\n\n\
          Its instances and staging are cleaned up. To resume the run: fix the cause, then choose \
          Redrive on that page, or run\n    \
@@ -141,10 +140,10 @@ mod tests {
         });
         assert!(
             text.contains(
-                "Failed state: data-phase1: failed\n\
+                "    x\n\
                  Launches: spot, on-demand (1 reclaim)\n\
                  Checkpoint: step train resumes from a checkpoint 4s old (saved at the spot notice)\n\
-                 Error: StepFailed\n"
+                 \nConsole: "
             ),
             "{text}"
         );

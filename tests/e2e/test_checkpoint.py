@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO, TARGET
 
 from spotstep_local import contract
+from test_cli import spotstep
 
 # An iteration of the train job is 0.1 s of work (TRAIN_ITERATION_SECONDS), ten an epoch.
 ITERATION_SECONDS = 0.1
@@ -103,6 +104,15 @@ def test_reclaimed_mid_epoch_with_the_warning_resumes_where_it_stopped(e2e):
     assert (restored["reason"], restored["complete"]) == ("notice", True), restored
     assert 0 <= restored["age_seconds"] <= 30, restored
     assert [(x["market"], x["reclaims"]) for x in launches(outcome)] == [("spot", 0), ("spot", 1)]
+    # `watch` and `runs` say it too.
+    watched = spotstep(e2e, "watch", f"train/{run_id}")
+    assert watched.returncode == 0, watched.stderr
+    assert ", attempt 2, after 1 reclaim\n" in watched.stdout, watched.stdout
+    assert "  step train: resumes from a checkpoint " in watched.stdout, watched.stdout
+    assert "old (saved at the spot notice)\n" in watched.stdout, watched.stdout
+    runs = spotstep(e2e, "runs", "train")
+    [row] = [line for line in runs.stdout.splitlines() if f"train/{run_id} " in line]
+    assert row.endswith(" spot, spot (1 reclaim)"), runs.stdout
     # The run succeeded: its checkpoints are gone.
     assert e2e.stack.keys(contract.fmt("checkpoint_run_prefix").make(job="train", run_id=run_id)) == []
     e2e.assert_nothing_left(run_id)
@@ -142,6 +152,8 @@ def test_a_redrive_after_a_failed_train_step_resumes_from_its_checkpoint(e2e):
     # The failure kept the checkpoint (the runner's final upload), for the redrive.
     kept = e2e.stack.keys(contract.fmt("checkpoint_run_prefix").make(job="train", run_id=run_id))
     assert contract.fmt("checkpoint_marker_key").make(job="train", run_id=run_id, step="train") in kept, kept
+    [message] = [m for s, m in e2e.stack.notifications() if run_id in s]
+    assert "\nLaunches: spot (no reclaim)\n" in message, message
 
     switch.unlink()
     outcome = e2e.wait(e2e.harness.redrive(failed.arn))
