@@ -8,7 +8,7 @@
 //! changed files only), and watches the instance metadata service (IMDSv2) for the spot
 //! interruption notice and the rebalance recommendation. On the notice it sends SIGTERM to
 //! the step's process group, waits up to `grace_seconds`, uploads the folder a last time and
-//! writes the marker (`checkpoints/<job>/<run_id>/<step>.json`: when the checkpoint was
+//! writes the marker (`checkpoints/<job>/<run_id>/<step>.marker`: when the checkpoint was
 //! taken, why, whether the step had stopped). send-step reads that marker before it sends
 //! the step again ([`Restored`]), so the history, `watch` and the notification say how old
 //! the checkpoint the step resumes from is.
@@ -225,17 +225,18 @@ spotstep_imds_get() {{
 }}
 spotstep_ck_uploads() {{
   trap 'exit 0' TERM
-  local last now
-  last="$(date +%s)"
+  local next now
+  next="$(( $(date +%s) + {every} ))"
   while :; do
-    sleep 1 & wait $!
+    sleep 0.2 & wait $!
     now="$(date +%s)"
     if [ -f "$1/checkpoint.rebalance" ]; then
       rm -f "$1/checkpoint.rebalance"
-      spotstep_ck_save "$1" rebalance false && last="$now"
-    elif [ "$(( now - last ))" -ge {every} ]; then
+      spotstep_ck_save "$1" rebalance false
+    elif [ "$now" -ge "$next" ]; then
       spotstep_ck_save "$1" periodic false || echo "spotstep: a periodic checkpoint upload failed; the next one retries"
-      last="$now"
+      next="$(( next + {every} ))"
+      if [ "$next" -le "$now" ]; then next="$(( now + {every} ))"; fi
     fi
   done
 }}
@@ -473,7 +474,9 @@ mod tests {
         ));
         assert!(block.contains("export SPOTSTEP_CHECKPOINT_DIR='/home/u/spotstep/train/ckpt'\n"));
         assert!(block.contains("spotstep_ck_url='s3://b/checkpoints/train/run-1/train/'\n"));
-        assert!(block.contains("spotstep_ck_marker='s3://b/checkpoints/train/run-1/train.json'\n"));
-        assert!(block.contains("-ge 300 ]"), "{block}");
+        assert!(
+            block.contains("spotstep_ck_marker='s3://b/checkpoints/train/run-1/train.marker'\n")
+        );
+        assert!(block.contains("+ 300 ))"), "{block}");
     }
 }

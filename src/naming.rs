@@ -220,10 +220,10 @@ pub fn checkpoint_prefix(job: &str, run_id: &str, step: &str) -> String {
 }
 
 /// The marker the step's runner writes after each upload of its checkpoint (when it was
-/// taken, why, whether the step had stopped): `checkpoints/<job>/<run_id>/<step>.json`, beside
+/// taken, why, whether the step had stopped): `checkpoints/<job>/<run_id>/<step>.marker`, beside
 /// the folder's mirror, so that a restore never brings it into the folder.
 pub fn checkpoint_marker_key(job: &str, run_id: &str, step: &str) -> String {
-    format!("{}{step}.json", checkpoint_run_prefix(job, run_id))
+    format!("{}{step}.marker", checkpoint_run_prefix(job, run_id))
 }
 
 /// The SSM output prefix of one step of one run: `logs/<job>/<run_id>/<step>`. Never

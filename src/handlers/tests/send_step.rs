@@ -206,7 +206,7 @@ async fn a_checkpointed_step_records_the_checkpoint_it_resumes_from() {
     s3.insert(
         0,
         mock!(aws_sdk_s3::Client::get_object)
-            .match_requests(|r| r.key() == Some("checkpoints/demo/run-1/quoting.json"))
+            .match_requests(|r| r.key() == Some("checkpoints/demo/run-1/quoting.marker"))
             .then_output(|| {
                 GetObjectOutput::builder()
                     .body(ByteStream::from_static(
