@@ -53,11 +53,11 @@ pub struct Row {
 }
 
 /// The `runs` table: name, status, start (UTC), duration (to `now_millis` while running),
-/// the state it failed at, the launches (markets, reclaims).
+/// the launches (markets, reclaims), the state it failed at.
 pub fn table(rows: &[Row], now_millis: i64) -> String {
     let mut out = format!(
-        "{:<40} {:<10} {:<20} {:>8}  {:<24} {}\n",
-        "EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED AT", "LAUNCHES"
+        "{:<40} {:<10} {:<20} {:>8}  {:<32} {}\n",
+        "EXECUTION", "STATUS", "STARTED", "DURATION", "LAUNCHES", "FAILED AT"
     );
     for r in rows {
         let e = &r.execution;
@@ -67,13 +67,13 @@ pub fn table(rows: &[Row], now_millis: i64) -> String {
         let took =
             progress::duration((e.stopped_millis.unwrap_or(now_millis) - e.started_millis) / 1000);
         out.push_str(&format!(
-            "{:<40} {:<10} {:<20} {:>8}  {:<24} {}\n",
+            "{:<40} {:<10} {:<20} {:>8}  {:<32} {}\n",
             format!("{}/{}", r.job, e.name),
             e.status,
             started,
             took,
-            r.failed_state.as_deref().unwrap_or(""),
-            r.launches
+            r.launches,
+            r.failed_state.as_deref().unwrap_or("")
         ));
     }
     out
@@ -173,9 +173,9 @@ mod tests {
                 "STATUS",
                 "STARTED",
                 "DURATION",
+                "LAUNCHES",
                 "FAILED",
-                "AT",
-                "LAUNCHES"
+                "AT"
             ]
         );
         assert_eq!(
@@ -198,12 +198,12 @@ mod tests {
                 "FAILED",
                 "2026-11-28T09:00:00Z",
                 "3m05s",
-                "fail:",
-                "failed",
                 "spot,",
                 "on-demand",
                 "(1",
-                "reclaim)"
+                "reclaim)",
+                "fail:",
+                "failed"
             ]
         );
     }
