@@ -570,6 +570,33 @@ exit 3
     }
 
     #[test]
+    fn a_checkpointed_step_keeps_secrets_out_of_its_checkpoint_names_and_masks_its_output() {
+        let step = StepSpec {
+            checkpoint: Some(crate::checkpoint::CheckpointSpec {
+                dir: "ckpt".into(),
+                every_seconds: 300,
+                grace_seconds: 60,
+                poll_seconds: 5,
+            }),
+            ..secret_step(StepKind::Workload, "true")
+        };
+        let runner = render_runner(&run(), &job(), &step, "b");
+        for prefix in [
+            "export SPOTSTEP_CHECKPOINT_DIR=",
+            "spotstep_ck_url=",
+            "spotstep_ck_marker=",
+        ] {
+            let line = runner.lines().find(|l| l.starts_with(prefix)).unwrap();
+            assert!(!line.contains('$'), "fixed text only, no variable: {line}");
+        }
+        assert!(
+            runner.contains("cat \"$1/output.fifo\" | python3 -I -c '"),
+            "the step's output goes through the mask: {runner}"
+        );
+        assert!(!runner.contains("bash \"$1/step.sh\" 2>&1 |"), "{runner}");
+    }
+
+    #[test]
     fn only_steps_with_secrets_read_and_mask() {
         for kind in [StepKind::Setup, StepKind::Workload] {
             let plain = render_runner(&run(), &job(), &step(kind, "true"), "b");

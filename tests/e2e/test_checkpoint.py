@@ -118,10 +118,13 @@ def test_reclaimed_mid_epoch_with_the_warning_resumes_where_it_stopped(e2e):
     e2e.assert_nothing_left(run_id)
 
 
-def test_reclaimed_without_a_warning_resumes_from_the_last_periodic_upload(e2e):
+def test_reclaimed_without_a_warning_resumes_from_the_last_upload(e2e):
     faults = e2e.stack.faults
     faults.reclaim_during = {"train": {"after": 5.5, "times": 1}}
     faults.reclaim_notice = False
+    # The rebalance recommendation (it can come earlier than a notice, or alone): an upload
+    # at once, the step goes on.
+    faults.rebalance_before = 1.5
     outcome = e2e.run("ckpt-unwarned", job="train")
     run_id = outcome.name
 
@@ -130,8 +133,9 @@ def test_reclaimed_without_a_warning_resumes_from_the_last_periodic_upload(e2e):
     iterations = int(e2e.job("train")["env"]["TRAIN_ITERATIONS"])
     assert "spotstep: spot interruption notice" not in first.stdout
     assert "train: stopped at" not in first.stdout
+    assert "spotstep: rebalance recommendation: uploading the checkpoint now" in first.stdout, first.stdout
     restored = sent_records(outcome, "train")[-1]["checkpoint"]
-    assert (restored["reason"], restored["complete"]) == ("periodic", False), restored
+    assert restored["reason"] in ("rebalance", "periodic") and not restored["complete"], restored
     done_before = progress(first.stdout)[-1]
     resumed = resumed_at(second.stdout, iterations)
     assert resumed > 0 and resumed % iterations == 0, "an epoch's end, as uploaded"
