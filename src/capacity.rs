@@ -59,6 +59,26 @@ pub fn plan(
         .collect()
 }
 
+/// The pools of a launch after `reclaims` spot reclaims in the run: once the job's
+/// `on_demand_after_reclaims` is reached, the same types and subnets on demand only;
+/// before, [`plan`].
+pub fn plan_after_reclaims(
+    types: &[String],
+    pinned: Option<&str>,
+    subnets: &[String],
+    on_demand_fallback: bool,
+    reclaims: u32,
+    on_demand_after: Option<u32>,
+) -> Vec<Pool> {
+    if on_demand_after.is_some_and(|n| reclaims >= n) {
+        let mut pools = plan(types, pinned, subnets, true);
+        pools.retain(|p| p.market == Market::OnDemand);
+        pools
+    } else {
+        plan(types, pinned, subnets, on_demand_fallback)
+    }
+}
+
 /// What a launch error code means for the rest of the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LaunchAnswer {
@@ -127,6 +147,38 @@ mod tests {
                 "c6i.large@b/on-demand"
             ]
         );
+    }
+
+    #[test]
+    fn on_demand_after_the_reclaim_budget_in_the_same_pools() {
+        let types = vec!["g5.xlarge".to_string(), "g6.xlarge".to_string()];
+        let subnets = vec!["a".to_string(), "b".to_string()];
+        let spot = names(&plan(&types, None, &subnets, false));
+        for (reclaims, after, expected_spot) in [
+            (0, None, true),
+            (5, None, true),
+            (0, Some(1), true),
+            (1, Some(1), false),
+            (3, Some(2), false),
+        ] {
+            let pools = names(&plan_after_reclaims(
+                &types, None, &subnets, false, reclaims, after,
+            ));
+            if expected_spot {
+                assert_eq!(pools, spot, "{reclaims} {after:?}");
+            } else {
+                assert_eq!(
+                    pools,
+                    [
+                        "g5.xlarge@a/on-demand",
+                        "g5.xlarge@b/on-demand",
+                        "g6.xlarge@a/on-demand",
+                        "g6.xlarge@b/on-demand"
+                    ],
+                    "{reclaims} {after:?}"
+                );
+            }
+        }
     }
 
     #[test]

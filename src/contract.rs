@@ -107,6 +107,16 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
                 .replace("1234567890", "{round}"),
         ),
         (
+            "checkpoint_run_prefix",
+            "naming::checkpoint_run_prefix",
+            naming::checkpoint_run_prefix("{job}", "{run_id}"),
+        ),
+        (
+            "checkpoint_marker_key",
+            "naming::checkpoint_marker_key",
+            naming::checkpoint_marker_key("{job}", "{run_id}", "{step}"),
+        ),
+        (
             "health_log_prefix",
             "naming::health_log_prefix",
             naming::health_log_prefix("{step}", "{run_date}"),

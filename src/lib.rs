@@ -14,6 +14,7 @@
 pub mod asl;
 pub mod aws;
 pub mod capacity;
+pub mod checkpoint;
 pub mod cli;
 pub mod contract;
 pub mod env;
@@ -28,6 +29,7 @@ pub mod manifest;
 pub mod naming;
 pub mod notification;
 pub mod operator;
+pub mod preemption;
 pub mod progress;
 pub mod records;
 pub mod script;

@@ -201,6 +201,31 @@ pub fn run_lock_key(job: &str) -> String {
     format!("locks/{job}")
 }
 
+/// A job's checkpoints: `checkpoints/<job>/`. The instance role reads and writes only the
+/// checkpointed jobs' prefixes.
+pub fn checkpoint_job_prefix(job: &str) -> String {
+    format!("checkpoints/{job}/")
+}
+
+/// A run's checkpoints: `checkpoints/<job>/<run_id>/`. Deleted when the run succeeds; kept
+/// when it fails (a redrive resumes from them) and expired by the bucket's lifecycle rule
+/// like `tmp/`.
+pub fn checkpoint_run_prefix(job: &str, run_id: &str) -> String {
+    format!("{}{run_id}/", checkpoint_job_prefix(job))
+}
+
+/// Where one step's checkpoint folder is mirrored: `checkpoints/<job>/<run_id>/<step>/`.
+pub fn checkpoint_prefix(job: &str, run_id: &str, step: &str) -> String {
+    format!("{}{step}/", checkpoint_run_prefix(job, run_id))
+}
+
+/// The marker the step's runner writes after each upload of its checkpoint (when it was
+/// taken, why, whether the step had stopped): `checkpoints/<job>/<run_id>/<step>.marker`, beside
+/// the folder's mirror, so that a restore never brings it into the folder.
+pub fn checkpoint_marker_key(job: &str, run_id: &str, step: &str) -> String {
+    format!("{}{step}.marker", checkpoint_run_prefix(job, run_id))
+}
+
 /// The SSM output prefix of one step of one run: `logs/<job>/<run_id>/<step>`. Never
 /// deleted by cleanup.
 pub fn step_log_prefix(job: &str, run_id: &str, step: &str) -> String {

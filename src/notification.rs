@@ -3,6 +3,8 @@
 //! link and how to redrive. The status-change event names none of the state, the error or
 //! the cause: cleanup reads them from the execution and its history, then publishes this.
 
+use crate::preemption::Preemption;
+
 /// How many lines of the cause the message quotes (the execution's page has all of it).
 pub const CAUSE_LINES: usize = 12;
 
@@ -14,6 +16,8 @@ pub struct Ended<'a> {
     pub status: &'a str,
     /// The state the execution was in when it ended (`None` when the history has none).
     pub failed_state: Option<&'a str>,
+    /// The run's launches (markets, reclaims) and checkpoint resumes.
+    pub preemption: &'a Preemption,
     pub error: &'a str,
     /// The failure's cause: a Lambda error's JSON, or text.
     pub cause: &'a str,
@@ -59,11 +63,18 @@ pub fn message(ended: &Ended) -> String {
     } else {
         String::new()
     };
+    let mut launches = String::new();
+    if !ended.preemption.markets.is_empty() {
+        launches = format!("Launches: {}\n", ended.preemption.launches());
+    }
+    for resume in ended.preemption.resume_lines() {
+        launches.push_str(&format!("Checkpoint: {resume}\n"));
+    }
     format!(
         "Execution {name} of {machine} ended {status}.\n\
          Failed state: {state}\n\
          Error: {error}\n\
-         Cause (first lines):\n{quoted}{more}\n\n\
+         Cause (first lines):\n{quoted}{more}\n{launches}\n\
          Console: https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}\n\n\
          Its instances and staging are cleaned up. To resume the run: fix the cause, then choose \
          Redrive on that page, or run\n    \
@@ -96,9 +107,46 @@ mod tests {
             execution_arn: ARN,
             status: "FAILED",
             failed_state: Some("data-phase1: failed"),
+            preemption: &NONE,
             error: "StepFailed",
             cause,
         }
+    }
+
+    static NONE: Preemption = Preemption {
+        markets: Vec::new(),
+        reclaims: 0,
+        resumes: Vec::new(),
+    };
+
+    #[test]
+    fn names_the_launches_their_reclaims_and_the_checkpoint_resumed_from() {
+        let preemption = Preemption {
+            markets: vec!["spot".into(), "on-demand".into()],
+            reclaims: 1,
+            resumes: vec![(
+                "train".into(),
+                crate::checkpoint::Restored {
+                    saved_at: "2026-12-06T08:00:00Z".into(),
+                    age_seconds: 4,
+                    reason: "notice".into(),
+                    complete: true,
+                },
+            )],
+        };
+        let text = message(&Ended {
+            preemption: &preemption,
+            ..failed("x")
+        });
+        assert!(
+            text.contains(
+                "    x\n\
+                 Launches: spot, on-demand (1 reclaim)\n\
+                 Checkpoint: step train resumes from a checkpoint 4s old (saved at the spot notice)\n\
+                 \nConsole: "
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub struct Event {
     pub at_millis: i64,
     /// The state entered or exited (`StateEntered`/`StateExited` events).
     pub state: Option<String>,
-    /// The JSON output of a state exit.
+    /// The JSON output of a state exit, or of a task's submission (`TaskSubmitted`: the
+    /// function's answer, such as send-step's record of the command it sent).
     pub output: Option<String>,
     /// The JSON input of a state entry.
     pub input: Option<String>,
@@ -49,11 +50,13 @@ impl Event {
             .find(|d| d.get("error").is_some() || d.get("cause").is_some());
         let text = |d: Option<&Value>, key: &str| d.and_then(|d| d[key].as_str()).map(String::from);
         let entered = v.get("stateEnteredEventDetails");
-        let exited = v.get("stateExitedEventDetails");
+        let exited = v
+            .get("stateExitedEventDetails")
+            .or(v.get("taskSubmittedEventDetails"));
         Some(Event {
             kind,
             at_millis,
-            state: text(entered.or(exited), "name"),
+            state: text(entered.or(v.get("stateExitedEventDetails")), "name"),
             output: text(exited, "output"),
             input: text(entered, "input"),
             error: text(failure, "error"),
@@ -195,6 +198,11 @@ pub fn render(events: &[Event]) -> Progress {
             {
                 pending = Some((at.clone(), failure()));
             }
+            "TaskSubmitted" => {
+                if let Some((step, restored)) = crate::preemption::resume_of(e) {
+                    line(format!("  step {step}: {}", restored.describe()));
+                }
+            }
             kind if kind.ends_with("StateEntered") => {
                 let name = e.state.clone().unwrap_or_default();
                 let step = step_of(&name).map(|(s, which)| (s.to_string(), which));
@@ -263,8 +271,13 @@ pub fn render(events: &[Event]) -> Progress {
                 } else if name == state::LAUNCH {
                     let l = &output["launch"];
                     let field = |k: &str| l[k].as_str().unwrap_or("?").to_string();
+                    let reclaims = match l["reclaims"].as_u64().unwrap_or_default() {
+                        0 => String::new(),
+                        1 => ", after 1 reclaim".to_string(),
+                        n => format!(", after {n} reclaims"),
+                    };
                     line(format!(
-                        "  instance {} ({}, {}, {}), attempt {}",
+                        "  instance {} ({}, {}, {}), attempt {}{reclaims}",
                         field("instance_id"),
                         field("instance_type"),
                         field("market"),
@@ -403,6 +416,37 @@ mod tests {
             "{}",
             running_line(&waiting, waiting.since_millis)
         );
+    }
+
+    #[test]
+    fn a_relaunch_names_its_market_and_reclaims_and_a_resume_its_checkpoint() {
+        let events: Vec<Event> = [
+            serde_json::json!({"type": "ExecutionStarted", "timestamp": 100.0}),
+            serde_json::json!({"type": "TaskStateExited", "timestamp": 130.0, "stateExitedEventDetails": {
+                "name": state::LAUNCH,
+                "output": serde_json::json!({"launch": {"instance_id": "i-2", "instance_type": "g5.xlarge",
+                    "market": "on-demand", "availability_zone": "us-east-1a", "attempt": 3, "reclaims": 2}}).to_string()}}),
+            serde_json::json!({"type": "TaskStateEntered", "timestamp": 140.0, "stateEnteredEventDetails": {
+                "name": state::send("train"), "input": "{}"}}),
+            serde_json::json!({"type": "TaskSubmitted", "timestamp": 141.0, "taskSubmittedEventDetails": {
+                "output": serde_json::json!({"StatusCode": 200, "Payload": {"step": "train", "command_id": "c",
+                    "checkpoint": {"saved_at": "2026-12-06T08:00:00Z", "age_seconds": 75, "reason": "notice", "complete": true}}}).to_string()}}),
+        ]
+        .iter()
+        .map(|e| Event::from_json(e).unwrap())
+        .collect();
+        let p = render(&events);
+        let text: Vec<&str> = p.lines.iter().map(|l| &l[8..]).collect();
+        assert_eq!(
+            text,
+            [
+                "started",
+                "  instance i-2 (g5.xlarge, on-demand, us-east-1a), attempt 3, after 2 reclaims",
+                "step train: started",
+                "  step train: resumes from a checkpoint 1m15s old (saved at the spot notice)",
+            ]
+        );
+        assert_eq!(p.current.unwrap().state, state::send("train"));
     }
 
     #[test]

@@ -140,12 +140,27 @@ pub struct Launch {
     /// When EC2 launched the instance (RFC 3339; empty when unknown).
     #[serde(default)]
     pub launched_at: String,
+    /// Spot reclaims in the whole execution before this launch (apart from step retries and
+    /// from `attempt`, which also counts a redrive's launch).
+    #[serde(default)]
+    pub reclaims: u32,
 }
 
 impl Launch {
     /// Seconds since the instance was launched, when the record knows.
     pub fn seconds_since_launch(&self, now: time::OffsetDateTime) -> Option<i64> {
         crate::env::parse_rfc3339(&self.launched_at).map(|t| (now - t).whole_seconds())
+    }
+
+    /// The reclaims before the launch after this one: one more than this launch's when that
+    /// launch relaunches in the same round (only a spot reclaim relaunches by itself; any
+    /// other loss fails the execution, and a redrive starts a new round).
+    pub fn reclaims_before_next(&self, redrive_count: u32) -> u32 {
+        if self.attempt == 0 || redrive_count > self.round {
+            self.reclaims
+        } else {
+            self.reclaims + 1
+        }
     }
 
     /// The counters (attempt, round, launches in the round) of the launch after this one,
@@ -186,6 +201,10 @@ pub struct Command {
     /// True when a retried send found the command it had already sent.
     #[serde(default)]
     pub reused: bool,
+    /// The checkpoint the step resumes from, when its runner will find one (a relaunch
+    /// after a reclaim, a redrive after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::checkpoint::Restored>,
 }
 
 #[cfg(test)]
@@ -203,6 +222,7 @@ pub(crate) mod fixtures {
             config_source: "s3://cfg-bucket/demo/config.yaml".into(),
             on_demand_fallback: false,
             max_attempts: 2,
+            on_demand_after_reclaims: None,
             delivery_timeout_seconds: 300,
             home: "/tmp".into(),
             preflight_flag: "--preflight-only".into(),
@@ -245,6 +265,26 @@ pub(crate) mod fixtures {
 mod tests {
     use super::fixtures::{job, run};
     use super::*;
+
+    #[test]
+    fn reclaims_count_relaunches_in_a_round_not_redrives() {
+        let first = Launch::default();
+        assert_eq!(first.reclaims_before_next(0), 0);
+        let launched = Launch {
+            attempt: 1,
+            round: 0,
+            round_attempts: 1,
+            ..Launch::default()
+        };
+        assert_eq!(launched.reclaims_before_next(0), 1, "a relaunch in round 0");
+        let relaunched = Launch {
+            attempt: 2,
+            reclaims: 1,
+            ..launched.clone()
+        };
+        assert_eq!(relaunched.reclaims_before_next(0), 2);
+        assert_eq!(relaunched.reclaims_before_next(1), 1, "a redrive's launch");
+    }
 
     #[test]
     fn a_good_run_validates() {

@@ -7,6 +7,7 @@
 
 use base64::Engine;
 
+use crate::checkpoint;
 use crate::manifest::{JobSpec, StepKind, StepSpec};
 use crate::naming;
 use crate::records::Run;
@@ -56,10 +57,7 @@ pub fn render_step(run: &Run, job: &JobSpec, step: &StepSpec, at: &Placement) ->
             ("SPOTSTEP_STAGING", staging),
             ("SPOTSTEP_MAX_RUNTIME", job.max_runtime_seconds.to_string()),
             ("SPOTSTEP_RUN_DATE", run.run_date.clone()),
-            (
-                "SPOTSTEP_WORKDIR",
-                format!("{}/spotstep/{}", job.home, job.name),
-            ),
+            ("SPOTSTEP_WORKDIR", workdir(job)),
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
@@ -81,6 +79,11 @@ pub fn render_step(run: &Run, job: &JobSpec, step: &StepSpec, at: &Placement) ->
         out.push('\n');
     }
     out
+}
+
+/// The job's work folder on the instance (`SPOTSTEP_WORKDIR`): each step starts there.
+pub fn workdir(job: &JobSpec) -> String {
+    format!("{}/spotstep/{}", job.home, job.name)
 }
 
 /// Secret values shorter than this are not masked (masking `ab` would garble the output).
@@ -118,10 +121,11 @@ for line in sys.stdin.buffer:
 /// cannot be read or is empty fails the step before it starts, naming the parameter (never
 /// a value). For workload steps it keeps a copy of the (masked) output and ships it to
 /// `health/<step>_log/<run_date>/<ts>-exit<code>.log` (best effort: where no `aws` CLI is
-/// present it is skipped).
-pub fn render_runner(run: &Run, step: &StepSpec, bucket: &str) -> String {
+/// present it is skipped). A step with a checkpoint runs inside the checkpoint's block
+/// ([`checkpoint::runner_block`]: restore, periodic upload, the spot notice).
+pub fn render_runner(run: &Run, job: &JobSpec, step: &StepSpec, bucket: &str) -> String {
     let mut out = String::from("#!/bin/bash\nset -o pipefail\n");
-    let mut pipeline = String::from("bash \"$1/step.sh\" 2>&1");
+    let mut filters = String::new();
     if !step.secrets.is_empty() {
         out.push_str(
             r#"# spotstep secrets: read with the instance role, exported for the step, masked in its output
@@ -147,16 +151,29 @@ spotstep_secret() {
             ));
         }
         let names: Vec<&str> = step.secrets.keys().map(String::as_str).collect();
-        pipeline.push_str(&format!(
+        filters.push_str(&format!(
             " | python3 -I -c {} {}",
             shell_quote(&mask_program()),
             names.join(" ")
         ));
     }
     if step.kind == StepKind::Workload {
-        pipeline.push_str(" | tee \"$1/output.log\"");
+        filters.push_str(" | tee \"$1/output.log\"");
     }
-    out.push_str(&format!("{pipeline}\nrc=${{PIPESTATUS[0]}}\n"));
+    match &step.checkpoint {
+        Some(spec) => out.push_str(&checkpoint::runner_block(
+            spec,
+            &job.name,
+            &run.run_id,
+            &step.name,
+            &workdir(job),
+            bucket,
+            &filters,
+        )),
+        None => out.push_str(&format!(
+            "bash \"$1/step.sh\" 2>&1{filters}\nrc=${{PIPESTATUS[0]}}\n"
+        )),
+    }
     if step.kind == StepKind::Workload {
         let prefix = naming::health_log_prefix(&step.name, &run.run_date);
         out.push_str(&format!(
@@ -183,7 +200,7 @@ pub fn ssm_commands(run: &Run, job: &JobSpec, step: &StepSpec, at: &Placement) -
         format!("d=\"$(mktemp -d {WORKDIR_TEMPLATE})\""),
         format!(
             "echo '{}' | base64 -d > \"$d/run.sh\"",
-            b64(&render_runner(run, step, &at.bucket))
+            b64(&render_runner(run, job, step, &at.bucket))
         ),
         format!(
             "echo '{}' | base64 -d > \"$d/step.sh\"",
@@ -221,6 +238,7 @@ echo 'done: it'\''s over'
             heartbeats: vec![],
             secrets: BTreeMap::new(),
             script: script.into(),
+            checkpoint: None,
         }
     }
 
@@ -351,11 +369,11 @@ echo 'done: it'\''s over'
 
     #[test]
     fn workload_runner_ships_the_health_log_under_todays_key() {
-        let runner = render_runner(&run(), &step(StepKind::Workload, "true"), "b");
+        let runner = render_runner(&run(), &job(), &step(StepKind::Workload, "true"), "b");
         assert!(runner.contains(
             "s3://b/health/quoting_log/2026-11-28/$(date -u +%Y%m%dT%H%M%SZ)-exit$rc.log"
         ));
-        let setup = render_runner(&run(), &step(StepKind::Setup, "true"), "b");
+        let setup = render_runner(&run(), &job(), &step(StepKind::Setup, "true"), "b");
         assert!(!setup.contains("health/"));
     }
 
@@ -552,14 +570,41 @@ exit 3
     }
 
     #[test]
+    fn a_checkpointed_step_keeps_secrets_out_of_its_checkpoint_names_and_masks_its_output() {
+        let step = StepSpec {
+            checkpoint: Some(crate::checkpoint::CheckpointSpec {
+                dir: "ckpt".into(),
+                every_seconds: 300,
+                grace_seconds: 60,
+                poll_seconds: 5,
+            }),
+            ..secret_step(StepKind::Workload, "true")
+        };
+        let runner = render_runner(&run(), &job(), &step, "b");
+        for prefix in [
+            "export SPOTSTEP_CHECKPOINT_DIR=",
+            "spotstep_ck_url=",
+            "spotstep_ck_marker=",
+        ] {
+            let line = runner.lines().find(|l| l.starts_with(prefix)).unwrap();
+            assert!(!line.contains('$'), "fixed text only, no variable: {line}");
+        }
+        assert!(
+            runner.contains("cat \"$1/output.fifo\" | python3 -I -c '"),
+            "the step's output goes through the mask: {runner}"
+        );
+        assert!(!runner.contains("bash \"$1/step.sh\" 2>&1 |"), "{runner}");
+    }
+
+    #[test]
     fn only_steps_with_secrets_read_and_mask() {
         for kind in [StepKind::Setup, StepKind::Workload] {
-            let plain = render_runner(&run(), &step(kind, "true"), "b");
+            let plain = render_runner(&run(), &job(), &step(kind, "true"), "b");
             assert!(
                 !plain.contains("ssm") && !plain.contains("python3"),
                 "{plain}"
             );
-            let secret = render_runner(&run(), &secret_step(kind, "true"), "b");
+            let secret = render_runner(&run(), &job(), &secret_step(kind, "true"), "b");
             assert!(secret.contains("spotstep_secret API_KEY '/test/API_KEY'\n"));
             assert!(secret.contains(" | python3 -I -c '"), "{secret}");
             assert!(secret.contains("' API_KEY DB_URL PEM"), "{secret}");

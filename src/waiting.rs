@@ -428,6 +428,7 @@ mod tests {
                 heartbeats: Vec::new(),
                 secrets: Default::default(),
                 script: String::new(),
+                checkpoint: None,
             },
             instance: Launch {
                 instance_id: instance.into(),
@@ -443,6 +444,7 @@ mod tests {
                 sent_at: at.into(),
                 output_prefix: String::new(),
                 reused: false,
+                checkpoint: None,
             }),
             answer: answer.into(),
         }

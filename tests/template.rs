@@ -843,7 +843,10 @@ fn run_instances_is_limited_to_the_jobs_types_spot_market_network_and_stack_tags
         .flat_map(|j| j.spec.instance_types.iter().cloned())
         .collect();
     let mut markets = BTreeSet::from(["spot".to_string()]);
-    if jobs.iter().any(|j| j.spec.on_demand_fallback) {
+    if jobs
+        .iter()
+        .any(|j| j.spec.on_demand_fallback || j.spec.on_demand_after_reclaims.is_some())
+    {
         markets.insert("on-demand".to_string());
     }
     use spotstep::naming::tags;
@@ -1117,10 +1120,12 @@ fn the_created_staging_bucket_expires_tmp_only_and_is_private_encrypted_and_tls_
     let rules = properties["LifecycleConfiguration"]["Rules"]
         .as_array()
         .unwrap();
-    assert_eq!(rules.len(), 1);
-    assert_eq!(rules[0]["Status"], "Enabled");
-    assert_eq!(rules[0]["Prefix"], "tmp/");
-    assert_eq!(rules[0]["ExpirationInDays"], 7);
+    assert_eq!(rules.len(), 2);
+    for (rule, prefix) in rules.iter().zip(["tmp/", "checkpoints/"]) {
+        assert_eq!(rule["Status"], "Enabled");
+        assert_eq!(rule["Prefix"], prefix);
+        assert_eq!(rule["ExpirationInDays"], 7);
+    }
     assert_eq!(
         properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
             ["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
@@ -1186,21 +1191,48 @@ fn the_created_instance_role_has_exactly_the_rights_the_steps_need() {
     );
 
     let granted = statements_of(&template, "InstanceRole");
-    let rights: BTreeMap<String, Vec<Value>> = granted
+    let mut rights: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for s in &granted {
+        for a in strings(&s["Action"]) {
+            rights
+                .entry(a.to_string())
+                .or_default()
+                .extend(s["Resource"].as_array().unwrap().iter().cloned());
+        }
+    }
+    // The checkpointed jobs' prefixes (checkpoints/<job>/*), and only theirs.
+    let checkpoints: Vec<Value> = jobs()
         .iter()
-        .flat_map(|s| {
-            strings(&s["Action"])
-                .into_iter()
-                .map(|a| (a.to_string(), s["Resource"].as_array().unwrap().clone()))
-                .collect::<Vec<_>>()
+        .filter(|j| j.steps.iter().any(|s| s.checkpoint.is_some()))
+        .map(|j| {
+            bucket_arn(&format!(
+                "/{}*",
+                naming::checkpoint_job_prefix(&j.spec.name)
+            ))
         })
         .collect();
+    assert!(!checkpoints.is_empty(), "the train job checkpoints");
+    let listed = allowing(&granted, "s3:ListBucket");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        string_set(&listed[0]["Condition"]["StringLike"]["s3:prefix"]),
+        jobs()
+            .iter()
+            .filter(|j| j.steps.iter().any(|s| s.checkpoint.is_some()))
+            .map(|j| format!("{}*", naming::checkpoint_job_prefix(&j.spec.name)))
+            .collect()
+    );
     let secrets = json!({"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SecretParameterPrefix}*"});
     let log_group = json!({"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${LogGroupName}:*"});
     let expected: BTreeMap<String, Vec<Value>> = [
         // The run's config, not the send markers (task tokens) beside it.
-        ("s3:GetObject", vec![bucket_arn(&format!("/{}", naming::staging_config_key("*", "*")))]),
-        ("s3:PutObject", vec![bucket_arn("/logs/*"), bucket_arn("/health/*")]),
+        (
+            "s3:GetObject",
+            [vec![bucket_arn(&format!("/{}", naming::staging_config_key("*", "*")))], checkpoints.clone()].concat(),
+        ),
+        ("s3:PutObject", [vec![bucket_arn("/logs/*"), bucket_arn("/health/*")], checkpoints.clone()].concat()),
+        ("s3:DeleteObject", checkpoints),
+        ("s3:ListBucket", vec![bucket_arn("")]),
         ("ssm:GetParameter", vec![secrets.clone()]),
         ("ssm:GetParameters", vec![secrets]),
         (

@@ -12,9 +12,16 @@ to the S3 output prefix, `ListCommands` and `CancelCommand`. A command sent with
 agent does: each output's lines as they are written, to the stream `ssm_log_stream` (from the
 contract) of the command's log group, created when missing (`CloudWatchOutput`).
 
+Each instance has its own instance metadata service (`Metadata`: IMDSv2 tokens, the spot
+`instance-action` notice, 404 until a reclaim posts it, and the rebalance recommendation),
+reached through `AWS_EC2_METADATA_SERVICE_ENDPOINT` in the instance's environment, the
+override AWS SDKs and the CLI honour: the step runner asks it as it asks the default
+address on a real instance.
+
 The "instance" has an `aws` CLI that reaches the local stack, never the real AWS (`env`,
 set by the stack: endpoint, region, dummy credentials). `aws s3 cp FILE s3://...` and
-`aws s3 cp s3://... FILE` (what the step runner and the job scripts use) are served by a
+`aws s3 cp s3://... FILE` and `aws s3 sync` between a folder and an S3 folder (what the step
+runner and the job scripts use) are served by a
 small stub that talks to the local S3 directly, because the real CLI takes 1-3 s to start on
 these machines; every other `aws` command goes to the real CLI on PATH, if there is one.
 """
@@ -22,12 +29,14 @@ these machines; every other `aws` command goes to the real CLI on PATH, if there
 import datetime
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import contract
 
@@ -62,9 +71,10 @@ def real_cli():
     os.execv(exe, [exe] + sys.argv[1:])
 
 
-def request(uri, method, data=None):
+def request(uri, method, data=None, raw_query=False):
+    """One S3 call to the local stack; `raw_query`: the key part of `uri` is a query string."""
     bucket, _, key = uri[len("s3://"):].partition("/")
-    url = os.environ["AWS_ENDPOINT_URL"].rstrip("/") + "/" + bucket + "/" + urllib.parse.quote(key)
+    url = os.environ["AWS_ENDPOINT_URL"].rstrip("/") + "/" + bucket + "/" + (key if raw_query else urllib.parse.quote(key))
     region = os.environ.get("AWS_REGION", "us-east-1")
     headers = {{
         # moto routes by the credential scope and does not check signatures
@@ -100,7 +110,78 @@ def get_parameter(args):
     print(answer["Parameter"]["Value"])
 
 
+def listing(uri):
+    """{{key: (size, last modified epoch)}} of the objects under the folder `uri`
+    (ListObjectsV2, every page)."""
+    import datetime
+    import xml.etree.ElementTree as ET
+
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    found, token = {{}}, None
+    ns = "{{http://s3.amazonaws.com/doc/2006-03-01/}}"
+    while True:
+        query = {{"list-type": "2", "prefix": prefix}}
+        if token:
+            query["continuation-token"] = token
+        page = ET.fromstring(request(f"s3://{{bucket}}/?" + urllib.parse.urlencode(query), "GET", raw_query=True).read())
+        for item in page.iter(ns + "Contents"):
+            modified = datetime.datetime.fromisoformat(item.find(ns + "LastModified").text.replace("Z", "+00:00"))
+            found[item.find(ns + "Key").text] = (int(item.find(ns + "Size").text), modified.timestamp())
+        token = page.findtext(ns + "NextContinuationToken")
+        if not token:
+            return found
+
+
+def sync(words):
+    """`aws s3 sync SRC DST [--delete]` between a folder and an S3 folder, as the CLI does it:
+    a file is copied when the other side lacks it, its size differs or it is newer there;
+    `--delete` removes what the source does not have."""
+    delete = "--delete" in words
+    rest = [w for w in words if w not in QUIET and w != "--delete"]
+    if len(rest) != 2 or any(w.startswith("-") for w in rest):
+        real_cli()
+    src, dst = rest
+    if src.startswith("s3://") == dst.startswith("s3://"):
+        real_cli()
+    remote_uri = (src if src.startswith("s3://") else dst).rstrip("/") + "/"
+    folder = dst if src.startswith("s3://") else src
+    bucket, _, prefix = remote_uri[len("s3://"):].partition("/")
+    remote = {{key[len(prefix):]: meta for key, meta in listing(remote_uri).items() if not key.endswith("/")}}
+    local = {{}}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            stat = os.stat(path)
+            local[os.path.relpath(path, folder)] = (stat.st_size, stat.st_mtime)
+    if dst.startswith("s3://"):
+        for rel, (size, mtime) in sorted(local.items()):
+            there = remote.get(rel)
+            if there is None or there[0] != size or mtime > there[1]:
+                with open(os.path.join(folder, rel), "rb") as f:
+                    request(f"s3://{{bucket}}/{{prefix}}{{rel}}", "PUT", f.read()).read()
+        for rel in sorted(set(remote) - set(local)) if delete else []:
+            request(f"s3://{{bucket}}/{{prefix}}{{rel}}", "DELETE").read()
+    else:
+        for rel, (size, modified) in sorted(remote.items()):
+            here = local.get(rel)
+            if here is None or here[0] != size or modified > here[1]:
+                path = os.path.join(folder, rel)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(request(f"s3://{{bucket}}/{{prefix}}{{rel}}", "GET").read())
+                os.utime(path, (modified, modified))
+        for rel in sorted(set(local) - set(remote)) if delete else []:
+            os.remove(os.path.join(folder, rel))
+
+
 args = sys.argv[1:]
+if args[:2] == ["s3", "sync"]:
+    try:
+        sync(args[2:])
+    except (OSError, urllib.error.URLError) as e:
+        print(f"fatal error: sync: {{getattr(e, 'code', '')}} {{e}}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)
 if args[:2] == ["ssm", "get-parameter"]:
     options, flags, words = {{}}, set(), args[2:]
     while words:
@@ -158,6 +239,96 @@ class SsmError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class Metadata:
+    """One instance's metadata service, IMDSv2 as EC2 serves it: `PUT /latest/api/token`
+    (with `X-aws-ec2-metadata-token-ttl-seconds`, 1 to 21600) gives a token; every
+    `GET /latest/meta-data/...` needs it (`X-aws-ec2-metadata-token`, else 401).
+    `spot/instance-action` is 404 until `notice()`, then `{"action", "time"}`;
+    `events/recommendations/rebalance` is 404 until `rebalance()`, then `{"noticeTime"}`."""
+
+    def __init__(self, instance_id: str):
+        self.instance_id = instance_id
+        self.tokens = set()
+        self.paths = {"instance-id": instance_id}
+        # What was asked, in order: (method, path, HTTP status).
+        self.asked = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def _at(seconds_from_now: float) -> str:
+        at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds_from_now)
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def notice(self, lead: float, action: str = "terminate"):
+        """The spot interruption notice: EC2 acts `lead` seconds from now."""
+        self.paths["spot/instance-action"] = json.dumps({"action": action, "time": self._at(lead)})
+
+    def rebalance(self):
+        self.paths["events/recommendations/rebalance"] = json.dumps({"noticeTime": self._at(0)})
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self):
+        metadata = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status: int, body: str = ""):
+                metadata.asked.append((self.command, self.path, status))
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_PUT(self):
+                if self.path != "/latest/api/token":
+                    return self._answer(404)
+                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+                if not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+                    return self._answer(400)
+                token = secrets.token_urlsafe(32)
+                metadata.tokens.add(token)
+                self._answer(200, token)
+
+            def do_GET(self):
+                if self.headers.get("X-aws-ec2-metadata-token") not in metadata.tokens:
+                    return self._answer(401)
+                path = self.path.removeprefix("/latest/meta-data/")
+                body = metadata.paths.get(path)
+                if body is None or path == self.path:
+                    return self._answer(404)
+                self._answer(200, body)
+
+        return Handler
+
+
+def session_pids(sid: int) -> list:
+    """Every process of session `sid` (a command's `sh` leads its own): the step runner puts
+    a checkpointed step in a process group of its own, which a kill of the command's group
+    would miss, while an instance that goes takes all of them."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            pids.append(int(name))
+    return pids
 
 
 class CommandRun:
@@ -266,6 +437,8 @@ class Agent:
         # The CloudWatch Logs client the output is streamed with (set by the stack).
         self.logs = None
         self._log_groups = set()
+        # Each instance's metadata service, made with its first command.
+        self.metadata: dict = {}
         self.tools = os.path.join(sandbox_root, "_bin")
         os.makedirs(self.tools, exist_ok=True)
         stub = os.path.join(self.tools, "aws")
@@ -296,6 +469,17 @@ class Agent:
             launched = launched.replace(tzinfo=datetime.timezone.utc)
         launched = launched.timestamp()
         return time.time() - launched >= self.registration_delay
+
+    def metadata_of(self, instance_id: str) -> Metadata:
+        """The instance's metadata service (started on first use)."""
+        with self.lock:
+            if instance_id not in self.metadata:
+                self.metadata[instance_id] = Metadata(instance_id)
+            return self.metadata[instance_id]
+
+    def stop(self):
+        for metadata in list(self.metadata.values()):
+            metadata.stop()
 
     def ensure_log_group(self, group: str):
         """Creates `group` unless it exists (the agent creates a missing group)."""
@@ -453,10 +637,11 @@ class Agent:
 
     def _kill(self, run: CommandRun):
         if run.process is not None and run.process.poll() is None:
-            try:
-                os.killpg(run.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for pid in session_pids(run.process.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def _run(self, run: CommandRun):
         sandbox = os.path.join(self.sandbox_root, run.instance_id)
@@ -479,6 +664,7 @@ class Agent:
             "PATH": self.tools + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             **self.env,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.metadata_of(run.instance_id).url,
         }
         streamed = None
         if run.log_group is not None and self.logs is not None:
@@ -489,6 +675,7 @@ class Agent:
             )
             deadline = run.requested + run.execution_timeout
             reclaim_at = self.faults.reclaim_time(run)
+            rebalance_at = self.faults.rebalance_time(reclaim_at)
             terminate_at = self.faults.terminate_time(run)
             lost = timed_out = False
             while run.process.poll() is None:
@@ -496,6 +683,9 @@ class Agent:
                     lost = True
                     self._kill(run)
                     break
+                if rebalance_at is not None and time.time() >= rebalance_at:
+                    self.metadata_of(run.instance_id).rebalance()
+                    rebalance_at = None
                 if reclaim_at is not None and time.time() >= reclaim_at:
                     self.faults.reclaim(run.instance_id)
                     reclaim_at = None

@@ -133,9 +133,18 @@ class Faults:
         self.reorder_events = 0.0
         # The reconciler's schedule runs (events.Reconciler).
         self.reconcile = True
-        # A spot reclaim: the interruption warning, then the instance terminates this many
-        # seconds later (AWS: about 120).
+        # A spot reclaim: the interruption warning (EventBridge's event and the instance
+        # metadata notice), then the instance terminates this many seconds later (AWS: about
+        # 120).
         self.reclaim_lead = 2.0
+        # False: a reclaim with no notice at all (AWS calls both best effort): neither the
+        # event nor the metadata notice, the instance just terminates.
+        self.reclaim_notice = True
+        # The rebalance recommendation appears in the instance's metadata this many seconds
+        # before a reclaim's notice (None: never).
+        self.rebalance_before = None
+        # The on-demand instances a planned reclaim left alone.
+        self.not_reclaimed = []
         # EC2 eventual consistency after an instance went: for this many seconds after it
         # terminated, DescribeInstances naming it still shows it `running` (no state reason).
         # `shown_running` records each instance id so shown.
@@ -192,6 +201,11 @@ class Faults:
 
     def reclaim_time(self, run):
         return self._due(self.reclaim_during, run)
+
+    def rebalance_time(self, reclaim_at):
+        if reclaim_at is None or self.rebalance_before is None:
+            return None
+        return reclaim_at - self.rebalance_before
 
     def terminate_time(self, run):
         return self._due(self.terminate_during, run)
@@ -698,10 +712,20 @@ class LocalStack:
         self.events.command_ended(run.command_id, run.instance_id, run.status, requested.replace("+00:00", "Z"))
 
     def reclaim(self, instance_id: str):
-        """A spot reclaim: EC2's interruption warning, then, `Faults.reclaim_lead` seconds
-        later, the instance terminates with `Server.SpotInstanceTermination`."""
-        self.events.spot_warning(instance_id)
+        """A spot reclaim: EC2's interruption warning (the event and the notice in the
+        instance's metadata), then, `Faults.reclaim_lead` seconds later, the instance
+        terminates with `Server.SpotInstanceTermination`; without `Faults.reclaim_notice`, at
+        once and unannounced. EC2 reclaims only spot instances: a reclaim planned for an
+        on-demand one does not happen (`Faults.not_reclaimed` records it)."""
+        if self._ec2_backend().get_instance(instance_id).lifecycle != "spot":
+            self.faults.not_reclaimed.append(instance_id)
+            return
+        if not self.faults.reclaim_notice:
+            self._reclaimed(instance_id)
+            return
         lead = self.faults.reclaim_lead
+        self.agent.metadata_of(instance_id).notice(lead)
+        self.events.spot_warning(instance_id)
         if lead:
             timer = threading.Timer(lead, self._reclaimed, args=(instance_id,))
             timer.daemon = True
@@ -762,6 +786,7 @@ class LocalStack:
         self.lambdas.stop()
         for run in self.agent.runs():
             self.agent._kill(run)
+        self.agent.stop()
         self.front.shutdown()
         self.moto.stop()
 

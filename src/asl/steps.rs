@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::task::task;
-use super::timing::SEND_AGENT_ATTEMPTS;
+use super::timing::{timed_step, SEND_AGENT_ATTEMPTS};
 use super::{
     poll_attempts, resource, state, task_timeout, wait_seconds, Timing, FALLBACK_POLL_SECONDS,
     LOST_ERRORS,
@@ -112,9 +112,10 @@ pub(super) fn step_states(
     let send = state::send(&step.name);
     let poll = state::poll(&step.name);
     let failed = state::failed(&step.name);
-    let with_script = serde_json::to_value(step).expect("a StepSpec always serializes");
+    let timed = timed_step(step, timing);
+    let with_script = serde_json::to_value(&timed).expect("a StepSpec always serializes");
     let identity =
-        serde_json::to_value(step.without_script()).expect("a StepSpec always serializes");
+        serde_json::to_value(timed.without_script()).expect("a StepSpec always serializes");
     vec![
         (
             send.clone(),

@@ -1,6 +1,7 @@
 //! The intervals of a state machine: retry schedules, waits and their bounds, production's
 //! and the emulator's.
 
+use crate::checkpoint::CheckpointTiming;
 use crate::manifest::{JobSpec, StepSpec};
 
 /// Slack past the delivery margin and the step timeout before a waiting state times out, so
@@ -74,6 +75,8 @@ pub struct Timing {
     pub transient_interval_seconds: u64,
     pub transient_max_attempts: u64,
     pub transient_backoff_rate: f64,
+    /// The checkpointed steps' upload interval, grace and notice poll.
+    pub checkpoint: CheckpointTiming,
 }
 
 impl Timing {
@@ -98,6 +101,7 @@ impl Timing {
             transient_interval_seconds: 2,
             transient_max_attempts: 6,
             transient_backoff_rate: 2.0,
+            checkpoint: CheckpointTiming::PRODUCTION,
         }
     }
 
@@ -120,8 +124,17 @@ impl Timing {
             wait_slack_seconds: 5,
             relaunch_pause_seconds: 1,
             transient_interval_seconds: 1,
+            checkpoint: CheckpointTiming::LOCAL,
             ..Timing::production()
         }
+    }
+}
+
+/// The step as this timing sends it: its checkpoint's intervals are the timing's.
+pub fn timed_step(step: &StepSpec, timing: &Timing) -> StepSpec {
+    StepSpec {
+        checkpoint: step.checkpoint.as_ref().map(|c| timing.checkpoint.apply(c)),
+        ..step.clone()
     }
 }
 
@@ -187,6 +200,7 @@ mod tests {
             heartbeats: vec![],
             secrets: BTreeMap::new(),
             script: String::new(),
+            checkpoint: None,
         };
         let job = crate::records::fixtures::job();
         assert_eq!(wait_seconds(&job, &step, &Timing::production()), 5820);

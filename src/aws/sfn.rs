@@ -160,14 +160,14 @@ pub async fn executions(sfn: &Client, state_machine: &str, max: usize) -> Result
     Ok(out)
 }
 
-/// The state an execution was in when it ended: the last state it entered.
-pub async fn last_state(sfn: &Client, arn: &str) -> Result<Option<String>> {
-    Ok(history(sfn, arn)
-        .await?
+/// The state an execution was in when it ended (or is in): the last state its history
+/// entered.
+pub fn last_state_of(events: &[crate::progress::Event]) -> Option<String> {
+    events
         .iter()
         .rev()
         .find(|e| e.kind.ends_with("StateEntered"))
-        .and_then(|e| e.state.clone()))
+        .and_then(|e| e.state.clone())
 }
 
 /// The execution's history, oldest first (GetExecutionHistory, all pages), as
@@ -235,7 +235,10 @@ fn event(e: &aws_sdk_sfn::types::HistoryEvent) -> crate::progress::Event {
             .state_entered_event_details()
             .map(|d| d.name().to_string())
             .or(exited.map(|d| d.name().to_string())),
-        output: exited.and_then(|d| d.output()).map(String::from),
+        output: exited
+            .and_then(|d| d.output())
+            .or(e.task_submitted_event_details().and_then(|d| d.output()))
+            .map(String::from),
         input: entered.and_then(|d| d.input()).map(String::from),
         error,
         cause,

@@ -2,7 +2,8 @@
 //! effort per resource, and none hides the run's own error.
 //!
 //! Shapes (by `action`, or by the EventBridge `detail-type`):
-//! - `end-of-run`: terminate every instance tagged with the run, delete `tmp/<job>/<run_id>/`.
+//! - `end-of-run`: terminate every instance tagged with the run, delete `tmp/<job>/<run_id>/`
+//!   and the run's checkpoints (`checkpoints/<job>/<run_id>/`).
 //! - `relaunch`: terminate the run's instances before a relaunch (the staging stays).
 //! - `step-failed`: the state a failed step is caught into. On the first pass it cleans up
 //!   like `end-of-run` and fails again with the step's own error, so the execution fails at
@@ -370,11 +371,14 @@ async fn notify(
     status: &str,
     described: &sfn::Execution,
 ) -> Result<()> {
-    let failed_state = sfn::last_state(&env.sfn, execution).await?;
+    let events = sfn::history(&env.sfn, execution).await?;
+    let failed_state = sfn::last_state_of(&events);
+    let preemption = crate::preemption::of(&events);
     let ended = notification::Ended {
         execution_arn: execution,
         status,
         failed_state: failed_state.as_deref(),
+        preemption: &preemption,
         error: described.error.as_deref().unwrap_or_default(),
         cause: described.cause.as_deref().unwrap_or_default(),
     };
@@ -418,6 +422,15 @@ async fn end_of_run(env: &Env, run: &Run) -> Report {
         Ok(()) => clean_run(env, &run.job, &run.run_id, true).await,
         Err(e) => (Report::default(), vec![e]),
     };
+    if errors.is_empty() {
+        // The run succeeded: its checkpoints are done with (a failed run keeps them for
+        // its redrive, until the lifecycle rule expires them).
+        let prefix = naming::checkpoint_run_prefix(&run.job, &run.run_id);
+        match s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await {
+            Ok(n) => report.deleted_objects += n,
+            Err(e) => errors.push(e),
+        }
+    }
     if errors.is_empty() {
         if let Err(e) = Box::pin(lock::release(env, &run.job, &run.execution)).await {
             errors.push(e);

@@ -48,6 +48,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
     } = input;
     let (attempt, round, round_attempts) =
         previous.next_attempt(redrive_count, job.max_attempts)?;
+    let reclaims = previous.reclaims_before_next(redrive_count);
     let redriven = redrive_count > previous.round;
     let first = previous.attempt == 0 || redriven;
     if first {
@@ -70,6 +71,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
                 number: attempt,
                 round,
                 generation: earlier.ended,
+                reclaims,
             };
             launch_instance(env, &run, &job, &this).await?
         }
@@ -80,6 +82,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
     launch.attempt = attempt;
     launch.round = round;
     launch.round_attempts = round_attempts;
+    launch.reclaims = reclaims;
 
     if let Err(e) = stage_config(env, &run, &config_bucket, &config_key).await {
         warn!(instance_id = %launch.instance_id, "staging the config failed; terminating the new instance");
@@ -91,6 +94,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         instance_type = %launch.instance_type,
         market = %launch.market,
         attempt,
+        reclaims,
         "launched"
     );
     Ok(launch)
@@ -172,15 +176,19 @@ struct Attempt {
     number: u32,
     round: u32,
     generation: usize,
+    /// Spot reclaims in the run so far (the job's `on_demand_after_reclaims` reads it).
+    reclaims: u32,
 }
 
 async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt) -> Result<Launch> {
     let pinned = Some(run.instance_type.as_str()).filter(|t| !t.is_empty());
-    let pools = capacity::plan(
+    let pools = capacity::plan_after_reclaims(
         &job.instance_types,
         pinned,
         &env.settings.subnets,
         job.on_demand_fallback,
+        attempt.reclaims,
+        job.on_demand_after_reclaims,
     );
     let mut tried: Vec<PoolTried> = Vec::new();
     let mut spot_quota_hit = false;

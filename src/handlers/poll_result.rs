@@ -174,6 +174,13 @@ async fn on_told(env: &Env, told: Told) -> Result<Vec<Answered>> {
             action,
         } => {
             for (key, marker) in waiting_on(env, &instance_id).await? {
+                if marker.step.checkpoint.is_some() {
+                    // Relaunching now would terminate the instance while the step's runner
+                    // saves its checkpoint, and the new instance would restore an older one:
+                    // the instance's end (EC2's state change, or the reconciler) answers.
+                    info!(run_id = %marker.run.run_id, step = %marker.step.name, %instance_id, %action, "told: spot warning; the step saves its checkpoint, the instance's end answers");
+                    continue;
+                }
                 let outcome: Result<StepResult> = Err(waiting::reclaim_warning(
                     &instance_id,
                     &action,
@@ -407,6 +414,7 @@ async fn listed_command(
                 naming::step_log_prefix(&marker.run.job, &marker.run.run_id, &marker.step.name)
             ),
             reused: false,
+            checkpoint: None,
         }))
 }
 

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::aws::ssm::{self, Sent, StepCommand};
 use crate::aws::{ec2, s3};
+use crate::checkpoint::Restored;
 use crate::env::{rfc3339, Env, Need};
 use crate::error::{Error, Result};
 use crate::handlers::poll_result;
@@ -73,6 +74,13 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
     let comment = naming::command_comment(&run.run_id, &step.name, redrive_count);
     let log_prefix = naming::step_log_prefix(&job.name, &run.run_id, &step.name);
     let bucket = &env.settings.bucket;
+    let restored = match &step.checkpoint {
+        Some(_) => Box::pin(restored_checkpoint(env, &run, &step.name)).await?,
+        None => None,
+    };
+    if let Some(r) = &restored {
+        info!(step = %step.name, instance_id = %id, saved_at = %r.saved_at, age_seconds = r.age_seconds, reason = %r.reason, "the step resumes from a checkpoint");
+    }
     let record = |command_id: &str, sent_at: String, reused: bool| Command {
         command_id: command_id.to_string(),
         step: step.name.clone(),
@@ -81,6 +89,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         sent_at,
         output_prefix: format!("s3://{bucket}/{log_prefix}"),
         reused,
+        checkpoint: restored.clone(),
     };
 
     let marker_key = naming::send_marker_key(&job.name, &run.run_id, &step.name, redrive_count);
@@ -156,4 +165,13 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
             )))
         }
     }
+}
+
+/// The checkpoint the step's runner will restore, from the marker its last upload left
+/// (`None` before any upload: the step starts from zero).
+async fn restored_checkpoint(env: &Env, run: &Run, step: &str) -> Result<Option<Restored>> {
+    let key = naming::checkpoint_marker_key(&run.job, &run.run_id, step);
+    Ok(s3::read(&env.s3, &env.settings.bucket, &key)
+        .await?
+        .and_then(|text| Restored::from_marker(&text, env.clock.now())))
 }

@@ -63,6 +63,10 @@ pub struct StepSpec {
     /// is needed (poll, cleanup).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub script: String,
+    /// The step's checkpoint folder and intervals (`[steps.checkpoint]`, workload steps
+    /// only): the runner restores it before the step and uploads it while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::checkpoint::CheckpointSpec>,
 }
 
 impl StepSpec {
@@ -93,6 +97,9 @@ pub struct JobSpec {
     pub config_source: String,
     pub on_demand_fallback: bool,
     pub max_attempts: u32,
+    /// After this many spot reclaims in one run, the relaunch goes on-demand (same pools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand_after_reclaims: Option<u32>,
     /// SendCommand `TimeoutSeconds`: how long a step's command may wait to be delivered.
     /// The one source of this value: send-step sends it and the state machine's poll budget
     /// is derived from it.
@@ -157,6 +164,8 @@ struct RawManifest {
     on_demand_fallback: bool,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
+    #[serde(default)]
+    on_demand_after_reclaims: Option<u32>,
     #[serde(default = "default_delivery_timeout")]
     delivery_timeout_seconds: u64,
     default_mode: String,
@@ -185,6 +194,8 @@ struct RawStep {
     heartbeats: Vec<String>,
     #[serde(default)]
     secrets: Vec<String>,
+    #[serde(default)]
+    checkpoint: Option<crate::checkpoint::RawCheckpoint>,
 }
 
 fn default_delivery_timeout() -> u64 {

@@ -43,6 +43,7 @@ impl Job {
         })?;
 
         check_fields(&raw, &err)?;
+        check_reclaim_budget(raw.on_demand_after_reclaims, raw.max_attempts, &err)?;
         let steps = check_steps(raw.steps, &raw.secrets, &read_script, &err)?;
         let workload_steps: Vec<String> = steps
             .iter()
@@ -65,6 +66,7 @@ impl Job {
                 config_source: raw.config_source,
                 on_demand_fallback: raw.on_demand_fallback,
                 max_attempts: raw.max_attempts,
+                on_demand_after_reclaims: raw.on_demand_after_reclaims,
                 delivery_timeout_seconds: raw.delivery_timeout_seconds,
                 home: raw.home,
                 preflight_flag: raw.preflight_flag,
@@ -74,6 +76,26 @@ impl Job {
             },
             steps,
         })
+    }
+}
+
+/// `on_demand_after_reclaims`: at least one reclaim, and fewer than `max_attempts` (the
+/// launches a round may use), or no relaunch would ever go on-demand.
+fn check_reclaim_budget(
+    after: Option<u32>,
+    max_attempts: u32,
+    err: &dyn Fn(&str, String) -> ManifestError,
+) -> Result<(), ManifestError> {
+    match after {
+        Some(n) if n == 0 || n >= max_attempts => Err(err(
+            "on_demand_after_reclaims",
+            format!(
+                "{n} must be between 1 and max_attempts - 1 ({}): the relaunch after that many \
+                 reclaims must still fit the run's {max_attempts} launches",
+                max_attempts.saturating_sub(1)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

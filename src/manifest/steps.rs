@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{ManifestError, RawStep, StepKind, StepSpec, STEP_TIMEOUT_RANGE};
-use crate::naming;
+use crate::{checkpoint, naming};
 
 /// The steps: names, kinds (setup before workload), timeouts, heartbeats, secrets (each an
 /// entry of the job's `[secrets]`, each entry used by a step), scripts read.
@@ -59,6 +59,18 @@ pub(super) fn check_steps(
                 return Err(err(&field, format!("`{name}` is listed twice")));
             }
         }
+        let checkpoint = match s.checkpoint {
+            Some(_) if s.kind == StepKind::Setup => {
+                return Err(err(
+                    &field("checkpoint"),
+                    "only workload steps resume from a checkpoint (setup steps run again on every instance)".into(),
+                ))
+            }
+            Some(raw) => Some(
+                checkpoint::check(raw).map_err(|(f, p)| err(&field(&format!("checkpoint.{f}")), p))?,
+            ),
+            None => None,
+        };
         let script = read_script(&s.script)
             .map_err(|e| err(&field("script"), format!("cannot read `{}`: {e}", s.script)))?;
         if script.trim().is_empty() {
@@ -71,6 +83,7 @@ pub(super) fn check_steps(
             heartbeats: s.heartbeats,
             secrets: step_secrets,
             script,
+            checkpoint,
         });
     }
     let first_workload = steps.iter().position(|s| s.kind == StepKind::Workload);

@@ -48,14 +48,16 @@ pub struct Row {
     pub execution: sfn::Execution,
     /// The state it failed at, for an execution that did not succeed.
     pub failed_state: Option<String>,
+    /// Its launches' markets and reclaims ([`crate::preemption::Preemption::launches`]).
+    pub launches: String,
 }
 
 /// The `runs` table: name, status, start (UTC), duration (to `now_millis` while running),
-/// the state it failed at.
+/// the launches (markets, reclaims), the state it failed at.
 pub fn table(rows: &[Row], now_millis: i64) -> String {
     let mut out = format!(
-        "{:<40} {:<10} {:<20} {:>8}  {}\n",
-        "EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED AT"
+        "{:<40} {:<10} {:<20} {:>8}  {:<32} {}\n",
+        "EXECUTION", "STATUS", "STARTED", "DURATION", "LAUNCHES", "FAILED AT"
     );
     for r in rows {
         let e = &r.execution;
@@ -65,11 +67,12 @@ pub fn table(rows: &[Row], now_millis: i64) -> String {
         let took =
             progress::duration((e.stopped_millis.unwrap_or(now_millis) - e.started_millis) / 1000);
         out.push_str(&format!(
-            "{:<40} {:<10} {:<20} {:>8}  {}\n",
+            "{:<40} {:<10} {:<20} {:>8}  {:<32} {}\n",
             format!("{}/{}", r.job, e.name),
             e.status,
             started,
             took,
+            r.launches,
             r.failed_state.as_deref().unwrap_or("")
         ));
     }
@@ -103,11 +106,12 @@ pub async fn runs(
     let mut rows = Vec::new();
     for (job, machine) in machines {
         for execution in sfn::executions(client, &machine, limit).await? {
+            let events = sfn::history(client, &execution.arn).await?;
             let failed_state = if matches!(
                 execution.status.as_str(),
                 "FAILED" | "TIMED_OUT" | "ABORTED"
             ) {
-                sfn::last_state(client, &execution.arn).await?
+                sfn::last_state_of(&events)
             } else {
                 None
             };
@@ -115,6 +119,7 @@ pub async fn runs(
                 job: job.clone(),
                 execution,
                 failed_state,
+                launches: crate::preemption::of(&events).launches(),
             });
         }
     }
@@ -143,6 +148,7 @@ mod tests {
                 redrive_count: 0,
             },
             failed_state: failed.map(String::from),
+            launches: "spot, on-demand (1 reclaim)".into(),
         };
         let text = table(
             &[
@@ -162,11 +168,28 @@ mod tests {
             .collect();
         assert_eq!(
             lines[0],
-            ["EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED", "AT"]
+            [
+                "EXECUTION",
+                "STATUS",
+                "STARTED",
+                "DURATION",
+                "LAUNCHES",
+                "FAILED",
+                "AT"
+            ]
         );
         assert_eq!(
             lines[1],
-            ["demo/r2", "RUNNING", "2026-11-28T09:00:00Z", "42s"]
+            [
+                "demo/r2",
+                "RUNNING",
+                "2026-11-28T09:00:00Z",
+                "42s",
+                "spot,",
+                "on-demand",
+                "(1",
+                "reclaim)"
+            ]
         );
         assert_eq!(
             lines[2],
@@ -175,6 +198,10 @@ mod tests {
                 "FAILED",
                 "2026-11-28T09:00:00Z",
                 "3m05s",
+                "spot,",
+                "on-demand",
+                "(1",
+                "reclaim)",
                 "fail:",
                 "failed"
             ]

@@ -480,6 +480,33 @@ async fn a_spot_warning_fails_the_waiting_step_as_reclaimed() {
 }
 
 #[tokio::test]
+async fn a_spot_warning_leaves_a_checkpointed_step_to_its_instances_end() {
+    let mut marker = send_marker(Some(command("2026-11-28T08:49:00Z")), "");
+    marker.step.checkpoint = Some(crate::checkpoint::CheckpointSpec {
+        dir: "ckpt".into(),
+        every_seconds: 300,
+        grace_seconds: 60,
+        poll_seconds: 5,
+    });
+    let (s3, puts) = staged(&marker);
+    // No sfn rule: an answer would fail the test.
+    let mocks = Mocks {
+        s3,
+        ec2: vec![run_instance(InstanceStateName::Running)],
+        ..Mocks::default()
+    };
+    let warning = event(
+        crate::waiting::events::SPOT_WARNING,
+        json!({"instance-id": "i-1", "instance-action": "terminate"}),
+    );
+    assert!(answered(handle(&mocks.env(), warning).await.unwrap()).is_empty());
+    assert!(
+        puts.lock().unwrap().is_empty(),
+        "the marker is not answered"
+    );
+}
+
+#[tokio::test]
 async fn an_instance_going_away_fails_the_waiting_step_by_its_reason() {
     let (s3, _) = staged(&send_marker(Some(command("2026-11-28T08:49:00Z")), ""));
     let (sent, answering) = task_failures();

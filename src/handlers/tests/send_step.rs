@@ -200,6 +200,55 @@ async fn sends_with_execution_timeout_and_output_locations() {
 }
 
 #[tokio::test]
+async fn a_checkpointed_step_records_the_checkpoint_it_resumes_from() {
+    let (mut s3, _) = marker(None);
+    // The runner's marker of its last upload, 42 s before the send (the clock's now).
+    s3.insert(
+        0,
+        mock!(aws_sdk_s3::Client::get_object)
+            .match_requests(|r| r.key() == Some("checkpoints/demo/run-1/quoting.marker"))
+            .then_output(|| {
+                GetObjectOutput::builder()
+                    .body(ByteStream::from_static(
+                        br#"{"saved_at":1795856358,"reason":"notice","complete":true}"#,
+                    ))
+                    .build()
+            }),
+    );
+    let (_, record) = recorder::<SendCommandInput>();
+    let mocks = Mocks {
+        s3,
+        ssm: vec![listed(vec![]), send_answers("cmd-1", record)],
+        ..Mocks::default()
+    };
+    let mut checkpointed = input(0);
+    checkpointed["step"]["checkpoint"] =
+        json!({"dir": "ckpt", "every_seconds": 300, "grace_seconds": 60, "poll_seconds": 5});
+    let command = handle(&mocks.env(), checkpointed).await.unwrap();
+    let restored = command.checkpoint.expect("the checkpoint is recorded");
+    assert_eq!(
+        (
+            restored.age_seconds,
+            restored.reason.as_str(),
+            restored.complete
+        ),
+        (42, "notice", true)
+    );
+    assert_eq!(restored.saved_at, "2026-11-28T08:59:18Z");
+    // A first send finds no marker: nothing to resume from.
+    let (s3, _) = marker(None);
+    let (_, record) = recorder::<SendCommandInput>();
+    let mocks = Mocks {
+        s3,
+        ssm: vec![listed(vec![]), send_answers("cmd-1", record)],
+        ..Mocks::default()
+    };
+    let mut first = input(0);
+    first["step"]["checkpoint"] = json!({"dir": "ckpt", "every_seconds": 300, "grace_seconds": 60});
+    assert_eq!(handle(&mocks.env(), first).await.unwrap().checkpoint, None);
+}
+
+#[tokio::test]
 async fn a_retry_right_after_a_send_finds_its_marker_while_ssm_lists_nothing() {
     let (sent, record) = recorder::<SendCommandInput>();
     let (s3, put) = marker(Some(earlier(
