@@ -96,6 +96,11 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             naming::staging_config_key("{job}", "{run_id}"),
         ),
         (
+            "ledger_key",
+            "naming::ledger_key",
+            naming::ledger_key("{job}", "{run_id}"),
+        ),
+        (
             "run_lock_key",
             "naming::run_lock_key",
             naming::run_lock_key("{job}"),
@@ -289,6 +294,13 @@ pub fn contract() -> Value {
             },
         },
         "timing": {"production": timing(&Timing::production()), "local": timing(&Timing::local())},
+        "prices": {
+            "list": crate::cost::LIST,
+            "lambda_memory_mb": crate::cost::LAMBDA_MEMORY_MB,
+            "lambda_billed_ms_assumed": crate::cost::LAMBDA_BILLED_MS_ASSUMED,
+            "seconds_per_month": crate::cost::SECONDS_PER_MONTH,
+            "spot_product": crate::cost::SPOT_PRODUCT,
+        },
     })
 }
 

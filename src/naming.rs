@@ -194,6 +194,17 @@ pub fn staging_config_key(job: &str, run_id: &str) -> String {
     format!("{}config.yaml", staging_prefix(job, run_id))
 }
 
+/// The run's ledger record ([`crate::ledger`]): `runs/<job>/<run_id>.json`, outside `tmp/`,
+/// so it is kept.
+pub fn ledger_key(job: &str, run_id: &str) -> String {
+    format!("{}{run_id}.json", ledger_prefix(job))
+}
+
+/// Where a job's ledger records are: `runs/<job>/`.
+pub fn ledger_prefix(job: &str) -> String {
+    format!("runs/{job}/")
+}
+
 /// The job's run lock: held by the one execution of the job that runs
 /// ([`crate::lock`]). Outside `tmp/`, so no run's staging cleanup or the staging lifecycle
 /// rule touches it.

@@ -17,6 +17,8 @@ pub struct Ended<'a> {
     pub error: &'a str,
     /// The failure's cause: a Lambda error's JSON, or text.
     pub cause: &'a str,
+    /// What the run cost, as its ledger record says (empty: no record).
+    pub cost: &'a str,
 }
 
 /// The execution's name and its state machine's, from its ARN
@@ -63,7 +65,7 @@ pub fn message(ended: &Ended) -> String {
         "Execution {name} of {machine} ended {status}.\n\
          Failed state: {state}\n\
          Error: {error}\n\
-         Cause (first lines):\n{quoted}{more}\n\n\
+         Cause (first lines):\n{quoted}{more}\n{cost}\n\
          Console: https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}\n\n\
          Its instances and staging are cleaned up. To resume the run: fix the cause, then choose \
          Redrive on that page, or run\n    \
@@ -73,6 +75,11 @@ pub fn message(ended: &Ended) -> String {
         state = ended.failed_state.unwrap_or("(unknown)"),
         error = if ended.error.is_empty() { "(none given)" } else { ended.error },
         arn = ended.execution_arn,
+        cost = if ended.cost.is_empty() {
+            String::new()
+        } else {
+            format!("\nCost: {}\n", ended.cost)
+        },
     )
 }
 
@@ -98,6 +105,7 @@ mod tests {
             failed_state: Some("data-phase1: failed"),
             error: "StepFailed",
             cause,
+            cost: "",
         }
     }
 
@@ -149,6 +157,20 @@ mod tests {
             ..failed("stopped by the operator")
         };
         let text = message(&ended);
+        assert!(
+            !text.contains("Cost:"),
+            "no ledger record, no cost line: {text}"
+        );
+        let costed = message(&Ended {
+            cost: "$0.0123 (instance $0.0100, ...)",
+            ..ended.clone()
+        });
+        assert!(
+            costed.contains(
+                "    stopped by the operator\n\nCost: $0.0123 (instance $0.0100, ...)\n\nConsole:"
+            ),
+            "{costed}"
+        );
         assert!(
             text.contains("Failed state: (unknown)\nError: (none given)\n"),
             "{text}"

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 from botocore.config import Config
 
-from . import contract
+from . import contract, prices
 from .agent import Agent, SsmError
 from .events import EventBus, Reconciler
 from .lambdas import ACCOUNT, REGION, LambdaService
@@ -148,6 +148,9 @@ class Faults:
         # The next N writes that complete a send marker with its command (send-step's write
         # after SendCommand) answer AccessDenied: the marker keeps no command.
         self.marker_completion_lost = 0
+        # DescribeSpotPriceHistory (prices.py): {(instance type, zone): [(epoch s, usd/h)]}
+        # replacing a pool's seeded history; an empty list is a pool without history.
+        self.spot_prices = {}
 
     def event_plan(self, key: str):
         """(drop, copies, delay) for the next event of detail-type key `key`."""
@@ -840,6 +843,10 @@ class LocalStack:
                 if ec2_action:
                     if stack.faults.take_throttle(ec2_action):
                         return self._ec2_error("RequestLimitExceeded", "Request limit exceeded (injected)")
+                    if ec2_action == "DescribeSpotPriceHistory":
+                        product = contract.load()["prices"]["spot_product"]
+                        answer = prices.answer(prices.parse(body), stack.faults.spot_prices, product)
+                        return self._reply(200, answer, {"Content-Type": "text/xml"})
                     if ec2_action == "RunInstances":
                         form = urllib.parse.parse_qs(body.decode())
                         itype = form.get("InstanceType", [""])[0]

@@ -481,3 +481,54 @@ pub async fn describe(ec2: &Client, instance_id: &str) -> Result<Option<Instance
         )),
     }
 }
+
+/// The spot price history of `instance_type` in `availability_zone` ([`cost::SPOT_PRODUCT`])
+/// from `from` to `to` (epoch seconds), all pages: the change in force at `from` and every
+/// change inside the window, as DescribeSpotPriceHistory returns them.
+///
+/// [`cost::SPOT_PRODUCT`]: crate::cost::SPOT_PRODUCT
+pub async fn spot_price_history(
+    ec2: &Client,
+    instance_type: &str,
+    availability_zone: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<crate::cost::PricePoint>> {
+    use aws_sdk_ec2::primitives::DateTime;
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ec2
+            .describe_spot_price_history()
+            .instance_types(InstanceType::from(instance_type))
+            .availability_zone(availability_zone)
+            .product_descriptions(crate::cost::SPOT_PRODUCT)
+            .start_time(DateTime::from_secs(from))
+            .end_time(DateTime::from_secs(to))
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| {
+                Error::from_sdk(
+                    &format!("DescribeSpotPriceHistory {instance_type} {availability_zone}"),
+                    &e,
+                )
+            })?;
+        for price in page.spot_price_history() {
+            let (Some(at), Some(usd)) = (
+                price.timestamp().map(|t| t.secs()),
+                price.spot_price().and_then(|p| p.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            out.push(crate::cost::PricePoint {
+                at,
+                usd_per_hour: usd,
+            });
+        }
+        match page.next_token().filter(|t| !t.is_empty()) {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(out),
+        }
+    }
+}

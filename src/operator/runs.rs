@@ -23,7 +23,17 @@ pub struct RunsOptions {
 impl RunsOptions {
     /// Prints the table of the recent executions ([`runs`], [`table`]).
     pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
-        let rows = runs(&aws.env.sfn, &self.target, self.job.as_deref(), self.limit).await?;
+        let mut rows = runs(&aws.env.sfn, &self.target, self.job.as_deref(), self.limit).await?;
+        let bucket = &aws.env.settings.bucket;
+        if !bucket.is_empty() {
+            for row in &mut rows {
+                if let Some(record) =
+                    crate::ledger::read(&aws.env, bucket, &row.job, &row.execution.name).await?
+                {
+                    row.cost = record.cost.total_text();
+                }
+            }
+        }
         let now = aws.env.clock.now().unix_timestamp() * 1000;
         print!("{}", table(&rows, now));
         Ok(exit::OK)
@@ -48,14 +58,16 @@ pub struct Row {
     pub execution: sfn::Execution,
     /// The state it failed at, for an execution that did not succeed.
     pub failed_state: Option<String>,
+    /// Its cost from the run ledger (empty: no record).
+    pub cost: String,
 }
 
 /// The `runs` table: name, status, start (UTC), duration (to `now_millis` while running),
-/// the state it failed at.
+/// the cost from the ledger (`-` without a record), the state it failed at.
 pub fn table(rows: &[Row], now_millis: i64) -> String {
     let mut out = format!(
-        "{:<40} {:<10} {:<20} {:>8}  {}\n",
-        "EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED AT"
+        "{:<40} {:<10} {:<20} {:>8} {:>10}  {}\n",
+        "EXECUTION", "STATUS", "STARTED", "DURATION", "COST", "FAILED AT"
     );
     for r in rows {
         let e = &r.execution;
@@ -65,11 +77,12 @@ pub fn table(rows: &[Row], now_millis: i64) -> String {
         let took =
             progress::duration((e.stopped_millis.unwrap_or(now_millis) - e.started_millis) / 1000);
         out.push_str(&format!(
-            "{:<40} {:<10} {:<20} {:>8}  {}\n",
+            "{:<40} {:<10} {:<20} {:>8} {:>10}  {}\n",
             format!("{}/{}", r.job, e.name),
             e.status,
             started,
             took,
+            if r.cost.is_empty() { "-" } else { &r.cost },
             r.failed_state.as_deref().unwrap_or("")
         ));
     }
@@ -115,6 +128,7 @@ pub async fn runs(
                 job: job.clone(),
                 execution,
                 failed_state,
+                cost: String::new(),
             });
         }
     }
@@ -143,6 +157,11 @@ mod tests {
                 redrive_count: 0,
             },
             failed_state: failed.map(String::from),
+            cost: if status == "FAILED" {
+                "$0.0123".into()
+            } else {
+                String::new()
+            },
         };
         let text = table(
             &[
@@ -162,11 +181,19 @@ mod tests {
             .collect();
         assert_eq!(
             lines[0],
-            ["EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED", "AT"]
+            [
+                "EXECUTION",
+                "STATUS",
+                "STARTED",
+                "DURATION",
+                "COST",
+                "FAILED",
+                "AT"
+            ]
         );
         assert_eq!(
             lines[1],
-            ["demo/r2", "RUNNING", "2026-11-28T09:00:00Z", "42s"]
+            ["demo/r2", "RUNNING", "2026-11-28T09:00:00Z", "42s", "-"]
         );
         assert_eq!(
             lines[2],
@@ -175,6 +202,7 @@ mod tests {
                 "FAILED",
                 "2026-11-28T09:00:00Z",
                 "3m05s",
+                "$0.0123",
                 "fail:",
                 "failed"
             ]
