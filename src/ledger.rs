@@ -59,7 +59,8 @@ pub struct StepRun {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// How many times it was sent (relaunches and redrives send again).
+    /// How many times its send state ran (relaunches and redrives send again; a send that
+    /// finds its instance gone counts too).
     pub attempts: u32,
 }
 
@@ -223,7 +224,9 @@ pub fn facts(events: &[Event], status: &str, now_millis: i64) -> Option<Record> 
                         let cause = crate::progress::cause_message(&text(lost, "Cause"));
                         format!("lost: {cause}")
                     };
-                    if !error.is_empty() {
+                    // A redrive's relaunch finds the instance the failure's cleanup ended:
+                    // no instance was open, nothing was reclaimed or lost then.
+                    if !error.is_empty() && open.is_some() {
                         reclaims.push(Reclaim {
                             instance_id: id,
                             at: at(e.at_millis),
