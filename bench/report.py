@@ -269,6 +269,15 @@ def profiles() -> dict:
         return json.load(f)
 
 
+def ledger() -> dict:
+    """bench/ledger.json (`python bench/ledger.py`), or None when it was never run."""
+    path = os.path.join(HERE, "ledger.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def profiles_table(p: dict) -> list:
     """The release profile's choices, side by side."""
     out = [f"**The release profile's choices** (`{p['command']}`, {p['machine']['date_utc']}, commit {p['machine']['git_head']},"
@@ -711,6 +720,17 @@ def markdown(r: dict, ev: dict = None) -> str:
     w("- Raw samples: `bench/results.json` (init samples per function, per-state counts of each execution) and")
     w("  `bench/events.json` (every run's states, step ends, reclaims and delivered events).\n")
 
+    led = ledger()
+    if led:
+        from ledger import table as ledger_table
+
+        sp = led["split"]
+        w("## Run ledger: what a data-weekly run costs, part by part\n")
+        w(f"`{led['command']}`: the production data-weekly run modeled above ({sp['run_seconds'] / 3600:.2f} h, from the")
+        w(f"event benchmark of {sp['events_from']}), priced under the ledger's rules (`src/cost.rs`, the record cleanup")
+        w("writes to `runs/<job>/<run_id>.json`); a real run's record integrates the spot price history per second instead of")
+        w("one price.\n")
+        out.extend(ledger_table(sp))
     w("## CI\n")
     w("`scripts/bench.sh --quick` (debug binaries, 5 runs each, a data-weekly execution with 0.05 s per production")
     w("minute, no demo run) checks that every measurement runs and that the Rust and Python poll-results answer alike;")
