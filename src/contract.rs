@@ -96,11 +96,6 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             naming::staging_config_key("{job}", "{run_id}"),
         ),
         (
-            "ledger_key",
-            "naming::ledger_key",
-            naming::ledger_key("{job}", "{run_id}"),
-        ),
-        (
             "run_lock_key",
             "naming::run_lock_key",
             naming::run_lock_key("{job}"),
@@ -232,7 +227,11 @@ fn timing(t: &Timing) -> Value {
 /// - `events`: the rules feeding poll-result (`rules`: `[{name, pattern}]`), their
 ///   `detail_types` by key, and the reconciler's schedule;
 /// - `timing`: `production` and `local`, the intervals of the generated definitions, with
-///   each poll schedule's delays as the generator counts them.
+///   each poll schedule's delays as the generator counts them;
+/// - `ledger`: the run ledger's `key` (`runs/{job}/{run_id}.json`) and `prefix` templates
+///   (`str.format` fields; not in `formats`, whose scan would flag every `.json`);
+/// - `prices`: the list prices of [`crate::cost`] with their date, the Lambda memory and
+///   billed time assumed, the month's seconds and the spot product.
 pub fn contract() -> Value {
     let functions: Vec<Value> = FUNCTIONS
         .iter()
@@ -294,6 +293,10 @@ pub fn contract() -> Value {
             },
         },
         "timing": {"production": timing(&Timing::production()), "local": timing(&Timing::local())},
+        "ledger": {
+            "key": naming::ledger_key("{job}", "{run_id}"),
+            "prefix": naming::ledger_prefix("{job}"),
+        },
         "prices": {
             "list": crate::cost::LIST,
             "lambda_memory_mb": crate::cost::LAMBDA_MEMORY_MB,

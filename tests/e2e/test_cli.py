@@ -102,7 +102,7 @@ def test_run_watch_logs_and_runs_a_successful_execution(e2e):
     assert any("step quoting: Success (exit 0) in " in line for line in lines), watched.stdout
     assert "SUCCEEDED after " in lines[-2], watched.stdout
     # Then the run's cost, from the ledger record the end-of-run cleanup wrote.
-    record = json.loads(e2e.stack.read(contract.fmt("ledger_key").make(job="demo", run_id=name)))
+    record = json.loads(e2e.stack.read(contract.load()["ledger"]["key"].format(job="demo", run_id=name)))
     assert lines[-1].startswith(f"cost: ${record['cost']['total_usd']:.4f} (instance $"), watched.stdout
     assert any("instance i-" in line for line in lines), watched.stdout
 
@@ -166,7 +166,7 @@ def test_a_failed_execution_exits_1_then_spotstep_redrive_resumes_at_the_failed_
     # The redrive rewrote the run's one ledger record: both rounds, the failure and the fix
     # (`fail: send` ran three times: the failure, the redriven send that found the instance
     # gone and relaunched, the fixed run).
-    record = json.loads(e2e.stack.read(contract.fmt("ledger_key").make(job="demo", run_id=name)))
+    record = json.loads(e2e.stack.read(contract.load()["ledger"]["key"].format(job="demo", run_id=name)))
     assert (record["status"], record["redrive_count"]) == ("SUCCEEDED", 1)
     assert [(s["name"], s["status"], s["attempts"]) for s in record["steps"]] == [
         (SETUP, "Success", 2), ("quoting", "Success", 1), ("fail", "Success", 3), ("slow", "Success", 1)

@@ -44,7 +44,7 @@ def by_hand(changes: list, start: int, end: int) -> float:
 
 
 def record_of(e2e, run_id: str, job: str = "demo") -> dict:
-    key = contract.fmt("ledger_key").make(job=job, run_id=run_id)
+    key = contract.load()["ledger"]["key"].format(job=job, run_id=run_id)
     return json.loads(wait_until(lambda: key in e2e.stack.keys(key) and e2e.stack.read(key), 30, key))
 
 
@@ -130,7 +130,7 @@ def test_spotstep_cost_totals_runs_and_never_shows_an_unknown_price_as_zero(e2e)
     assert row[unpriced.name][4] == "unknown" and row[unpriced.name][7] == "unknown"
     assert row[early.name][1] == "FAILED"
     # The job's total is every demo record's known total, plus the unknown ones counted.
-    records = [json.loads(e2e.stack.read(k)) for k in e2e.stack.keys("runs/demo/")]
+    records = [json.loads(e2e.stack.read(k)) for k in e2e.stack.keys(contract.load()["ledger"]["prefix"].format(job="demo"))]
     known = sum(x["cost"]["total_usd"] for x in records if x["cost"]["total_usd"] is not None)
     unknown = sum(1 for x in records if x["cost"]["total_usd"] is None)
     [total] = [l.split() for l in lines[lines.index("TOTAL BY JOB") + 1 :] if l.startswith("demo ")][:1]
