@@ -241,7 +241,9 @@ impl Cost {
                 Some(usd) => instance_usd = instance_usd.map(|sum| sum + usd),
                 None => {
                     instance_usd = None;
-                    unknown.extend(c.unknown.clone());
+                    if let Some(why) = c.unknown.as_ref().filter(|w| !unknown.contains(*w)) {
+                        unknown.push(why.clone());
+                    }
                 }
             }
         }

@@ -78,8 +78,14 @@ pub struct InstanceRun {
     pub ended_at: String,
     /// `end of run`, `spot reclaim`, `lost: ...`, `run FAILED`, ...
     pub ended_why: String,
-    /// True when EC2 interrupted it (the billing rules differ).
+    /// True when the run lost it to a spot reclaim (the interruption warning).
     pub reclaimed: bool,
+    /// True when EC2 itself terminated it (`Server.SpotInstanceTermination`): only then is
+    /// an interruption in the first hour free. On a warning the relaunch's cleanup
+    /// terminates the instance first, and an instance spotstep terminated is billed its
+    /// seconds. Read from EC2's state reason when the record is written.
+    #[serde(default)]
+    pub ended_by_ec2: bool,
     pub root_volume_gb: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<InstanceCost>,
@@ -291,6 +297,7 @@ pub fn facts(events: &[Event], status: &str, now_millis: i64) -> Option<Record> 
                             ended_at: String::new(),
                             ended_why: String::new(),
                             reclaimed: false,
+                            ended_by_ec2: false,
                             root_volume_gb: volume_gb,
                             cost: None,
                         });
@@ -358,7 +365,7 @@ pub fn priced(
         else {
             continue;
         };
-        let ended_by = if instance.reclaimed {
+        let ended_by = if instance.ended_by_ec2 {
             EndedBy::Interruption
         } else {
             EndedBy::Us
@@ -414,6 +421,24 @@ pub fn merge(earlier: &Record, mut next: Record) -> Record {
     next
 }
 
+/// Whether EC2 itself terminated a reclaimed instance, as its state reason says
+/// (`Server.SpotInstanceTermination`). EC2 shows a terminated instance for about an hour:
+/// when it no longer does (or cannot be asked), spotstep's own terminate is assumed, the
+/// dearer rule.
+async fn ended_by_ec2(env: &Env, instance_id: &str) -> bool {
+    match ec2::describe(&env.ec2, instance_id).await {
+        Ok(Some(instance)) => instance
+            .state_reason()
+            .and_then(|r| r.code())
+            .is_some_and(|code| crate::loss::RECLAIM_REASON_CODES.contains(&code)),
+        Ok(None) => false,
+        Err(e) => {
+            warn!(instance_id, error = %e, "could not ask EC2 who ended the reclaimed instance; billing it as ended by spotstep");
+            false
+        }
+    }
+}
+
 /// The spot price history of an instance over its lifetime (from its launch to the end of
 /// its billed time), or why it cannot be had (an on-demand instance, an AWS error).
 async fn prices_of(
@@ -450,8 +475,12 @@ pub async fn from_history(env: &Env, execution: &str, status: &str) -> Result<Op
     let Some(facts) = facts(&events, status, now) else {
         return Ok(None);
     };
+    let mut facts = facts;
     let mut prices = Vec::new();
-    for instance in &facts.instances {
+    for instance in &mut facts.instances {
+        if instance.reclaimed {
+            instance.ended_by_ec2 = ended_by_ec2(env, &instance.instance_id).await;
+        }
         prices.push(prices_of(env, instance).await);
     }
     Ok(Some(priced(facts, &prices)))
@@ -692,6 +721,18 @@ mod tests {
                 },
             ]),
         ];
+        // spotstep's relaunch cleanup terminated the warned instance before EC2 did: billed
+        // its seconds, as any instance we end.
+        let ours = priced(f.clone(), &prices);
+        let first = ours.instances[0].cost.clone().unwrap();
+        assert_eq!(
+            (first.rule, first.billed_seconds),
+            (cost::Rule::SecondsUsed, 309)
+        );
+        assert_eq!(first.instance_usd, Some(cost::round(0.04 * 309.0 / 3600.0)));
+        // EC2 terminated it (its state reason): in its first hour, free.
+        let mut f = f;
+        f.instances[0].ended_by_ec2 = true;
         let r = priced(f, &prices);
         let first = r.instances[0].cost.clone().unwrap();
         assert_eq!(

@@ -40,7 +40,8 @@ const RECLAIM_SPOT_CODES: [&str; 7] = [
     "marked-for-termination",
 ];
 
-const RECLAIM_REASON_CODES: [&str; 2] = [
+/// The state reasons of an instance EC2 itself took back.
+pub const RECLAIM_REASON_CODES: [&str; 2] = [
     "Server.SpotInstanceTermination",
     "Server.InsufficientInstanceCapacity",
 ];

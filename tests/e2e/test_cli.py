@@ -58,7 +58,7 @@ def executions(e2e) -> list:
     ]
 
 
-@pytest.mark.parametrize("command", ["run", "watch", "logs", "redrive", "runs", "graph", "asl", "asl-all", "contract"])
+@pytest.mark.parametrize("command", ["run", "watch", "logs", "redrive", "runs", "cost", "graph", "asl", "asl-all", "contract"])
 def test_each_command_has_help(e2e, command):
     done = spotstep(e2e, command, "--help")
     assert done.returncode == 0, done.stderr
@@ -69,7 +69,7 @@ def test_each_command_has_help(e2e, command):
 def test_the_help_lists_every_command_and_a_mistyped_one_gets_a_suggestion(e2e):
     listed = spotstep(e2e, "--help")
     assert listed.returncode == 0, listed.stderr
-    for command in ["run", "watch", "logs", "redrive", "runs", "graph", "asl", "asl-all", "contract", "completions"]:
+    for command in ["run", "watch", "logs", "redrive", "runs", "cost", "graph", "asl", "asl-all", "contract", "completions"]:
         assert f"  {command} " in listed.stdout, listed.stdout
     mistyped = spotstep(e2e, "wacth", "demo/r1")
     assert mistyped.returncode == 64

@@ -79,7 +79,8 @@ def test_a_runs_ledger_record_is_what_the_history_and_the_stage_say(e2e):
             "spot",
         )
     first, second = r["instances"]
-    assert (first["ended_why"], first["reclaimed"]) == ("spot reclaim", True)
+    # The stage's reclaim ends the instance with EC2's own state reason.
+    assert (first["ended_why"], first["reclaimed"], first["ended_by_ec2"]) == ("spot reclaim", True, True)
     assert (second["ended_why"], second["reclaimed"]) == ("end of run", False)
     assert [(x["instance_id"], x["error"], x["resume_at"]) for x in r["reclaims"]] == [
         (first["instance_id"], "InstanceReclaimed", "slow")
