@@ -7,7 +7,7 @@ this.) Init is measured as bench/init_time.py measures it (`Functions`, the stag
 server `RuntimeHost`): `perf_counter_ns` right before `Popen`, and again when the process's
 first `GET /2018-06-01/runtime/invocation/next` arrives; the environment is production's
 (credentials, region, `SPOTSTEP_*` settings, `AWS_LAMBDA_*`), with `AWS_ENDPOINT_URL`
-pointing at a running local stack. The five functions and `target/<profile>/examples/hello`
+pointing at a running local stack. The five functions and `target/<profile>/hello` (bench/hello)
 are started `--runs` times each, interleaved in a shuffled order every round.
 
 Whatever init saves may be paid by the first invocation instead, so the first invocation is
@@ -168,7 +168,7 @@ def main() -> int:
     p.add_argument("--first-runs", type=int, default=15, help="fresh poll-result processes for the first invocation (default 15; 0: skip)")
     p.add_argument("--repeat", type=int, default=3, help="whole measurements in a row, each against the targets (default 3)")
     p.add_argument("--profile", default="release")
-    p.add_argument("--bin-dir", default=None, help="the functions' and examples/hello's folder (default target/<profile>)")
+    p.add_argument("--bin-dir", default=None, help="the functions' and hello's folder (default target/<profile>)")
     p.add_argument("--out", default=os.path.join(HERE, "coldstart.json"))
     p.add_argument("--command", default=None, help="the command line to record")
     args = p.parse_args()
@@ -177,7 +177,7 @@ def main() -> int:
     if os.path.isfile(os.path.join(bin_dir, "spotstep")):
         os.environ["SPOTSTEP_TARGET_DIR"] = bin_dir
     binaries = Harness.binaries(REPO, bin_dir)
-    binaries[HELLO] = os.path.join(bin_dir, "examples", HELLO)
+    binaries[HELLO] = os.path.join(bin_dir, HELLO)
     missing = [b for b in binaries.values() if not os.path.isfile(b)]
     if missing:
         print(f"missing binaries: {missing}; build first (scripts/bench-coldstart.sh does)", file=sys.stderr)

@@ -54,10 +54,11 @@ def cargo(args: list, target: str, config: dict) -> None:
     subprocess.run(["cargo", "build", "-j2", "--release", "--quiet"] + args, cwd=REPO, env=env, check=True)
 
 
-def measure(name: str, config: dict, work: str, runs: int, first_runs: int) -> dict:
+def build(name: str, config: dict, work: str) -> dict:
+    """The five functions on a fresh target directory: time, CPU and sizes."""
     target = os.path.join(work, name)
     shutil.rmtree(target, ignore_errors=True)
-    row = {"config": name, **config, "loadavg_before": loadavg()}
+    row = {"config": name, **config, "target": target, "loadavg_before": loadavg()}
     packages = [a for f in contract.functions() for a in ("-p", f)]
     cpu, t0 = children_cpu_seconds(), time.time()
     cargo(packages, target, config)
@@ -72,8 +73,14 @@ def measure(name: str, config: dict, work: str, runs: int, first_runs: int) -> d
             "bootstrap_bytes": os.path.getsize(binary),
             "zip_bytes": zip_bootstrap(binary, os.path.join(work, f"{name}-{f}.zip")),
         }
-    cargo(["-p", "spotstep", "--example", "hello"], target, config)
-    out = os.path.join(work, f"{name}-coldstart.json")
+    return row
+
+
+def init(row: dict, work: str, runs: int, first_runs: int) -> None:
+    """The built functions' init against hello built with the same profile, one run."""
+    cargo(["-p", "hello"], row["target"], row)
+    out = os.path.join(work, f"{row['config']}-coldstart.json")
+    release = os.path.join(row["target"], "release")
     done = subprocess.run(
         [sys.executable, os.path.join(HERE, "coldstart.py"), "--bin-dir", release, "--repeat", "1",
          "--runs", str(runs), "--first-runs", str(first_runs), "--out", out],
@@ -83,8 +90,13 @@ def measure(name: str, config: dict, work: str, runs: int, first_runs: int) -> d
     row["coldstart_exit"] = done.returncode
     row["init_gap_ms"] = cold["verdict"]["max_gap_ms"]
     row["init_plus_first_gap_ms"] = cold["verdict"]["first_gap_ms"]
-    shutil.rmtree(target, ignore_errors=True)
-    return row
+    row["loadavg_init_end"] = cold["loadavg_end"]
+    shutil.rmtree(row.pop("target"), ignore_errors=True)
+
+
+def save(result: dict, out: str) -> None:
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 def main() -> int:
@@ -100,10 +112,12 @@ def main() -> int:
     result = {"command": "scripts/bench-profiles.sh", "machine": machine_info(), "rows": []}
     for name in args.configs.split(","):
         log(f"{name}: fresh target in {work}")
-        result["rows"].append(measure(name, CONFIGS[name], work, args.runs, args.first_runs))
-        log(f"{name}: {result['rows'][-1]['build_wall_seconds']} s wall")
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        row = build(name, CONFIGS[name], work)
+        result["rows"].append(row)
+        log(f"{name}: {row['build_wall_seconds']} s wall, {row['build_cpu_seconds']} s CPU")
+        save(result, args.out)
+        init(row, work, args.runs, args.first_runs)
+        save(result, args.out)
     log(f"wrote {os.path.relpath(args.out, REPO)}")
     return 0
 

@@ -278,6 +278,10 @@ def ledger() -> dict:
         return json.load(f)
 
 
+def gap(row: dict, key: str, digits: int) -> str:
+    return "not measured" if row.get(key) is None else f"{row[key]:+.{digits}f}"
+
+
 def profiles_table(p: dict) -> list:
     """The release profile's choices, side by side."""
     out = [f"**The release profile's choices** (`{p['command']}`, {p['machine']['date_utc']}, commit {p['machine']['git_head']},"
@@ -291,7 +295,7 @@ def profiles_table(p: dict) -> list:
         boot = max(f["bootstrap_bytes"] for f in row["functions"].values()) / 2**20
         zipped = max(f["zip_bytes"] for f in row["functions"].values()) / 2**20
         out.append(f"| {row['lto']} | {row['codegen_units']} | {row['build_wall_seconds']:.0f} | {row['build_cpu_seconds']:.0f}"
-                   f" | {boot:.2f} | {zipped:.2f} | {row['init_gap_ms']:+.2f} | {row['init_plus_first_gap_ms']:+.1f}"
+                   f" | {boot:.2f} | {zipped:.2f} | {gap(row, 'init_gap_ms', 2)} | {gap(row, 'init_plus_first_gap_ms', 1)}"
                    f" | {row['loadavg_before'][0]:.1f} / {row['loadavg_after'][0]:.1f} |")
     out.append("")
     return out
@@ -757,8 +761,9 @@ def regenerate(results: dict = None, events: dict = None, results_path: str = No
     if events is None and os.path.isfile(events_path):
         with open(events_path) as f:
             events = json.load(f)
+    page = markdown(results, events)
     with open(os.path.join(REPO, "BENCHMARKS.md"), "w") as f:
-        f.write(markdown(results, events))
+        f.write(page)
     return events
 
 

@@ -1,5 +1,5 @@
 //! A bare `lambda_runtime` function answering `{}`: the floor the functions' init time is
-//! compared against (`scripts/bench-coldstart.sh`). An example, not a deployed function.
+//! compared against (`scripts/bench-coldstart.sh`). Not deployed.
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::{json, Value};
