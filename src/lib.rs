@@ -19,6 +19,7 @@ pub mod contract;
 pub mod cost;
 pub mod env;
 pub mod error;
+pub mod fleet;
 pub mod graph;
 pub mod handlers;
 pub mod input;
