@@ -278,6 +278,15 @@ def ledger() -> dict:
         return json.load(f)
 
 
+def fleet() -> dict:
+    """bench/fleet.json (`python bench/fleet.py`), or None when it was never run."""
+    path = os.path.join(HERE, "fleet.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def gap(row: dict, key: str, digits: int) -> str:
     return "not measured" if row.get(key) is None else f"{row[key]:+.{digits}f}"
 
@@ -735,6 +744,16 @@ def markdown(r: dict, ev: dict = None) -> str:
         w("writes to `runs/<job>/<run_id>.json`); a real run's record integrates the spot price history per second instead of")
         w("one price.\n")
         out.extend(ledger_table(sp))
+    fl = fleet()
+    if fl:
+        from fleet import table as fleet_table
+
+        w("## Launch API calls per attempt: one fleet request vs the rotation\n")
+        w(f"`{fl['command']}` ({fl['date_utc']}, commit {fl['git_head']}): the demo job's {fl['types']} instance types in the")
+        w(f"stage's {fl['subnets']} subnets with the on-demand fallback on, so {fl['types'] * fl['subnets']} pools in 2 markets;")
+        w("the stage's front door counts the CreateFleet requests. The rotation's figure is its plan's length (one RunInstances")
+        w("per pool, spot then on-demand), not a count: that code is gone.\n")
+        out.extend(fleet_table(fl))
     w("## CI\n")
     w("`scripts/bench.sh --quick` (debug binaries, 5 runs each, a data-weekly execution with 0.05 s per production")
     w("minute, no demo run) checks that every measurement runs and that the Rust and Python poll-results answer alike;")

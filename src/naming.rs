@@ -18,8 +18,8 @@ pub mod tags {
     pub const STACK: &str = "spotstep:stack";
     pub const MAX_RUNTIME: &str = "spotstep:max-runtime";
     pub const NAME: &str = "Name";
-    /// Every key the launch puts on an instance and its volume (the template's IAM allows
-    /// exactly these in RunInstances).
+    /// Every key the launch puts on an instance (the template's IAM allows exactly these in
+    /// CreateFleet and RunInstances).
     pub const ALL: [&str; 8] = [
         NAME,
         JOB,

@@ -84,8 +84,8 @@ class Faults:
             hold.release()
         self.never_online = False
         self.no_capacity = set()  # {(instance_type or "*", subnet_id or "*")}
-        # The next N launch requests (a RunInstances call, or a CreateFleet request in every
-        # pool) answer InsufficientInstanceCapacity; then capacity returns.
+        # The next N CreateFleet requests answer InsufficientInstanceCapacity in every pool;
+        # then capacity returns.
         self.no_capacity_runs = 0
         # CreateFleet (fleet.py): the next N requests answer HTTP 200 with only
         # `RequestLimitExceeded` in `Errors`; with `fleet_unauthorized`, every request answers
@@ -101,13 +101,13 @@ class Faults:
         # An operator's TerminateInstances (`Client.UserInitiatedShutdown`) during a step:
         # step -> {"after": seconds, "times": remaining (None = always)}.
         self.terminate_during = {}
-        # EC2 eventual consistency: for this many seconds after RunInstances, EC2 does not show
+        # EC2 eventual consistency: for this many seconds after a launch, EC2 does not show
         # the instance: DescribeInstances and TerminateInstances naming it answer
         # `InvalidInstanceID.NotFound`, a filtered DescribeInstances leaves it out, and its SSM
         # agent is not registered yet. `not_found` records each (action, instance_id) so hidden.
         self.ec2_not_found_for = 0.0
         self.not_found = []
-        self.launched = {}  # instance_id -> time.time() of the RunInstances that made it
+        self.launched = {}  # instance_id -> time.time() of the launch that made it
         # SSM ListCommands lags SendCommand: a command is listed only this many seconds after
         # it was sent. `unlisted` counts the commands a ListCommands answer left out.
         self.list_commands_lag = 0.0
@@ -170,9 +170,6 @@ class Faults:
                 self.drop_events[key] = left - 1
                 drop = True
         return drop, self.duplicate_events.get(key, 1), self.delay_events.get(key, 0.0)
-
-    def capacity_error(self, instance_type: str, subnet: str) -> bool:
-        return self.request_without_capacity() or self.pool_without_capacity(instance_type, subnet)
 
     def request_without_capacity(self) -> bool:
         if self.no_capacity_runs > 0:
@@ -895,14 +892,8 @@ class LocalStack:
                     if ec2_action == "CreateFleet":
                         return self._create_fleet(body)
                     if ec2_action == "RunInstances":
-                        form = urllib.parse.parse_qs(body.decode())
-                        itype = form.get("InstanceType", [""])[0]
-                        subnet = form.get("SubnetId", [""])[0]
-                        if stack.faults.capacity_error(itype, subnet):
-                            return self._ec2_error(
-                                "InsufficientInstanceCapacity",
-                                f"We currently do not have sufficient {itype} capacity in the subnet {subnet} (injected)",
-                            )
+                        # Not the launch's (one fleet request); the eventual-consistency switch
+                        # still hides an instance launched this way.
                         data = self._forward(body)
                         stack.faults.saw_launch(re.findall(r"<instanceId>(i-[0-9a-f]+)</instanceId>", data.decode(errors="replace")))
                         return data

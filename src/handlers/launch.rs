@@ -237,7 +237,7 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt)
         }
     }
     Err(Error::NoCapacity(format!(
-        "no capacity in any of the {} pool(s) asked ({}); nothing is running. \
+        "no capacity in any of the {} pool(s) tried ({}); nothing is running. \
          Redrive later, or add instance types, subnets or the on-demand fallback to the job",
         tried.len(),
         tried
