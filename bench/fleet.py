@@ -56,11 +56,11 @@ def scenario(harness, stack, name: str, error: str, rotation) -> dict:
     from spotstep_local import contract
     definition = json.loads(harness.definition("demo"))
     stack.put_config(definition["States"][contract.state("name_the_run")]["Parameters"]["job"]["config_source"], "# bench\n")
-    arn = harness.start("demo", f"bench-fleet-{name}-{datetime.datetime.now():%H%M%S}", {"mode": "quick"})
+    arn = harness.start("demo", f"bench-fleet-{name.replace(' ', '-')}-{datetime.datetime.now():%H%M%S}", {"mode": "quick"})
     outcome = harness.wait(arn, timeout=600)
     invocations = launch_failures(outcome, error)
     calls = list(stack.faults.launch_calls)
-    assert outcome.status == "FAILED" and outcome.error == error, (outcome.status, outcome.error)
+    assert outcome.status == "FAILED" and outcome.error == error, (outcome.status, outcome.error, outcome.cause_message())
     assert invocations > 0 and len(calls) % invocations == 0, (invocations, calls)
     per = len(calls) // invocations
     return {
