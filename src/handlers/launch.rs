@@ -1,5 +1,6 @@
 //! launch: validate the run, refuse a concurrent one (the job's run lock, [`lock`]), launch
-//! one spot instance with one `instant` fleet request over all the capacity pools, and stage the job's config for it.
+//! one spot instance with one `instant` fleet request over all the capacity pools
+//! ([`fleet`]), and stage the job's config for it.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -203,8 +204,15 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt)
         tried.extend(pools_tried(&request, &answer));
         match fleet::read(&answer) {
             Outcome::Started(started) => {
-                let shown = ec2::describe(&env.ec2, &started.instance_id).await?;
-                let shown = shown.as_ref().map(Started::of).unwrap_or_default();
+                // The zone and launch time, which the fleet's answer may not carry; best
+                // effort (EC2 may not show the instance yet: the record then has no zone).
+                let shown = ec2::describe(&env.ec2, &started.instance_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .as_ref()
+                    .map(Started::of)
+                    .unwrap_or_default();
                 return Ok(launch_record(
                     Started {
                         instance_id: started.instance_id,
@@ -254,26 +262,25 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt)
 /// Sends a fleet request, and again (same request, same token: idempotent) after each
 /// pause while EC2 answers only `RequestLimitExceeded`; `Throttled` after the last pause.
 async fn send_fleet(env: &Env, request: &FleetRequest) -> Result<FleetAnswer> {
-    for pause in fleet::THROTTLE_PAUSES_SECONDS {
+    let mut pauses = fleet::THROTTLE_PAUSES_SECONDS.into_iter();
+    loop {
         let answer = ec2::create_fleet(&env.ec2, request).await?;
         if fleet::read(&answer) != Outcome::Throttled {
             return Ok(answer);
         }
+        let Some(pause) = pauses.next() else {
+            return Err(Error::Throttled(format!(
+                "CreateFleet ({}) answered RequestLimitExceeded {} times; the state machine retries it",
+                request.market.as_str(),
+                fleet::THROTTLE_PAUSES_SECONDS.len() + 1
+            )));
+        };
         warn!(
             market = request.market.as_str(),
             pause, "CreateFleet answered RequestLimitExceeded; sending it again"
         );
         env.clock.pause(pause).await;
     }
-    let answer = ec2::create_fleet(&env.ec2, request).await?;
-    if fleet::read(&answer) != Outcome::Throttled {
-        return Ok(answer);
-    }
-    Err(Error::Throttled(format!(
-        "CreateFleet ({}) answered RequestLimitExceeded {} times; the state machine retries it",
-        request.market.as_str(),
-        fleet::THROTTLE_PAUSES_SECONDS.len() + 1
-    )))
 }
 
 /// Every pool of a request with what the answer said of it (empty: no error named it).
