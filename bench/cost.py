@@ -15,16 +15,11 @@ from spotstep_local import contract
 # Stated production step durations of a data-weekly run (minutes), from the issue.
 DATA_WEEKLY_MINUTES = {"bootstrap": 5, "deps": 8, "morning-enrich": 40, "data-phase1": 90, "rag-ingestion": 30}
 
-# Prices (us-east-1), and the assumptions of the cost model. Sources in BENCHMARKS.md.
-PRICES = {
-    "sfn_standard_per_transition": 0.025 / 1000,
-    "lambda_arm64_per_gb_second": 0.0000133334,
-    "lambda_per_request": 0.20 / 1_000_000,
-    "ebs_gp3_per_gb_month": 0.08,
-    # EventBridge Scheduler, after its 14 million free invocations a month (the reconciler's
-    # ticks). AWS service events (SSM, EC2) on the default bus are free.
-    "scheduler_per_invocation": 1.00 / 1_000_000,
-}
+# List prices (us-east-1): the ones the run ledger uses, kept once in src/cost.rs and read
+# from the contract (`prices.list`, with their date). EventBridge Scheduler's price applies
+# after its 14 million free invocations a month (the reconciler's ticks); AWS service events
+# (SSM, EC2) on the default bus are free. Sources in BENCHMARKS.md.
+PRICES = {k: v for k, v in contract.load()["prices"]["list"].items() if isinstance(v, float)}
 # Step Functions' free tier (Standard workflows), a month, every customer, no expiry.
 FREE_TIER_TRANSITIONS_PER_MONTH = 4000
 

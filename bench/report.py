@@ -242,36 +242,10 @@ def events_summary(e: dict) -> str:
     return "\n".join(lines)
 
 
-def sam_build() -> dict:
-    """bench/sam-build.json (`scripts/bench-sam-build.sh`), or {} where it was not measured."""
-    path = os.path.join(HERE, "sam-build.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def coldstart() -> dict:
-    """bench/coldstart.json (scripts/bench-coldstart.sh), or None when it was never run."""
-    path = os.path.join(HERE, "coldstart.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def profiles() -> dict:
-    """bench/profiles.json (`scripts/bench-profiles.sh`), or None when it was never run."""
-    path = os.path.join(HERE, "profiles.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def checkpoint() -> dict:
-    """bench/checkpoint.json (scripts/bench-checkpoint.sh), or None when it was never run."""
-    path = os.path.join(HERE, "checkpoint.json")
+def measured(name: str):
+    """bench/<name>.json, the output of the benchmark that writes it (see each module), or None
+    when it was never run."""
+    path = os.path.join(HERE, f"{name}.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
@@ -382,7 +356,7 @@ def markdown(r: dict, ev: dict = None) -> str:
     w("## Targets\n")
     w("| target | measured | |")
     w("|---|---|---|")
-    cold = coldstart()
+    cold = measured("coldstart")
     if cold:
         from coldstart import TARGET_FIRST_GAP_MS, TARGET_GAP_MS
 
@@ -395,7 +369,7 @@ def markdown(r: dict, ev: dict = None) -> str:
                         " ([Init against hello](#init-against-a-bare-lambda_runtime-hello))",
             "met": cold["verdict"]["met"],
         })
-    ckpt = checkpoint()
+    ckpt = measured("checkpoint")
     if ckpt:
         v.extend(checkpoint_targets(ckpt))
     for row in v:
@@ -561,7 +535,7 @@ def markdown(r: dict, ev: dict = None) -> str:
             f = b["functions"][n]
             w(f"| {n} | {f['bootstrap_bytes'] / 2**20:.2f} | {f['zip_bytes'] / 2**20:.2f} |")
         w("")
-    sam = sam_build()
+    sam = measured("sam-build")
     if sam:
         minutes, seconds = divmod(round(sam["wall_seconds"]), 60)
         w(f"**arm64, as deployed** (`sam build` on a fresh clone at {sam['commit']}, {sam['machine']['cpus']} cores "
@@ -575,7 +549,7 @@ def markdown(r: dict, ev: dict = None) -> str:
         for logical, f in sam["functions"].items():
             w(f"| {logical} | {f['arch']} | {f['bootstrap_bytes'] / 2**20:.2f} | {f['zip_bytes'] / 2**20:.2f} |")
         w("")
-    prof = profiles()
+    prof = measured("profiles")
     if prof:
         out.extend(profiles_table(prof))
     elif not any(b["arch"] == ["arm64"] for b in r["sizes"]["builds"]):
@@ -770,6 +744,27 @@ def markdown(r: dict, ev: dict = None) -> str:
     if ckpt:
         out.extend(checkpoint_section(ckpt))
 
+    led = measured("ledger")
+    if led:
+        from ledger import table as ledger_table
+
+        sp = led["split"]
+        w("## Run ledger: what a data-weekly run costs, part by part\n")
+        w(f"`{led['command']}`: the production data-weekly run modeled above ({sp['run_seconds'] / 3600:.2f} h, from the")
+        w(f"event benchmark of {sp['events_from']}), priced under the ledger's rules (`src/cost.rs`, the record cleanup")
+        w("writes to `runs/<job>/<run_id>.json`); a real run's record integrates the spot price history per second instead of")
+        w("one price.\n")
+        out.extend(ledger_table(sp))
+    fl = measured("fleet")
+    if fl:
+        from fleet import table as fleet_table
+
+        w("## Launch API calls per attempt: one fleet request vs the rotation\n")
+        w(f"`{fl['command']}` ({fl['date_utc']}, commit {fl['git_head']}): the demo job's {fl['types']} instance types in the")
+        w(f"stage's {fl['subnets']} subnets with the on-demand fallback on, so {fl['types'] * fl['subnets']} pools in 2 markets;")
+        w("the stage's front door counts the CreateFleet requests. The rotation's figure is its plan's length (one RunInstances")
+        w("per pool, spot then on-demand), not a count: that code is gone.\n")
+        out.extend(fleet_table(fl))
     w("## CI\n")
     w("`scripts/bench.sh --quick` (debug binaries, 5 runs each, a data-weekly execution with 0.05 s per production")
     w("minute, no demo run) checks that every measurement runs and that the Rust and Python poll-results answer alike;")

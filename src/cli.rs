@@ -7,7 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::naming::{check_branch, check_name};
 use crate::operator::{
-    asl, completions, contract, graph, logs, redrive, run, runs, watch, Aws, Failure,
+    asl, completions, contract, cost, graph, logs, redrive, run, runs, watch, Aws, Failure,
 };
 
 /// Exit codes of `spotstep`.
@@ -110,6 +110,9 @@ pub enum Command {
     /// Recent executions with status, duration and the failed state
     #[command(override_usage = "spotstep runs [job] [--limit N]")]
     Runs(runs::RunsOptions),
+    /// What each run cost, with totals per job and per month, from the run ledger
+    #[command(override_usage = "spotstep cost [job] [--since YYYY-MM-DD]")]
+    Cost(cost::CostOptions),
     /// Print the job's state machine as a Mermaid flowchart
     #[command(override_usage = "spotstep graph <job|jobs/<job>>")]
     Graph(graph::GraphOptions),
@@ -139,6 +142,7 @@ impl Command {
             Command::Logs(o) => o.execute(&Aws::connect().await?).await,
             Command::Redrive(o) => o.execute(&Aws::connect().await?).await,
             Command::Runs(o) => o.execute(&Aws::connect().await?).await,
+            Command::Cost(o) => o.execute(&Aws::connect().await?).await,
             Command::Graph(o) => o.execute(),
             Command::Asl(o) => o.execute(),
             Command::AslAll(o) => o.execute(),

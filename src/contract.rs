@@ -237,7 +237,11 @@ fn timing(t: &Timing) -> Value {
 /// - `events`: the rules feeding poll-result (`rules`: `[{name, pattern}]`), their
 ///   `detail_types` by key, and the reconciler's schedule;
 /// - `timing`: `production` and `local`, the intervals of the generated definitions, with
-///   each poll schedule's delays as the generator counts them.
+///   each poll schedule's delays as the generator counts them;
+/// - `ledger`: the run ledger's `key` (`runs/{job}/{run_id}.json`) and `prefix` templates
+///   (`str.format` fields; not in `formats`, whose scan would flag every `.json`);
+/// - `prices`: the list prices of [`crate::cost`] with their date, the Lambda memory and
+///   billed time assumed, the month's seconds and the spot product.
 pub fn contract() -> Value {
     let functions: Vec<Value> = FUNCTIONS
         .iter()
@@ -299,6 +303,17 @@ pub fn contract() -> Value {
             },
         },
         "timing": {"production": timing(&Timing::production()), "local": timing(&Timing::local())},
+        "ledger": {
+            "key": naming::ledger_key("{job}", "{run_id}"),
+            "prefix": naming::ledger_prefix("{job}"),
+        },
+        "prices": {
+            "list": crate::cost::LIST,
+            "lambda_memory_mb": crate::cost::LAMBDA_MEMORY_MB,
+            "lambda_billed_ms_assumed": crate::cost::LAMBDA_BILLED_MS_ASSUMED,
+            "seconds_per_month": crate::cost::SECONDS_PER_MONTH,
+            "spot_product": crate::cost::SPOT_PRODUCT,
+        },
     })
 }
 

@@ -21,8 +21,9 @@ pub struct Settings {
     pub region: String,
     /// `SPOTSTEP_SUBNETS`: comma-separated subnet ids, one per availability zone.
     pub subnets: Vec<String>,
-    /// `SPOTSTEP_SECURITY_GROUP`: security group id (no inbound rule needed).
-    pub security_group: String,
+    /// `SPOTSTEP_LAUNCH_TEMPLATE`: the stack's launch template id (security group, shutdown
+    /// behaviour, metadata options, the watchdog) every fleet request names.
+    pub launch_template: String,
     /// `SPOTSTEP_INSTANCE_PROFILE`: instance profile name or ARN for the instances.
     pub instance_profile: String,
     /// `SPOTSTEP_IMAGE_ID`: an AMI id, or `resolve:ssm:<public parameter>`.
@@ -68,7 +69,7 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .map(String::from)
                 .collect(),
-            security_group: get("SPOTSTEP_SECURITY_GROUP"),
+            launch_template: get("SPOTSTEP_LAUNCH_TEMPLATE"),
             instance_profile: get("SPOTSTEP_INSTANCE_PROFILE"),
             image_id: get("SPOTSTEP_IMAGE_ID"),
             log_group: get("SPOTSTEP_LOG_GROUP"),
@@ -89,7 +90,7 @@ impl Settings {
                 Need::Stack => self.stack.is_empty(),
                 Need::Launch => {
                     self.subnets.is_empty()
-                        || self.security_group.is_empty()
+                        || self.launch_template.is_empty()
                         || self.image_id.is_empty()
                 }
             })
@@ -121,7 +122,7 @@ impl Need {
             Need::Bucket => "SPOTSTEP_BUCKET",
             Need::Region => "AWS_REGION",
             Need::Stack => "SPOTSTEP_STACK",
-            Need::Launch => "SPOTSTEP_SUBNETS, SPOTSTEP_SECURITY_GROUP, SPOTSTEP_IMAGE_ID",
+            Need::Launch => "SPOTSTEP_SUBNETS, SPOTSTEP_LAUNCH_TEMPLATE, SPOTSTEP_IMAGE_ID",
         }
     }
 }
@@ -285,7 +286,10 @@ mod tests {
         s.require(&[Need::Bucket, Need::Region]).unwrap();
         let err = s.require(&[Need::Launch]).unwrap_err();
         assert_eq!(err.name(), "Misconfigured");
-        assert!(err.to_string().contains("SPOTSTEP_SECURITY_GROUP"), "{err}");
+        assert!(
+            err.to_string().contains("SPOTSTEP_LAUNCH_TEMPLATE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub struct InstanceFacts {
     pub spot_status_code: Option<String>,
 }
 
-/// How long after our RunInstances an instance EC2 does not know counts as "not visible
+/// How long after our launch an instance EC2 does not know counts as "not visible
 /// yet" rather than gone: EC2 is eventually consistent and documents
 /// `InvalidInstanceID.NotFound` right after a launch.
 pub const NOT_VISIBLE_GRACE_SECONDS: i64 = 300;
@@ -40,7 +40,8 @@ const RECLAIM_SPOT_CODES: [&str; 7] = [
     "marked-for-termination",
 ];
 
-const RECLAIM_REASON_CODES: [&str; 2] = [
+/// The state reasons of an instance EC2 itself took back.
+pub const RECLAIM_REASON_CODES: [&str; 2] = [
     "Server.SpotInstanceTermination",
     "Server.InsufficientInstanceCapacity",
 ];

@@ -18,8 +18,8 @@ pub mod tags {
     pub const STACK: &str = "spotstep:stack";
     pub const MAX_RUNTIME: &str = "spotstep:max-runtime";
     pub const NAME: &str = "Name";
-    /// Every key the launch puts on an instance and its volume (the template's IAM allows
-    /// exactly these in RunInstances).
+    /// Every key the launch puts on an instance (the template's IAM allows exactly these in
+    /// CreateFleet and RunInstances).
     pub const ALL: [&str; 8] = [
         NAME,
         JOB,
@@ -194,6 +194,17 @@ pub fn staging_config_key(job: &str, run_id: &str) -> String {
     format!("{}config.yaml", staging_prefix(job, run_id))
 }
 
+/// The run's ledger record ([`crate::ledger`]): `runs/<job>/<run_id>.json`, outside `tmp/`,
+/// so it is kept.
+pub fn ledger_key(job: &str, run_id: &str) -> String {
+    format!("{}{run_id}.json", ledger_prefix(job))
+}
+
+/// Where a job's ledger records are: `runs/<job>/`.
+pub fn ledger_prefix(job: &str) -> String {
+    format!("runs/{job}/")
+}
+
 /// The job's run lock: held by the one execution of the job that runs
 /// ([`crate::lock`]). Outside `tmp/`, so no run's staging cleanup or the staging lifecycle
 /// rule touches it.
@@ -292,16 +303,9 @@ pub fn instance_name(prefix: &str, run_date: &str) -> String {
     format!("{prefix}-{}", run_date.replace('-', ""))
 }
 
-/// An idempotency token for one launch call: stable for the same execution, attempt, pool
-/// and generation, at most 64 characters. The generation counts the instances this attempt
-/// already launched and that ended: EC2 keeps a token bound to its instance for at least 24
-/// hours after it terminates, so a try after a launch that terminated itself needs a new one.
-pub fn client_token(execution: &str, attempt: u32, pool: usize, generation: usize) -> String {
-    let key = if generation == 0 {
-        format!("{execution}|{attempt}|{pool}")
-    } else {
-        format!("{execution}|{attempt}|{pool}|{generation}")
-    };
+/// An idempotency token for one launch call from everything that identifies it (`key`; see
+/// [`crate::fleet::client_token`]): the same key gives the same token, at most 64 characters.
+pub fn client_token(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     format!("spotstep-{}", hex(&digest[..16]))
 }
@@ -459,16 +463,10 @@ mod tests {
 
     #[test]
     fn tokens_are_stable_distinct_and_short() {
-        let a = client_token("arn:x", 1, 0, 0);
-        assert_eq!(a, client_token("arn:x", 1, 0, 0));
-        assert_ne!(a, client_token("arn:x", 2, 0, 0));
-        assert_ne!(a, client_token("arn:x", 1, 1, 0));
-        assert_ne!(a, client_token("arn:x", 1, 0, 1));
-        assert_ne!(
-            client_token("arn:x", 1, 0, 1),
-            client_token("arn:x", 1, 0, 2)
-        );
-        assert!(a.len() <= 64);
+        let a = client_token("arn:x|1|0");
+        assert_eq!(a, client_token("arn:x|1|0"));
+        assert_ne!(a, client_token("arn:x|1|1"));
+        assert!(client_token(&"k".repeat(500)).len() <= 64);
         let c = command_comment(&"r".repeat(80), &"s".repeat(40), 3);
         assert!(c.len() <= 100, "{c}");
         assert_ne!(c, command_comment(&"r".repeat(80), &"s".repeat(40), 4));

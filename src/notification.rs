@@ -21,6 +21,8 @@ pub struct Ended<'a> {
     pub error: &'a str,
     /// The failure's cause: a Lambda error's JSON, or text.
     pub cause: &'a str,
+    /// What the run cost, as its ledger record says (empty: no record).
+    pub cost: &'a str,
 }
 
 /// The execution's name and its state machine's, from its ARN
@@ -63,18 +65,25 @@ pub fn message(ended: &Ended) -> String {
     } else {
         String::new()
     };
-    let mut launches = String::new();
+    // The run's facts (launches, checkpoints, cost), a paragraph of their own.
+    let mut facts = String::new();
     if !ended.preemption.markets.is_empty() {
-        launches = format!("Launches: {}\n", ended.preemption.launches());
+        facts = format!("Launches: {}\n", ended.preemption.launches());
     }
     for resume in ended.preemption.resume_lines() {
-        launches.push_str(&format!("Checkpoint: {resume}\n"));
+        facts.push_str(&format!("Checkpoint: {resume}\n"));
+    }
+    if !ended.cost.is_empty() {
+        facts.push_str(&format!("Cost: {}\n", ended.cost));
+    }
+    if !facts.is_empty() {
+        facts.push('\n');
     }
     format!(
         "Execution {name} of {machine} ended {status}.\n\
          Failed state: {state}\n\
          Error: {error}\n\
-         Cause (first lines):\n{quoted}{more}\n{launches}\n\
+         Cause (first lines):\n{quoted}{more}\n\n{facts}\
          Console: https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{arn}\n\n\
          Its instances and staging are cleaned up. To resume the run: fix the cause, then choose \
          Redrive on that page, or run\n    \
@@ -110,6 +119,7 @@ mod tests {
             preemption: &NONE,
             error: "StepFailed",
             cause,
+            cost: "",
         }
     }
 
@@ -140,7 +150,7 @@ mod tests {
         });
         assert!(
             text.contains(
-                "    x\n\
+                "    x\n\n\
                  Launches: spot, on-demand (1 reclaim)\n\
                  Checkpoint: step train resumes from a checkpoint 4s old (saved at the spot notice)\n\
                  \nConsole: "
@@ -197,6 +207,20 @@ mod tests {
             ..failed("stopped by the operator")
         };
         let text = message(&ended);
+        assert!(
+            !text.contains("Cost:"),
+            "no ledger record, no cost line: {text}"
+        );
+        let costed = message(&Ended {
+            cost: "$0.0123 (instance $0.0100, ...)",
+            ..ended.clone()
+        });
+        assert!(
+            costed.contains(
+                "    stopped by the operator\n\nCost: $0.0123 (instance $0.0100, ...)\n\nConsole:"
+            ),
+            "{costed}"
+        );
         assert!(
             text.contains("Failed state: (unknown)\nError: (none given)\n"),
             "{text}"

@@ -121,6 +121,8 @@ pub mod events {
 
     /// The reconciler's schedule (production).
     pub const RECONCILE_SCHEDULE: &str = "rate(5 minutes)";
+    /// [`RECONCILE_SCHEDULE`] in seconds (the ledger counts the ticks a run overlaps).
+    pub const RECONCILE_EVERY_SECONDS: u64 = 300;
 
     /// Each rule feeding poll-result: its name in `template.yaml` and its event pattern.
     pub fn rules() -> Vec<(&'static str, Value)> {

@@ -327,7 +327,7 @@ fn functions_get_every_setting_the_code_reads() {
         "SPOTSTEP_STACK",
         "SPOTSTEP_BUCKET",
         "SPOTSTEP_SUBNETS",
-        "SPOTSTEP_SECURITY_GROUP",
+        "SPOTSTEP_LAUNCH_TEMPLATE",
         "SPOTSTEP_INSTANCE_PROFILE",
         "SPOTSTEP_IMAGE_ID",
         "SPOTSTEP_LOG_GROUP",
@@ -824,6 +824,65 @@ fn instances_are_terminated_and_commanded_only_when_they_belong_to_this_stack() 
 }
 
 #[test]
+fn create_fleet_has_the_conditions_of_run_instances_and_the_stacks_launch_template() {
+    let template = template();
+    let launch = statements_of(&template, "LaunchFunction");
+    let running = allowing(&launch, "ec2:RunInstances");
+    let fleets = allowing(&launch, "ec2:CreateFleet");
+    assert!(!running.is_empty());
+    for statement in &running {
+        assert!(
+            fleets.contains(statement),
+            "CreateFleet is allowed under every RunInstances statement's conditions: {statement}"
+        );
+    }
+    let extra: Vec<&&Value> = fleets.iter().filter(|s| !running.contains(s)).collect();
+    assert_eq!(extra.len(), 1, "{extra:?}");
+    assert_eq!(
+        extra[0]["Resource"],
+        json!([{"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:fleet/*"}])
+    );
+    assert_eq!(
+        strings(&extra[0]["Action"]),
+        vec!["ec2:CreateFleet"],
+        "the fleet statement allows nothing else"
+    );
+    let named: Vec<&&Value> = running
+        .iter()
+        .filter(|s| s["Resource"].to_string().contains(":launch-template/"))
+        .collect();
+    assert_eq!(named.len(), 1);
+    assert_eq!(
+        named[0]["Resource"],
+        json!([{"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:launch-template/${LaunchTemplate}"}]),
+        "only the stack's own launch template"
+    );
+
+    let data = &resources(&template)["LaunchTemplate"]["Properties"]["LaunchTemplateData"];
+    assert_eq!(data["InstanceInitiatedShutdownBehavior"], "terminate");
+    assert_eq!(data["MetadataOptions"]["HttpTokens"], "required");
+    assert_eq!(
+        data["MetadataOptions"]["InstanceMetadataTags"], "enabled",
+        "the watchdog reads its max runtime from the instance's tags"
+    );
+    let user_data = data["UserData"]["Fn::Base64"].as_str().unwrap();
+    use spotstep::naming::tags;
+    assert!(
+        user_data.contains(&format!("meta-data/tags/instance/{}", tags::MAX_RUNTIME)),
+        "{user_data}"
+    );
+    assert!(user_data.contains("systemd-run --unit=spotstep-boot-watchdog"));
+    assert!(
+        user_data.contains("max=${max:-172800}"),
+        "falls back to the longest max_runtime_seconds a manifest allows"
+    );
+    assert_eq!(
+        template["Globals"]["Function"]["Environment"]["Variables"]["SPOTSTEP_LAUNCH_TEMPLATE"],
+        json!({"Ref": "LaunchTemplate"})
+    );
+}
+
+#[test]
 fn run_instances_is_limited_to_the_jobs_types_spot_market_network_and_stack_tags() {
     let template = template();
     let launch = statements_of(&template, "LaunchFunction");
@@ -899,7 +958,7 @@ fn run_instances_is_limited_to_the_jobs_types_spot_market_network_and_stack_tags
     assert_eq!(tagging.len(), 1);
     assert_eq!(
         tagging[0]["Condition"],
-        json!({"StringEquals": {"ec2:CreateAction": "RunInstances"}})
+        json!({"StringEquals": {"ec2:CreateAction": ["CreateFleet", "RunInstances"]}})
     );
     let mut everywhere = Vec::new();
     statements(&template, &mut everywhere);

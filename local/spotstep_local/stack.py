@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 from botocore.config import Config
 
-from . import contract
+from . import contract, fleet, prices
 from .agent import Agent, SsmError
 from .events import EventBus, Reconciler
 from .lambdas import ACCOUNT, REGION, LambdaService
@@ -84,9 +84,16 @@ class Faults:
             hold.release()
         self.never_online = False
         self.no_capacity = set()  # {(instance_type or "*", subnet_id or "*")}
-        # The next N RunInstances (any pool) answer InsufficientInstanceCapacity; then capacity
-        # returns.
+        # The next N CreateFleet requests answer InsufficientInstanceCapacity in every pool;
+        # then capacity returns.
         self.no_capacity_runs = 0
+        # CreateFleet (fleet.py): the next N requests answer HTTP 200 with only
+        # `RequestLimitExceeded` in `Errors`; with `fleet_unauthorized`, every request answers
+        # `UnauthorizedOperation` in `Errors` for each pool (IAM refusing the launch).
+        self.fleet_throttled = 0
+        self.fleet_unauthorized = False
+        # Every CreateFleet request the front door saw: (action, market), for the call counts.
+        self.launch_calls = []
         self.throttle = {}  # operation -> remaining throttled answers
         # The next N S3 CopyObject calls answer AccessDenied (e.g. Launch staging the config).
         self.s3_copy_denied = 0
@@ -94,13 +101,13 @@ class Faults:
         # An operator's TerminateInstances (`Client.UserInitiatedShutdown`) during a step:
         # step -> {"after": seconds, "times": remaining (None = always)}.
         self.terminate_during = {}
-        # EC2 eventual consistency: for this many seconds after RunInstances, EC2 does not show
+        # EC2 eventual consistency: for this many seconds after a launch, EC2 does not show
         # the instance: DescribeInstances and TerminateInstances naming it answer
         # `InvalidInstanceID.NotFound`, a filtered DescribeInstances leaves it out, and its SSM
         # agent is not registered yet. `not_found` records each (action, instance_id) so hidden.
         self.ec2_not_found_for = 0.0
         self.not_found = []
-        self.launched = {}  # instance_id -> time.time() of the RunInstances that made it
+        self.launched = {}  # instance_id -> time.time() of the launch that made it
         # SSM ListCommands lags SendCommand: a command is listed only this many seconds after
         # it was sent. `unlisted` counts the commands a ListCommands answer left out.
         self.list_commands_lag = 0.0
@@ -157,6 +164,9 @@ class Faults:
         # The next N writes that complete a send marker with its command (send-step's write
         # after SendCommand) answer AccessDenied: the marker keeps no command.
         self.marker_completion_lost = 0
+        # DescribeSpotPriceHistory (prices.py): {(instance type, zone): [(epoch s, usd/h)]}
+        # replacing a pool's seeded history; an empty list is a pool without history.
+        self.spot_prices = {}
 
     def event_plan(self, key: str):
         """(drop, copies, delay) for the next event of detail-type key `key`."""
@@ -170,13 +180,34 @@ class Faults:
                 drop = True
         return drop, self.duplicate_events.get(key, 1), self.delay_events.get(key, 0.0)
 
-    def capacity_error(self, instance_type: str, subnet: str) -> bool:
+    def request_without_capacity(self) -> bool:
         if self.no_capacity_runs > 0:
             self.no_capacity_runs -= 1
             return True
-        return any(
-            t in ("*", instance_type) and s in ("*", subnet) for t, s in self.no_capacity
-        )
+        return False
+
+    def pool_without_capacity(self, instance_type: str, subnet: str) -> bool:
+        return any(t in ("*", instance_type) and s in ("*", subnet) for t, s in self.no_capacity)
+
+    def fleet_errors(self, market: str, pools) -> tuple:
+        """What a CreateFleet over `pools` [(number, type, subnet)] answers: (the pool that
+        launches or None, [(type, subnet, code, message)] for `Errors`)."""
+        self.launch_calls.append(("CreateFleet", market))
+        if self.fleet_unauthorized:
+            message = "You are not authorized to perform this operation. (injected)"
+            return None, [(t, s, "UnauthorizedOperation", message) for _, t, s in pools]
+        if self.fleet_throttled > 0:
+            self.fleet_throttled -= 1
+            return None, [(t, s, "RequestLimitExceeded", "Request limit exceeded. (injected)") for _, t, s in pools]
+        everywhere = self.request_without_capacity()
+        errors, chosen = [], None
+        for number, t, s in pools:
+            if everywhere or self.pool_without_capacity(t, s):
+                message = f"We currently do not have sufficient {t} capacity in the subnet {s} (injected)"
+                errors.append((t, s, "InsufficientInstanceCapacity", message))
+            elif chosen is None:
+                chosen = number
+        return chosen, errors
 
     def take_s3_copy_denied(self) -> bool:
         if self.s3_copy_denied > 0:
@@ -618,7 +649,7 @@ class LocalStack:
             "RUST_LOG": "info",
             "SPOTSTEP_BUCKET": bucket,
             "SPOTSTEP_SUBNETS": ",".join(self.world["subnets"]),
-            "SPOTSTEP_SECURITY_GROUP": self.world["security_group"],
+            "SPOTSTEP_LAUNCH_TEMPLATE": self.world["launch_template"],
             "SPOTSTEP_INSTANCE_PROFILE": self.world["instance_profile"],
             "SPOTSTEP_IMAGE_ID": self.world["image_id"],
             "SPOTSTEP_LOG_GROUP": log_group,
@@ -674,6 +705,19 @@ class LocalStack:
         ]
         sg = ec2.create_security_group(GroupName="spotstep-local", Description="no inbound", VpcId=vpc)["GroupId"]
         image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        # The stack's launch template (template.yaml's LaunchTemplate, without its watchdog:
+        # the stage runs no user data).
+        launch_template = ec2.create_launch_template(
+            LaunchTemplateName="spotstep-local",
+            LaunchTemplateData={
+                "SecurityGroupIds": [sg],
+                "InstanceInitiatedShutdownBehavior": "terminate",
+                "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
+                "TagSpecifications": [
+                    {"ResourceType": "volume", "Tags": [{"Key": "spotstep:stack", "Value": "spotstep-local"}]}
+                ],
+            },
+        )["LaunchTemplate"]["LaunchTemplateId"]
         iam = self.client("iam")
         iam.create_role(RoleName="spotstep-instance", AssumeRolePolicyDocument="{}")
         iam.create_instance_profile(InstanceProfileName="spotstep-instance")
@@ -685,6 +729,7 @@ class LocalStack:
             "vpc": vpc,
             "subnets": subnets,
             "security_group": sg,
+            "launch_template": launch_template,
             "image_id": image_id,
             "instance_profile": "spotstep-instance",
             "topic": topic,
@@ -865,19 +910,33 @@ class LocalStack:
                 if ec2_action:
                     if stack.faults.take_throttle(ec2_action):
                         return self._ec2_error("RequestLimitExceeded", "Request limit exceeded (injected)")
+                    if ec2_action == "DescribeSpotPriceHistory":
+                        product = contract.load()["prices"]["spot_product"]
+                        answer = prices.answer(prices.parse(body), stack.faults.spot_prices, product)
+                        return self._reply(200, answer, {"Content-Type": "text/xml"})
+                    if ec2_action == "CreateFleet":
+                        return self._create_fleet(body)
                     if ec2_action == "RunInstances":
-                        form = urllib.parse.parse_qs(body.decode())
-                        itype = form.get("InstanceType", [""])[0]
-                        subnet = form.get("SubnetId", [""])[0]
-                        if stack.faults.capacity_error(itype, subnet):
-                            return self._ec2_error(
-                                "InsufficientInstanceCapacity",
-                                f"We currently do not have sufficient {itype} capacity in the subnet {subnet} (injected)",
-                            )
+                        # Not the launch's (one fleet request); the eventual-consistency switch
+                        # still hides an instance launched this way.
                         data = self._forward(body)
                         stack.faults.saw_launch(re.findall(r"<instanceId>(i-[0-9a-f]+)</instanceId>", data.decode(errors="replace")))
                         return data
                 return self._forward(body)
+
+            def _create_fleet(self, body: bytes):
+                """CreateFleet as EC2 answers it (fleet.py): the pools the faults refuse in
+                `Errors`, the first other pool launched by moto, in the same answer."""
+                pairs, market, pools = fleet.parse(body)
+                chosen, errors = stack.faults.fleet_errors(market, pools)
+                headers = {"Content-Type": "text/xml"}
+                if chosen is None:
+                    return self._reply(200, fleet.only_errors(errors, market), headers)
+                status, data, moto_headers = self._fetch(fleet.keep_only(pairs, chosen))
+                if status != 200:
+                    return self._reply(status, data, moto_headers)
+                stack.faults.saw_launch(re.findall(r"(i-[0-9a-f]{8,})", data.decode(errors="replace")))
+                return self._reply(200, fleet.with_errors(data, errors, market), headers)
 
             def _is_send_marker(self, path: str) -> bool:
                 bucket_and_key = path.lstrip("/").split("/", 1)

@@ -1,18 +1,21 @@
-//! The EC2 calls: launching one instance, what became of an instance, which instances
+//! The EC2 calls: launching one instance (one `instant` fleet request), what became of an instance, which instances
 //! belong to a run, terminating them.
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    Instance, InstanceInterruptionBehavior, InstanceMarketOptionsRequest,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, MarketType,
-    ResourceType, ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
-    VolumeType,
+    DefaultTargetCapacityType, Filter, FleetBlockDeviceMappingRequest, FleetEbsBlockDeviceRequest,
+    FleetIamInstanceProfileSpecificationRequest, FleetLaunchTemplateConfigRequest,
+    FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
+    FleetOnDemandAllocationStrategy, FleetType, Instance, InstanceLifecycle, InstanceType,
+    OnDemandOptionsRequest, ResourceType, SpotAllocationStrategy, SpotInstanceInterruptionBehavior,
+    SpotOptionsRequest, Tag, TagSpecification, TargetCapacitySpecificationRequest, VolumeType,
 };
 use aws_sdk_ec2::Client;
 
+use crate::capacity::Market;
 use crate::env::{rfc3339, Clock};
 use crate::error::{Error, Result};
+use crate::fleet::{FleetAnswer, FleetError, FleetInstance, FleetRequest};
 use crate::loss::{fate_since_launch, Fate, InstanceFacts};
 use crate::naming::{self, tags};
 
@@ -263,26 +266,6 @@ pub async fn terminate(ec2: &Client, ids: &[String]) -> Result<Vec<String>> {
     Ok(unknown)
 }
 
-/// One instance to launch in one capacity pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceRequest {
-    pub image_id: String,
-    pub instance_type: String,
-    pub subnet_id: String,
-    pub security_group: String,
-    /// Instance profile name or ARN (empty: none).
-    pub instance_profile: String,
-    pub root_volume_gb: u32,
-    /// Base64 user data.
-    pub user_data: String,
-    /// The idempotency token of this launch call.
-    pub client_token: String,
-    /// Tags of the instance and its volume.
-    pub tags: Vec<(String, String)>,
-    /// A one-time spot request that terminates on interruption; on-demand otherwise.
-    pub spot: bool,
-}
-
 /// An instance EC2 started (or an earlier try of the same launch had started).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Started {
@@ -296,7 +279,7 @@ pub struct Started {
 }
 
 impl Started {
-    fn of(instance: &Instance) -> Started {
+    pub fn of(instance: &Instance) -> Started {
         Started {
             instance_id: instance.instance_id().unwrap_or_default().to_string(),
             instance_type: instance
@@ -319,111 +302,153 @@ impl Started {
     }
 }
 
-/// What EC2 answered a launch in one pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Launched {
-    Started(Started),
-    /// EC2 refused this pool: its error code and message (capacity, quota, parameters).
-    Refused {
-        code: String,
-        message: String,
-    },
-}
-
-/// Launches one instance (RunInstances). Throttling is an error (`Throttled`); any other
-/// refusal is [`Launched::Refused`] for the caller to classify.
-pub async fn run_instance(ec2: &Client, request: &InstanceRequest) -> Result<Launched> {
+/// Sends one `instant` fleet request (CreateFleet). An exception with an error code
+/// (the request refused as a whole: permissions, throttling after the SDK's own retries)
+/// is folded into the answer as an error without a pool, so that [`fleet::read`] judges
+/// every refusal alike; only a failure without a code (network) is an `Err`.
+pub async fn create_fleet(ec2: &Client, request: &FleetRequest) -> Result<FleetAnswer> {
+    let spot = request.market == Market::Spot;
+    let profile = (!request.instance_profile.is_empty()).then(|| {
+        let p = FleetIamInstanceProfileSpecificationRequest::builder();
+        if request.instance_profile.starts_with("arn:") {
+            p.arn(&request.instance_profile).build()
+        } else {
+            p.name(&request.instance_profile).build()
+        }
+    });
+    let overrides: Vec<FleetLaunchTemplateOverridesRequest> = request
+        .overrides
+        .iter()
+        .map(|o| {
+            FleetLaunchTemplateOverridesRequest::builder()
+                .instance_type(InstanceType::from(o.instance_type.as_str()))
+                .subnet_id(&o.subnet_id)
+                .image_id(&request.image_id)
+                .block_device_mappings(
+                    FleetBlockDeviceMappingRequest::builder()
+                        .device_name("/dev/xvda")
+                        .ebs(
+                            FleetEbsBlockDeviceRequest::builder()
+                                .volume_size(request.root_volume_gb as i32)
+                                .volume_type(VolumeType::Gp3)
+                                .encrypted(true)
+                                .delete_on_termination(true)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .set_iam_instance_profile(profile.clone())
+                .build()
+        })
+        .collect();
     let tags: Vec<Tag> = request
         .tags
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
     let mut call = ec2
-        .run_instances()
-        .image_id(&request.image_id)
-        .instance_type(InstanceType::from(request.instance_type.as_str()))
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(&request.subnet_id)
-        .security_group_ids(&request.security_group)
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(HttpTokensState::Required)
-                .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                .build(),
-        )
-        .block_device_mappings(
-            BlockDeviceMapping::builder()
-                .device_name("/dev/xvda")
-                .ebs(
-                    EbsBlockDevice::builder()
-                        .volume_size(request.root_volume_gb as i32)
-                        .volume_type(VolumeType::Gp3)
-                        .encrypted(true)
-                        .delete_on_termination(true)
+        .create_fleet()
+        .r#type(FleetType::Instant)
+        .client_token(&request.client_token)
+        .launch_template_configs(
+            FleetLaunchTemplateConfigRequest::builder()
+                .launch_template_specification(
+                    FleetLaunchTemplateSpecificationRequest::builder()
+                        .launch_template_id(&request.launch_template)
+                        .version("$Latest")
                         .build(),
                 )
+                .set_overrides(Some(overrides))
                 .build(),
         )
-        .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
-        .user_data(&request.user_data)
-        .client_token(&request.client_token)
+        .target_capacity_specification(
+            TargetCapacitySpecificationRequest::builder()
+                .total_target_capacity(1)
+                .default_target_capacity_type(if spot {
+                    DefaultTargetCapacityType::Spot
+                } else {
+                    DefaultTargetCapacityType::OnDemand
+                })
+                .build(),
+        )
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Instance)
-                .set_tags(Some(tags.clone()))
-                .build(),
-        )
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Volume)
                 .set_tags(Some(tags))
                 .build(),
         );
-    if !request.instance_profile.is_empty() {
-        let profile = IamInstanceProfileSpecification::builder();
-        call = call.iam_instance_profile(if request.instance_profile.starts_with("arn:") {
-            profile.arn(&request.instance_profile).build()
-        } else {
-            profile.name(&request.instance_profile).build()
+    call = if spot {
+        call.spot_options(
+            SpotOptionsRequest::builder()
+                .allocation_strategy(SpotAllocationStrategy::PriceCapacityOptimized)
+                .instance_interruption_behavior(SpotInstanceInterruptionBehavior::Terminate)
+                .build(),
+        )
+    } else {
+        call.on_demand_options(
+            OnDemandOptionsRequest::builder()
+                .allocation_strategy(FleetOnDemandAllocationStrategy::LowestPrice)
+                .build(),
+        )
+    };
+    let out = match call.send().await {
+        Ok(out) => out,
+        Err(e) => {
+            let Some(code) = e.code() else {
+                return Err(Error::from_sdk("CreateFleet", &e));
+            };
+            return Ok(FleetAnswer {
+                instances: Vec::new(),
+                errors: vec![FleetError {
+                    code: code.to_string(),
+                    message: e.message().unwrap_or("no message").to_string(),
+                    ..FleetError::default()
+                }],
+            });
+        }
+    };
+    let pool = |lto: Option<&aws_sdk_ec2::types::LaunchTemplateAndOverridesResponse>| {
+        let o = lto.and_then(|l| l.overrides());
+        (
+            o.and_then(|o| o.instance_type())
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            o.and_then(|o| o.subnet_id())
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let mut answer = FleetAnswer::default();
+    for started in out.instances() {
+        let (instance_type, subnet_id) = pool(started.launch_template_and_overrides());
+        for id in started.instance_ids() {
+            answer.instances.push(FleetInstance {
+                instance_id: id.clone(),
+                instance_type: started
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_else(|| instance_type.clone()),
+                subnet_id: started
+                    .subnet_id()
+                    .map(String::from)
+                    .unwrap_or_else(|| subnet_id.clone()),
+                availability_zone: started.availability_zone().unwrap_or_default().to_string(),
+                spot: started
+                    .lifecycle()
+                    .map_or(spot, |l| *l == InstanceLifecycle::Spot),
+            });
+        }
+    }
+    for error in out.errors() {
+        let (instance_type, subnet_id) = pool(error.launch_template_and_overrides());
+        answer.errors.push(FleetError {
+            code: error.error_code().unwrap_or("Unknown").to_string(),
+            message: error.error_message().unwrap_or("no message").to_string(),
+            instance_type,
+            subnet_id,
         });
     }
-    if request.spot {
-        call = call.instance_market_options(
-            InstanceMarketOptionsRequest::builder()
-                .market_type(MarketType::Spot)
-                .spot_options(
-                    SpotMarketOptions::builder()
-                        .spot_instance_type(SpotInstanceType::OneTime)
-                        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
-                        .build(),
-                )
-                .build(),
-        );
-    }
-    match call.send().await {
-        Ok(out) => {
-            let instance = out.instances().first().ok_or_else(|| {
-                Error::AwsError("RunInstances answered without an instance".to_string())
-            })?;
-            Ok(Launched::Started(Started {
-                instance_type: request.instance_type.clone(),
-                subnet_id: request.subnet_id.clone(),
-                spot: request.spot,
-                ..Started::of(instance)
-            }))
-        }
-        Err(e) => {
-            let code = e.code().unwrap_or("Unknown").to_string();
-            if crate::error::is_throttling(&code) {
-                return Err(Error::from_sdk("RunInstances", &e));
-            }
-            Ok(Launched::Refused {
-                code,
-                message: e.message().unwrap_or("no message").to_string(),
-            })
-        }
-    }
+    Ok(answer)
 }
 
 /// What earlier tries of one launch (an execution's attempt) left.
@@ -479,5 +504,56 @@ pub async fn describe(ec2: &Client, instance_id: &str) -> Result<Option<Instance
             &format!("DescribeInstances {instance_id}"),
             &e,
         )),
+    }
+}
+
+/// The spot price history of `instance_type` in `availability_zone` ([`cost::SPOT_PRODUCT`])
+/// from `from` to `to` (epoch seconds), all pages: the change in force at `from` and every
+/// change inside the window, as DescribeSpotPriceHistory returns them.
+///
+/// [`cost::SPOT_PRODUCT`]: crate::cost::SPOT_PRODUCT
+pub async fn spot_price_history(
+    ec2: &Client,
+    instance_type: &str,
+    availability_zone: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<crate::cost::PricePoint>> {
+    use aws_sdk_ec2::primitives::DateTime;
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ec2
+            .describe_spot_price_history()
+            .instance_types(InstanceType::from(instance_type))
+            .availability_zone(availability_zone)
+            .product_descriptions(crate::cost::SPOT_PRODUCT)
+            .start_time(DateTime::from_secs(from))
+            .end_time(DateTime::from_secs(to))
+            .set_next_token(token.take())
+            .send()
+            .await
+            .map_err(|e| {
+                Error::from_sdk(
+                    &format!("DescribeSpotPriceHistory {instance_type} {availability_zone}"),
+                    &e,
+                )
+            })?;
+        for price in page.spot_price_history() {
+            let (Some(at), Some(usd)) = (
+                price.timestamp().map(|t| t.secs()),
+                price.spot_price().and_then(|p| p.parse::<f64>().ok()),
+            ) else {
+                continue;
+            };
+            out.push(crate::cost::PricePoint {
+                at,
+                usd_per_hour: usd,
+            });
+        }
+        match page.next_token().filter(|t| !t.is_empty()) {
+            Some(next) => token = Some(next.to_string()),
+            None => return Ok(out),
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::env::{Env, Need};
 use crate::error::{Error, Result};
 use crate::handlers::poll_result;
 use crate::input::{parse, Checked};
+use crate::ledger;
 use crate::lock;
 use crate::manifest::{JobSpec, StepSpec};
 use crate::naming::{self, tags};
@@ -107,6 +108,9 @@ pub struct Report {
     /// True when the on-call engineer was told (execution-ended with `SPOTSTEP_TOPIC`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub notified: bool,
+    /// The run's cost, as its ledger record says it ([`ledger`]).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cost: String,
 }
 
 /// Reads the request shape: an EventBridge event or an `action` object.
@@ -354,11 +358,27 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
         report.deleted_objects += s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await?;
         Box::pin(lock::release(env, &job, execution)).await?;
     }
+    Box::pin(record(env, execution, status, &mut report)).await;
     if !env.settings.topic.is_empty() {
-        Box::pin(notify(env, execution, status, &described)).await?;
+        Box::pin(notify(env, execution, status, &described, &report.cost)).await?;
         report.notified = true;
     }
     Ok(report)
+}
+
+/// Writes the run's ledger record ([`ledger::write`]) and puts its cost in the report. Best
+/// effort: a failure is logged and reported in `incomplete`, never the cleanup's error.
+async fn record(env: &Env, execution: &str, status: &str, report: &mut Report) {
+    match ledger::write(env, execution, status).await {
+        Ok(Some(record)) => report.cost = record.cost.line(),
+        Ok(None) => {}
+        Err(e) => {
+            warn!(execution, error_type = e.name(), error = %e, "the run's ledger record could not be written");
+            report
+                .incomplete
+                .push(format!("{}: {e} (the ledger record of the run)", e.name()));
+        }
+    }
 }
 
 /// Tells the on-call engineer (`SPOTSTEP_TOPIC`) which state failed, with which error and
@@ -370,6 +390,7 @@ async fn notify(
     execution: &str,
     status: &str,
     described: &sfn::Execution,
+    cost: &str,
 ) -> Result<()> {
     let events = sfn::history(&env.sfn, execution).await?;
     let failed_state = sfn::last_state_of(&events);
@@ -381,6 +402,7 @@ async fn notify(
         preemption: &preemption,
         error: described.error.as_deref().unwrap_or_default(),
         cause: described.cause.as_deref().unwrap_or_default(),
+        cost,
     };
     sns::publish(
         &env.sns,
@@ -437,6 +459,9 @@ async fn end_of_run(env: &Env, run: &Run) -> Report {
         }
     }
     report.action = "end-of-run".into();
+    if !env.settings.bucket.is_empty() {
+        Box::pin(record(env, &run.execution, "SUCCEEDED", &mut report)).await;
+    }
     for e in errors {
         warn!(error_type = e.name(), error = %e, "end-of-run cleanup incomplete; the run still succeeds");
         report.incomplete.push(format!(
@@ -604,6 +629,7 @@ async fn sweep(env: &Env) -> Result<Report> {
                     (seen, ec2::tag(&instance, tags::EXECUTION))
                 {
                     Box::pin(lock::release(env, &job, execution)).await?;
+                    Box::pin(record(env, execution, "UNKNOWN", &mut report)).await;
                 }
                 report.terminated.extend(cleaned.terminated);
                 report.deleted_objects += cleaned.deleted_objects;

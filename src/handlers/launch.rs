@@ -1,16 +1,17 @@
 //! launch: validate the run, refuse a concurrent one (the job's run lock, [`lock`]), launch
-//! one spot instance across the capacity pools, and stage the job's config for it.
+//! one spot instance with one `instant` fleet request over all the capacity pools
+//! ([`fleet`]), and stage the job's config for it.
 
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::aws::ec2::{self, InstanceRequest, Launched, Started};
+use crate::aws::ec2::{self, Started};
 use crate::aws::{s3, sfn};
-use crate::capacity::{self, LaunchAnswer, Market, Pool};
+use crate::capacity::{self, Market};
 use crate::env::{parse_rfc3339, rfc3339, Env, Need};
 use crate::error::{Error, Result};
+use crate::fleet::{self, FleetAnswer, FleetRequest, Outcome};
 use crate::input::{parse, Checked};
 use crate::lock;
 use crate::manifest::JobSpec;
@@ -191,35 +192,63 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt)
         job.on_demand_after_reclaims,
     );
     let mut tried: Vec<PoolTried> = Vec::new();
-    let mut spot_quota_hit = false;
-    for (index, pool) in pools.iter().enumerate() {
-        if spot_quota_hit && pool.market == Market::Spot {
-            continue;
-        }
-        let request = instance_request(env, run, job, pool, attempt, index);
-        let (code, message) = match ec2::run_instance(&env.ec2, &request).await? {
-            Launched::Started(started) => {
-                tried.push(pool_tried(pool, ""));
-                return Ok(launch_record(started, tried));
-            }
-            Launched::Refused { code, message } => (code, message),
+    for (market, overrides) in fleet::requests_of(&pools) {
+        let mut request = FleetRequest {
+            launch_template: env.settings.launch_template.clone(),
+            market,
+            overrides,
+            image_id: env.settings.image_id.clone(),
+            root_volume_gb: job.root_volume_gb,
+            instance_profile: env.settings.instance_profile.clone(),
+            tags: instance_tags(env, run, job, attempt),
+            client_token: String::new(),
         };
-        tried.push(pool_tried(pool, &code));
-        match capacity::classify_launch_error(&code) {
-            LaunchAnswer::NoCapacity => {
-                info!(instance_type = %pool.instance_type, subnet = %pool.subnet_id, %code, "no capacity in pool");
+        request.client_token =
+            fleet::client_token(&run.execution, attempt.number, attempt.generation, &request);
+        let answer = send_fleet(env, &request).await?;
+        for error in &answer.errors {
+            info!(instance_type = %error.instance_type, subnet = %error.subnet_id, market = market.as_str(), code = %error.code, message = %error.message, "fleet error");
+        }
+        tried.extend(pools_tried(&request, &answer));
+        match fleet::read(&answer) {
+            Outcome::Started(started) => {
+                // The zone and launch time, which the fleet's answer may not carry; best
+                // effort (EC2 may not show the instance yet: the record then has no zone).
+                let shown = ec2::describe(&env.ec2, &started.instance_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .as_ref()
+                    .map(Started::of)
+                    .unwrap_or_default();
+                return Ok(launch_record(
+                    Started {
+                        instance_id: started.instance_id,
+                        instance_type: started.instance_type,
+                        availability_zone: if started.availability_zone.is_empty() {
+                            shown.availability_zone
+                        } else {
+                            started.availability_zone
+                        },
+                        subnet_id: started.subnet_id,
+                        spot: started.spot,
+                        launched_at: shown.launched_at,
+                    },
+                    tried,
+                ));
             }
-            LaunchAnswer::Quota if pool.market == Market::Spot && job.on_demand_fallback => {
-                spot_quota_hit = true;
+            // send_fleet answers Throttled with an error, never with an answer.
+            Outcome::NoCapacity | Outcome::Throttled => {
+                info!(
+                    market = market.as_str(),
+                    "no capacity in any pool of the fleet request"
+                );
             }
-            LaunchAnswer::Quota | LaunchAnswer::Rejected => {
-                return Err(Error::LaunchRejected(format!(
-                    "EC2 rejected the launch of {} in {} ({}): {code}: {message}; nothing is running. \
-                     Fix the deployment settings or the job manifest, then redrive",
-                    pool.instance_type,
-                    pool.subnet_id,
-                    pool.market.as_str(),
-                )));
+            Outcome::Quota(_) if market == Market::Spot && job.on_demand_fallback => {
+                info!("spot quota reached; the on-demand request follows");
+            }
+            Outcome::Quota(e) | Outcome::Rejected(e) => {
+                return Err(Error::LaunchRejected(fleet::rejected_message(&e, market)));
             }
         }
     }
@@ -238,68 +267,67 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt)
     )))
 }
 
-fn pool_tried(pool: &Pool, error: &str) -> PoolTried {
-    PoolTried {
-        instance_type: pool.instance_type.clone(),
-        subnet_id: pool.subnet_id.clone(),
-        market: pool.market.as_str().to_string(),
-        error: error.to_string(),
+/// Sends a fleet request, and again (same request, same token: idempotent) after each
+/// pause while EC2 answers only `RequestLimitExceeded`; `Throttled` after the last pause.
+async fn send_fleet(env: &Env, request: &FleetRequest) -> Result<FleetAnswer> {
+    let mut pauses = fleet::THROTTLE_PAUSES_SECONDS.into_iter();
+    loop {
+        let answer = ec2::create_fleet(&env.ec2, request).await?;
+        if fleet::read(&answer) != Outcome::Throttled {
+            return Ok(answer);
+        }
+        let Some(pause) = pauses.next() else {
+            return Err(Error::Throttled(format!(
+                "CreateFleet ({}) answered RequestLimitExceeded {} times; the state machine retries it",
+                request.market.as_str(),
+                fleet::THROTTLE_PAUSES_SECONDS.len() + 1
+            )));
+        };
+        warn!(
+            market = request.market.as_str(),
+            pause, "CreateFleet answered RequestLimitExceeded; sending it again"
+        );
+        env.clock.pause(pause).await;
     }
 }
 
-/// The user data: arms the max-runtime watchdog at boot, before anything else runs.
-pub fn user_data(max_runtime_seconds: u64) -> String {
-    let script = format!(
-        "#!/bin/bash\n# spotstep watchdog: the instance shuts down (and so terminates) after its max runtime\n\
-         systemd-run --unit=spotstep-boot-watchdog --on-active={max_runtime_seconds}s /usr/sbin/shutdown -h now \
-         || shutdown -h +{}\n",
-        max_runtime_seconds.div_ceil(60)
-    );
-    base64::engine::general_purpose::STANDARD.encode(script)
+/// Every pool of a request with what the answer said of it (empty: no error named it).
+fn pools_tried(request: &FleetRequest, answer: &FleetAnswer) -> Vec<PoolTried> {
+    request
+        .overrides
+        .iter()
+        .map(|o| PoolTried {
+            instance_type: o.instance_type.clone(),
+            subnet_id: o.subnet_id.clone(),
+            market: request.market.as_str().to_string(),
+            error: answer
+                .errors
+                .iter()
+                .find(|e| e.instance_type == o.instance_type && e.subnet_id == o.subnet_id)
+                .or_else(|| answer.errors.iter().find(|e| e.instance_type.is_empty()))
+                .map(|e| e.code.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
-/// The RunInstances request for one pool: the deployment's image, network and profile, the
-/// job's volume and watchdog, the run's tags, an idempotency token per (execution, attempt,
-/// pool).
-fn instance_request(
-    env: &Env,
-    run: &Run,
-    job: &JobSpec,
-    pool: &Pool,
-    attempt: &Attempt,
-    index: usize,
-) -> InstanceRequest {
-    let s = &env.settings;
-    InstanceRequest {
-        image_id: s.image_id.clone(),
-        instance_type: pool.instance_type.clone(),
-        subnet_id: pool.subnet_id.clone(),
-        security_group: s.security_group.clone(),
-        instance_profile: s.instance_profile.clone(),
-        root_volume_gb: job.root_volume_gb,
-        user_data: user_data(job.max_runtime_seconds),
-        client_token: naming::client_token(
-            &run.execution,
-            attempt.number,
-            index,
-            attempt.generation,
+/// The instance's tags: the run's names, the stack, and the max runtime the launch
+/// template's watchdog reads from the instance metadata at boot.
+fn instance_tags(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt) -> Vec<(String, String)> {
+    [
+        (
+            tags::NAME,
+            naming::instance_name(&job.instance_name_prefix, &run.run_date),
         ),
-        tags: [
-            (
-                tags::NAME,
-                naming::instance_name(&job.instance_name_prefix, &run.run_date),
-            ),
-            (tags::JOB, job.name.clone()),
-            (tags::RUN_ID, run.run_id.clone()),
-            (tags::EXECUTION, run.execution.clone()),
-            (tags::ATTEMPT, attempt.number.to_string()),
-            (tags::ROUND, attempt.round.to_string()),
-            (tags::STACK, s.stack.clone()),
-            (tags::MAX_RUNTIME, job.max_runtime_seconds.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
-        spot: pool.market == Market::Spot,
-    }
+        (tags::JOB, job.name.clone()),
+        (tags::RUN_ID, run.run_id.clone()),
+        (tags::EXECUTION, run.execution.clone()),
+        (tags::ATTEMPT, attempt.number.to_string()),
+        (tags::ROUND, attempt.round.to_string()),
+        (tags::STACK, env.settings.stack.clone()),
+        (tags::MAX_RUNTIME, job.max_runtime_seconds.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }

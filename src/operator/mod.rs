@@ -10,6 +10,7 @@
 pub mod asl;
 pub mod completions;
 pub mod contract;
+pub mod cost;
 pub mod follow;
 pub mod graph;
 pub mod logs;

@@ -25,7 +25,14 @@ impl RedriveOptions {
         let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
         let mut out = std::io::stdout();
         redrive(&aws.env.sfn, &e.arn, &mut out).await?;
-        watch(&aws.env.sfn, &e.arn, aws.how, &mut out).await
+        let code = watch(&aws.env.sfn, &e.arn, aws.how, &mut out).await?;
+        writeln!(
+            out,
+            "{}",
+            super::cost::line(aws, &self.target, &e.arn).await
+        )
+        .map_err(super::io)?;
+        Ok(code)
     }
 }
 

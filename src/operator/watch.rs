@@ -24,7 +24,9 @@ impl WatchOptions {
     /// Watches the execution to its end ([`watch`]).
     pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
         let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
-        watch(&aws.env.sfn, &e.arn, aws.how, &mut std::io::stdout()).await
+        let code = watch(&aws.env.sfn, &e.arn, aws.how, &mut std::io::stdout()).await?;
+        println!("{}", super::cost::line(aws, &self.target, &e.arn).await);
+        Ok(code)
     }
 }
 use crate::progress::{render, running_line, Current};

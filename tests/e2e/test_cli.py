@@ -7,6 +7,7 @@ the stack's front door answers it with the harness's emulated redrive
 (`local/spotstep_local/redrive.py`), so `spotstep redrive` runs end to end here.
 """
 
+import json
 import os
 import subprocess
 import threading
@@ -57,7 +58,7 @@ def executions(e2e) -> list:
     ]
 
 
-@pytest.mark.parametrize("command", ["run", "watch", "logs", "redrive", "runs", "graph", "asl", "asl-all", "contract"])
+@pytest.mark.parametrize("command", ["run", "watch", "logs", "redrive", "runs", "cost", "graph", "asl", "asl-all", "contract"])
 def test_each_command_has_help(e2e, command):
     done = spotstep(e2e, command, "--help")
     assert done.returncode == 0, done.stderr
@@ -68,7 +69,7 @@ def test_each_command_has_help(e2e, command):
 def test_the_help_lists_every_command_and_a_mistyped_one_gets_a_suggestion(e2e):
     listed = spotstep(e2e, "--help")
     assert listed.returncode == 0, listed.stderr
-    for command in ["run", "watch", "logs", "redrive", "runs", "graph", "asl", "asl-all", "contract", "completions"]:
+    for command in ["run", "watch", "logs", "redrive", "runs", "cost", "graph", "asl", "asl-all", "contract", "completions"]:
         assert f"  {command} " in listed.stdout, listed.stdout
     mistyped = spotstep(e2e, "wacth", "demo/r1")
     assert mistyped.returncode == 64
@@ -94,12 +95,15 @@ def test_run_watch_logs_and_runs_a_successful_execution(e2e):
     assert '"mode":"quick"' in done.stdout and '"branch":"main"' in done.stdout
     assert f"console: https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/{arn}" in done.stdout
 
-    watched = spotstep(e2e, "watch", arn)
+    watched = spotstep(e2e, "watch", arn, SPOTSTEP_BUCKET=e2e.stack.bucket)
     assert watched.returncode == 0, watched.stdout + watched.stderr
     lines = watched.stdout.splitlines()
     assert any(line.endswith("step prepare: started") for line in lines), watched.stdout
     assert any("step quoting: Success (exit 0) in " in line for line in lines), watched.stdout
-    assert "SUCCEEDED after " in lines[-1], watched.stdout
+    assert "SUCCEEDED after " in lines[-2], watched.stdout
+    # Then the run's cost, from the ledger record the end-of-run cleanup wrote.
+    record = json.loads(e2e.stack.read(contract.load()["ledger"]["key"].format(job="demo", run_id=name)))
+    assert lines[-1].startswith(f"cost: ${record['cost']['total_usd']:.4f} (instance $"), watched.stdout
     assert any("instance i-" in line for line in lines), watched.stdout
 
     outcome = e2e.wait(arn)
@@ -150,14 +154,25 @@ def test_a_failed_execution_exits_1_then_spotstep_redrive_resumes_at_the_failed_
     # front door): the failed step runs again after the setup step on a fresh instance,
     # quoting is not run again, and the CLI follows the redriven run to its success.
     (e2e.state_dir() / "fail.ok").write_text("fixed by the e2e test\n")
-    redrive = spotstep(e2e, "redrive", f"demo/{name}")
+    redrive = spotstep(e2e, "redrive", f"demo/{name}", SPOTSTEP_BUCKET=e2e.stack.bucket)
     assert redrive.returncode == 0, redrive.stdout + redrive.stderr
     assert redrive.stdout.startswith(f"redriven: {arn}\n"), redrive.stdout
     after = redrive.stdout.split("redriven: the failed state runs again", 1)
     assert len(after) == 2, redrive.stdout
     assert "step fail: Success (exit 0)" in after[1] and "step slow: Success (exit 0)" in after[1], redrive.stdout
     assert "step quoting" not in after[1], redrive.stdout
-    assert "SUCCEEDED after " in redrive.stdout.splitlines()[-1], redrive.stdout
+    assert "SUCCEEDED after " in redrive.stdout.splitlines()[-2], redrive.stdout
+    assert redrive.stdout.splitlines()[-1].startswith("cost: $"), redrive.stdout
+    # The redrive rewrote the run's one ledger record: both rounds, the failure and the fix
+    # (`fail: send` ran three times: the failure, the redriven send that found the instance
+    # gone and relaunched, the fixed run).
+    record = json.loads(e2e.stack.read(contract.load()["ledger"]["key"].format(job="demo", run_id=name)))
+    assert (record["status"], record["redrive_count"]) == ("SUCCEEDED", 1)
+    assert [(s["name"], s["status"], s["attempts"]) for s in record["steps"]] == [
+        (SETUP, "Success", 2), ("quoting", "Success", 1), ("fail", "Success", 3), ("slow", "Success", 1)
+    ]
+    assert [i["ended_why"] for i in record["instances"]] == ["run FAILED", "end of run"]
+    assert record["reclaims"] == []
     assert e2e.steps_ran(name) == [SETUP, "quoting", "fail", SETUP, "fail", "slow"]
     assert [c.round for c in e2e.commands(name)] == [0, 0, 0, 1, 1, 1]
 

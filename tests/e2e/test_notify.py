@@ -17,6 +17,9 @@ def test_a_failed_run_is_told_with_its_state_error_cause_link_and_redrive(e2e):
     assert "    step `fail` failed: status Failed (Failed), exit code 3" in message, message
     assert f"#/v2/executions/details/{outcome.arn}\n" in message, message
     assert f"aws stepfunctions redrive-execution --execution-arn {outcome.arn}\n" in message, message
+    # With the run's cost, as its ledger record (written by the same cleanup) says it.
+    assert report["cost"] and f"\nCost: {report['cost']}\n" in message, (report, message)
+    assert report["cost"].startswith("$"), report
 
     # A late copy of the same event for a run that was redriven meanwhile tells nobody.
     e2e.harness.redrive(outcome.arn)

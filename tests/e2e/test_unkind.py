@@ -253,8 +253,9 @@ def test_no_capacity_anywhere_for_a_while_is_retried_at_launch(e2e):
     subnets = e2e.stack.world["subnets"]
     types = e2e.job("demo")["instance_types"]
     pools = len(types) * len(subnets)
-    # Every pool refuses on the first two Launch tries; the third gets capacity.
-    e2e.stack.faults.no_capacity_runs = 2 * pools
+    # Every pool refuses on the first two Launch tries (one fleet request each); the third
+    # gets capacity.
+    e2e.stack.faults.no_capacity_runs = 2
     outcome = e2e.run("capacity-returns", {"mode": "quick"})
     run_id = outcome.name
 
@@ -266,7 +267,10 @@ def test_no_capacity_anywhere_for_a_while_is_retried_at_launch(e2e):
         assert message.startswith(f"no capacity in any of the {pools} pool(s) tried"), message
     assert outcome.entered().count("Launch") == 1
     launch = e2e.exited(outcome, "Launch")[0]["launch"]
-    assert [(p["instance_type"], p["subnet_id"], p["error"]) for p in launch["pools_tried"]] == [(types[0], subnets[0], "")]
+    assert [(p["instance_type"], p["subnet_id"], p["error"]) for p in launch["pools_tried"]] == [
+        (t, s, "") for t in types for s in subnets
+    ]
+    assert e2e.stack.faults.launch_calls == [("CreateFleet", "spot")] * 3
     assert launch["attempt"] == 1
     [instance] = e2e.stack.instances(run_id=run_id)
     assert launch["instance_id"] == instance.id

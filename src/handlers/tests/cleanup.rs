@@ -14,6 +14,17 @@ use aws_sdk_ssm::operation::cancel_command::{CancelCommandInput, CancelCommandOu
 use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::types::{Command, CommandStatus};
 
+/// GetExecutionHistory with no events: the history names no run, so cleanup writes no
+/// ledger record (the ledger's own tests give it a history).
+fn empty_history() -> aws_smithy_mocks::Rule {
+    mock!(aws_sdk_sfn::Client::get_execution_history).then_output(|| {
+        aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput::builder()
+            .set_events(Some(vec![]))
+            .build()
+            .unwrap()
+    })
+}
+
 fn run_tags(id: &str) -> Instance {
     instance(
         id,
@@ -59,6 +70,7 @@ fn mocks(instances: Vec<Instance>) -> (Mocks, Recorded) {
                 .match_requests(record_delete)
                 .then_output(|| DeleteObjectsOutput::builder().build()),
         ],
+        sfn: vec![empty_history()],
         ..Mocks::default()
     };
     (
@@ -140,6 +152,7 @@ async fn end_of_run_meeting_an_aws_error_still_succeeds_and_says_so() {
                 "AccessDenied",
             ))
         })],
+        sfn: vec![empty_history()],
         ..Mocks::default()
     };
     let report = end_of_run(&mocks).await;
@@ -234,7 +247,7 @@ fn a_step_failed_pass_is_a_redrive_only_past_the_round_sent() {
 #[tokio::test]
 async fn execution_status_change_cancels_and_terminates() {
     let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
-    mocks.sfn = vec![execution_is(ExecutionStatus::Aborted, 0)];
+    mocks.sfn.push(execution_is(ExecutionStatus::Aborted, 0));
     let (cancelled, record_cancel) = recorder::<CancelCommandInput>();
     mocks.ssm = vec![
         mock!(aws_sdk_ssm::Client::list_commands).then_output(|| {
@@ -290,7 +303,7 @@ async fn execution_ended_deletes_the_staging_of_runs_whose_instances_are_gone() 
         )
         .build();
     let (mut mocks, rec) = mocks(vec![gone]);
-    mocks.sfn = vec![execution_is(ExecutionStatus::Failed, 0)];
+    mocks.sfn.push(execution_is(ExecutionStatus::Failed, 0));
     mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
         .then_output(|| ListCommandsOutput::builder().build())];
     let event = status_change("FAILED");
@@ -392,6 +405,7 @@ async fn sweep_reaps_finished_executions_and_overdue_instances_only() {
                 .then_output(|| TerminateInstancesOutput::builder().build()),
         ],
         sfn: vec![
+            empty_history(),
             mock!(aws_sdk_sfn::Client::describe_execution)
                 .match_requests(|r| r.execution_arn() == Some("arn:live"))
                 .then_output(|| {
@@ -460,7 +474,7 @@ async fn unknown_shapes_are_invalid_input() {
 #[tokio::test]
 async fn a_late_status_change_leaves_a_redriven_execution_alone() {
     let (mut mocks, rec) = mocks(vec![run_tags("i-1")]);
-    mocks.sfn = vec![execution_is(ExecutionStatus::Running, 1)];
+    mocks.sfn.push(execution_is(ExecutionStatus::Running, 1));
     let event = status_change("ABORTED");
     let report = handle(&mocks.env(), event).await.unwrap();
     assert!(report.action.contains("running again"), "{}", report.action);
@@ -481,7 +495,7 @@ async fn a_status_change_touches_only_rounds_up_to_the_described_one() {
         ],
     );
     let (mut mocks, rec) = mocks(vec![run_tags("i-1"), newer]);
-    mocks.sfn = vec![execution_is(ExecutionStatus::Failed, 0)];
+    mocks.sfn.push(execution_is(ExecutionStatus::Failed, 0));
     mocks.ssm = vec![mock!(aws_sdk_ssm::Client::list_commands)
         .then_output(|| ListCommandsOutput::builder().build())];
     let event = status_change("FAILED");
@@ -724,4 +738,130 @@ async fn an_instance_ec2_does_not_know_is_not_taken_as_terminated_and_spares_the
             .collect::<Vec<_>>(),
         [vec!["i-1".to_string()]]
     );
+}
+
+/// The end of a run writes its ledger record: read from the history (the run, its launch,
+/// a step), priced with the spot price history of the instance's type and zone over its
+/// lifetime, at `runs/<job>/<run_id>.json`.
+#[tokio::test]
+async fn the_end_of_a_run_writes_its_ledger_record() {
+    use aws_sdk_ec2::operation::describe_spot_price_history::{
+        DescribeSpotPriceHistoryInput, DescribeSpotPriceHistoryOutput,
+    };
+    use aws_sdk_ec2::types::SpotPrice;
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::operation::put_object::{PutObjectInput, PutObjectOutput};
+    use aws_sdk_sfn::operation::get_execution_history::GetExecutionHistoryOutput;
+    use aws_sdk_sfn::types::{
+        HistoryEvent, HistoryEventType, StateEnteredEventDetails, StateExitedEventDetails,
+    };
+    let launched = NOW - 600;
+    let (mut mocks, _) = mocks(vec![]);
+    mocks.sfn = vec![mock!(aws_sdk_sfn::Client::get_execution_history).then_output(move || {
+        let event = |id: i64, at: i64, kind: HistoryEventType| {
+            HistoryEvent::builder()
+                .id(id)
+                .timestamp(DateTime::from_secs(at))
+                .r#type(kind)
+        };
+        let exited = |id: i64, at: i64, name: &str, output: Value| {
+            event(id, at, HistoryEventType::TaskStateExited)
+                .state_exited_event_details(
+                    StateExitedEventDetails::builder()
+                        .name(name)
+                        .output(output.to_string())
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        let entered = |id: i64, at: i64, name: &str| {
+            event(id, at, HistoryEventType::TaskStateEntered)
+                .state_entered_event_details(
+                    StateEnteredEventDetails::builder().name(name).build().unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        GetExecutionHistoryOutput::builder()
+            .events(event(1, launched - 5, HistoryEventType::ExecutionStarted).build().unwrap())
+            .events(exited(2, launched - 5, "Name the run", json!({"run": run_json(), "job": job_json()})))
+            .events(entered(3, launched - 4, "Launch"))
+            .events(exited(4, launched, "Launch", json!({"launch": {"instance_id": "i-1",
+                "instance_type": "t3.micro", "availability_zone": "us-east-1a", "market": "spot",
+                "launched_at": crate::env::rfc3339(OffsetDateTime::from_unix_timestamp(launched).unwrap())}})))
+            .events(entered(5, launched + 10, "prepare: send"))
+            .events(exited(6, launched + 70, "prepare: send", json!({"result": {"step": "prepare",
+                "status": "Success", "exit_code": 0}})))
+            .events(entered(7, NOW - 1, "Finish"))
+            .build()
+            .unwrap()
+    })];
+    let (asked, record_asked) = recorder::<DescribeSpotPriceHistoryInput>();
+    mocks.ec2.push(
+        mock!(aws_sdk_ec2::Client::describe_spot_price_history)
+            .match_requests(record_asked)
+            .then_output(move || {
+                let price = |at: i64, usd: &str| {
+                    SpotPrice::builder()
+                        .timestamp(DateTime::from_secs(at))
+                        .spot_price(usd)
+                        .build()
+                };
+                DescribeSpotPriceHistoryOutput::builder()
+                    .spot_price_history(price(launched + 300, "0.0720"))
+                    .spot_price_history(price(launched - 9000, "0.0360"))
+                    .build()
+            }),
+    );
+    type Puts = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let put: Puts = Arc::default();
+    let sink = put.clone();
+    let record_put = move |r: &PutObjectInput| {
+        let body = r.body().bytes().unwrap_or_default().to_vec();
+        let key = r.key().unwrap_or_default().to_string();
+        sink.lock().unwrap().push((key, body));
+        true
+    };
+    mocks
+        .s3
+        .push(mock!(aws_sdk_s3::Client::get_object).then_error(|| {
+            GetObjectError::NoSuchKey(aws_sdk_s3::types::error::NoSuchKey::builder().build())
+        }));
+    mocks.s3.push(
+        mock!(aws_sdk_s3::Client::put_object)
+            .match_requests(record_put)
+            .then_output(|| PutObjectOutput::builder().build()),
+    );
+    let report = end_of_run(&mocks).await;
+    assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
+    let asked = asked.lock().unwrap();
+    assert_eq!(asked[0].availability_zone(), Some("us-east-1a"));
+    assert_eq!(asked[0].product_descriptions(), ["Linux/UNIX"]);
+    assert_eq!(asked[0].start_time().map(|t| t.secs()), Some(launched));
+    assert_eq!(asked[0].end_time().map(|t| t.secs()), Some(NOW));
+    let put = put.lock().unwrap();
+    assert_eq!(put[0].0, "runs/demo/run-1.json");
+    let record: crate::ledger::Record = serde_json::from_slice(&put[0].1).unwrap();
+    assert_eq!(
+        (record.status.as_str(), record.run_id.as_str()),
+        ("SUCCEEDED", "run-1")
+    );
+    assert_eq!(record.steps[0].name, "prepare");
+    assert_eq!(record.steps[0].exit_code, Some(0));
+    let instance = &record.instances[0];
+    assert_eq!(
+        (instance.instance_id.as_str(), instance.ended_why.as_str()),
+        ("i-1", "end of run")
+    );
+    // 300 s at 0.036, then 300 s at 0.072 (launched 600 s before the cleanup).
+    let cost = instance.cost.clone().unwrap();
+    assert_eq!(cost.billed_seconds, 600);
+    assert_eq!(
+        cost.instance_usd,
+        Some(crate::cost::round((300.0 * 0.036 + 300.0 * 0.072) / 3600.0))
+    );
+    assert_eq!(report.cost, record.cost.line());
+    assert!(report.cost.starts_with("$0.0"), "{}", report.cost);
 }

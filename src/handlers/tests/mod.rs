@@ -53,7 +53,7 @@ fn settings() -> Settings {
         bucket: "spotstep-bucket".into(),
         region: "us-east-1".into(),
         subnets: vec!["subnet-a".into(), "subnet-b".into()],
-        security_group: "sg-1".into(),
+        launch_template: "lt-1".into(),
         instance_profile: "spotstep-instance".into(),
         image_id: "ami-123".into(),
         log_group: "/spotstep/steps".into(),
