@@ -205,6 +205,7 @@ mod tests {
                 redrive_count: 0,
             },
             failed_state: None,
+            launches: String::new(),
             cost: String::new(),
         };
         let record = |name: &str, started: &str, usd: f64| {
