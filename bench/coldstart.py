@@ -132,13 +132,20 @@ def table(repeat: dict) -> str:
     return "\n".join(lines)
 
 
+def repeats(result: dict) -> list:
+    """The whole measurements of a coldstart.json; a file from before `--repeat` is one."""
+    if "repeats" in result:
+        return result["repeats"]
+    return [dict(result, verdict=verdict(result), loadavg_end=result["machine"]["loadavg_end"])]
+
+
 def summary(result: dict) -> str:
     """Every repetition in a row, against both targets."""
     lines = [
         f"| run | hello init ms | largest init gap (≤ {TARGET_GAP_MS:.0f} ms) | init + first over hello's init (≤ {TARGET_FIRST_GAP_MS:.0f} ms) | loadavg | met |",
         "|---|---|---|---|---|---|",
     ]
-    for k, r in enumerate(result["repeats"], 1):
+    for k, r in enumerate(repeats(result), 1):
         v = r["verdict"]
         first = "—" if v["first_gap_ms"] is None else f"{v['first_gap_ms']:+.1f} ms"
         lines.append(

@@ -152,7 +152,7 @@ impl Clock {
 
 /// A client built on its first use, not before: a function's init then asks for work without
 /// constructing the SDK clients, and an invocation builds only the clients it calls. (The TLS
-/// connector and its root store wait for the first request: [`crate::aws::http`].)
+/// root store is still read at init, by `aws_config::load_from_env`; see BENCHMARKS.md.)
 /// Derefs to the client, so `env.ec2.describe_instances()` and `&env.ec2` as
 /// `&aws_sdk_ec2::Client` work.
 pub struct Lazy<C>(Arc<LazyLock<C, Box<dyn FnOnce() -> C + Send>>>);
@@ -211,7 +211,7 @@ impl Env {
     /// are built on their first use ([`Lazy`]).
     pub async fn from_environment() -> Result<Env> {
         let vars: HashMap<String, String> = std::env::vars().collect();
-        let config = crate::aws::load_config().await;
+        let config = aws_config::load_from_env().await;
         let mut settings = Settings::from_vars(&vars)?;
         if settings.region.is_empty() {
             settings.region = config.region().map(|r| r.to_string()).unwrap_or_default();

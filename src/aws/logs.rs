@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 /// A client from the default credential and region chain (`AWS_ENDPOINT_URL` honoured).
 pub async fn client() -> Client {
-    Client::new(&crate::aws::load_config().await)
+    Client::new(&aws_config::load_from_env().await)
 }
 
 /// What one read of a stream returned.

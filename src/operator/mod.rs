@@ -77,7 +77,7 @@ fn io(e: std::io::Error) -> Failure {
 /// clear error instead of a dispatch failure.
 pub async fn credentials() -> Result<(), Failure> {
     use aws_sdk_sfn::config::ProvideCredentials;
-    let config = crate::aws::load_config().await;
+    let config = aws_config::load_from_env().await;
     let Some(provider) = config.credentials_provider() else {
         return Err(Failure::error("no AWS credential provider is configured"));
     };
