@@ -18,6 +18,7 @@ pub mod cli;
 pub mod contract;
 pub mod env;
 pub mod error;
+pub mod fanout;
 pub mod graph;
 pub mod handlers;
 pub mod input;

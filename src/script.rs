@@ -221,6 +221,7 @@ echo 'done: it'\''s over'
             heartbeats: vec![],
             secrets: BTreeMap::new(),
             script: script.into(),
+            fan_out: None,
         }
     }
 

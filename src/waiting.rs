@@ -36,6 +36,10 @@ pub struct SendMarker {
     /// Empty while the step waits; then the answer given: [`SUCCEEDED`] or an error name.
     #[serde(default)]
     pub answer: String,
+    /// Where in a sweep the command runs (a lane's setup step, or a shard); none for the
+    /// run's own steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<crate::fanout::Slot>,
 }
 
 /// The answer recorded for a step that succeeded.
@@ -428,6 +432,7 @@ mod tests {
                 heartbeats: Vec::new(),
                 secrets: Default::default(),
                 script: String::new(),
+                fan_out: None,
             },
             instance: Launch {
                 instance_id: instance.into(),
@@ -445,6 +450,7 @@ mod tests {
                 reused: false,
             }),
             answer: answer.into(),
+            slot: None,
         }
     }
 

@@ -19,6 +19,7 @@
 //! builder of `task`; [`render`]ed as the committed text; read back by [`shape`].
 
 mod document;
+mod fanout;
 mod finish;
 mod launch;
 mod run_record;

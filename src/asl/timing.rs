@@ -187,6 +187,7 @@ mod tests {
             heartbeats: vec![],
             secrets: BTreeMap::new(),
             script: String::new(),
+            fan_out: None,
         };
         let job = crate::records::fixtures::job();
         assert_eq!(wait_seconds(&job, &step, &Timing::production()), 5820);

@@ -11,6 +11,7 @@ use crate::aws::{s3, sfn};
 use crate::capacity::{self, LaunchAnswer, Market, Pool};
 use crate::env::{parse_rfc3339, rfc3339, Env, Need};
 use crate::error::{Error, Result};
+use crate::fanout::Lane;
 use crate::input::{parse, Checked};
 use crate::lock;
 use crate::manifest::JobSpec;
@@ -29,6 +30,9 @@ pub struct Input {
     /// `$$.Execution.RedriveCount`.
     #[serde(default)]
     pub redrive_count: u32,
+    /// The sweep lane this launch is for (its instance is tagged `spotstep:lane`).
+    #[serde(default)]
+    pub lane: Option<Lane>,
 }
 
 impl Checked for Input {
@@ -45,7 +49,9 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         job,
         previous,
         redrive_count,
+        lane,
     } = input;
+    let lane_id = lane.as_ref().map(Lane::id);
     let (attempt, round, round_attempts) =
         previous.next_attempt(redrive_count, job.max_attempts)?;
     let redriven = redrive_count > previous.round;
@@ -62,7 +68,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
     check_config(env, &config_bucket, &config_key).await?;
 
-    let earlier = ec2::earlier_tries(&env.ec2, &run.execution, attempt).await?;
+    let earlier = ec2::earlier_tries(&env.ec2, &run.execution, attempt, lane_id.as_deref()).await?;
     let mut launch = match earlier.live {
         Some(found) => launch_record(found, Vec::new()),
         None => {
@@ -70,6 +76,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
                 number: attempt,
                 round,
                 generation: earlier.ended,
+                lane: lane_id.clone(),
             };
             launch_instance(env, &run, &job, &this).await?
         }
@@ -172,6 +179,8 @@ struct Attempt {
     number: u32,
     round: u32,
     generation: usize,
+    /// The sweep lane's id, for a lane's instance.
+    lane: Option<String>,
 }
 
 async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt) -> Result<Launch> {
@@ -271,7 +280,10 @@ fn instance_request(
         root_volume_gb: job.root_volume_gb,
         user_data: user_data(job.max_runtime_seconds),
         client_token: naming::client_token(
-            &run.execution,
+            &match &attempt.lane {
+                Some(lane) => format!("{}|lane {lane}", run.execution),
+                None => run.execution.clone(),
+            },
             attempt.number,
             index,
             attempt.generation,
@@ -290,6 +302,7 @@ fn instance_request(
             (tags::MAX_RUNTIME, job.max_runtime_seconds.to_string()),
         ]
         .into_iter()
+        .chain(attempt.lane.clone().map(|lane| (tags::LANE, lane)))
         .map(|(k, v)| (k.to_string(), v))
         .collect(),
         spot: pool.market == Market::Spot,

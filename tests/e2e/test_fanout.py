@@ -1,0 +1,123 @@
+"""Fan-out on the local stage: the backtest job's sweep over many shards on many spot
+instances (an Inline Map of lanes), its redrive of only the failed shards, a reclaim
+mid-shard, a dynamic shard list and bad ones. Each checks the launches, the commands per
+shard and that nothing is left."""
+
+import collections
+import json
+
+import pytest
+
+JOB = "backtest"
+SHARDS = 12
+LANES = 3
+
+
+def backtest(fast: int, slow: int, seed: int):
+    """jobs/backtest/steps/sweep.sh's computation, independently: (pnl, trades)."""
+    x, p = seed, []
+    for i in range(240):
+        x = (x * 1103515245 + 12345) % 2147483648
+        p.append(1000 + i // 2 + x % 97 - 48)
+    pos = entry = pnl = trades = 0
+    for i in range(slow, 240):
+        fs, ss = sum(p[i - fast : i]), sum(p[i - slow : i])
+        if fs * slow > ss * fast and pos == 0:
+            pos, entry, trades = 1, p[i], trades + 1
+        elif fs * slow < ss * fast and pos == 1:
+            pos, pnl = 0, pnl + p[i] - entry
+    if pos == 1:
+        pnl += p[-1] - entry
+    return pnl, trades
+
+
+def shard_commands(e2e, run_id: str) -> collections.Counter:
+    return collections.Counter(c.shard for c in e2e.commands(run_id, "sweep"))
+
+
+def index(e2e, run_id: str) -> dict:
+    return json.loads(e2e.stack.read(f"logs/{JOB}/{run_id}/sweep/results.json"))
+
+
+def test_twelve_shards_on_three_instances_each_once_with_its_result(e2e):
+    outcome = e2e.run("sweep", job=JOB, timeout=150)
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
+    run_id = outcome.name
+    # The run's own instance plus exactly min(instances, shards) lanes, setup once on each.
+    assert len(e2e.stack.instances(run_id=run_id)) == 1 + LANES
+    assert len(e2e.commands(run_id, "prepare")) == 1 + LANES
+    assert shard_commands(e2e, run_id) == {k: 1 for k in range(SHARDS)}
+    # Handed out dynamically: every lane ran shards, none ran them all.
+    per_instance = collections.Counter(c.instance_id for c in e2e.commands(run_id, "sweep"))
+    assert len(per_instance) == LANES and max(per_instance.values()) < SHARDS
+    found = index(e2e, run_id)
+    assert (found["shards"], found["succeeded"], found["failed"], found["not_run"]) == (SHARDS, SHARDS, [], [])
+    for entry in found["entries"]:
+        k, result = entry["shard"], entry["result"]
+        assert (result["pnl"], result["trades"]) == backtest(2 + k % 4, 8 + 2 * (k % 5), 1000 + 17 * k), k
+        assert entry["output"].startswith(f"s3://{e2e.stack.bucket}/logs/{JOB}/{run_id}/sweep/{k}/")
+    summary = (e2e.state_dir(JOB) / f"summary-{run_id}.txt").read_text()
+    total = sum(backtest(2 + k % 4, 8 + 2 * (k % 5), 1000 + 17 * k)[0] for k in range(SHARDS))
+    assert summary.startswith(f"shards={SHARDS} total_pnl={total} "), summary
+    e2e.assert_nothing_left(run_id)
+
+
+def test_a_failed_shard_fails_the_step_and_a_redrive_reruns_only_it(e2e):
+    state = e2e.state_dir(JOB)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "break-shard-5").write_text("broken\n")
+    outcome = e2e.run("sweepfail", job=JOB, timeout=150)
+    assert outcome.status == "FAILED"
+    assert (outcome.error, outcome.failed_state()) == ("ShardsFailed", "sweep: results")
+    assert "1 of 12 shards did not succeed" in outcome.cause_message()
+    assert "shard 5 (StepFailed" in outcome.cause_message()
+    run_id = outcome.name
+    assert shard_commands(e2e, run_id) == {k: 1 for k in range(SHARDS)}
+    assert index(e2e, run_id)["failed"] == [5]
+    e2e.assert_nothing_left(run_id)
+
+    (state / "break-shard-5").unlink()
+    redriven = e2e.wait(e2e.harness.redrive(outcome.arn), timeout=150)
+    assert redriven.status == "SUCCEEDED", (redriven.error, redriven.cause_message())
+    # Only shard 5 ran again, on one new lane; the report ran once.
+    assert shard_commands(e2e, run_id) == {k: 2 if k == 5 else 1 for k in range(SHARDS)}
+    assert len(e2e.stack.instances(run_id=run_id)) == (1 + LANES) + 1 + 1
+    assert len(e2e.commands(run_id, "report")) == 1
+    assert index(e2e, run_id)["succeeded"] == SHARDS
+    e2e.assert_nothing_left(run_id)
+
+
+def test_a_reclaim_mid_shard_returns_it_to_the_pool_and_the_lane_relaunches(e2e):
+    e2e.stack.faults.reclaim_during = {"sweep": {"after": 0.5, "times": 1}}
+    outcome = e2e.run("sweepreclaim", job=JOB, timeout=150)
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
+    run_id = outcome.name
+    counts = shard_commands(e2e, run_id)
+    reclaimed = [k for k, n in counts.items() if n == 2]
+    assert len(reclaimed) == 1 and sorted(counts) == list(range(SHARDS)), counts
+    assert sum(counts.values()) == SHARDS + 1
+    # One replacement for the reclaimed lane, which ran the setup again.
+    assert len(e2e.stack.instances(run_id=run_id)) == 1 + LANES + 1
+    assert len(e2e.commands(run_id, "prepare")) == 1 + LANES + 1
+    assert index(e2e, run_id)["succeeded"] == SHARDS
+    e2e.assert_nothing_left(run_id)
+
+
+def test_bad_shard_lists_are_refused_before_the_sweep_launches(e2e):
+    # Static: the manifest check (`spotstep asl`) refuses it, naming the file.
+    with pytest.raises(RuntimeError) as refused:
+        e2e.harness.deploy("badsweep")
+    assert "fan_out.shards`: `shards.json` must be a JSON array of shard items, not an object" in str(refused.value)
+    assert e2e.stack.instances(job="badsweep") == []
+    # Dynamic: refused at the fan-out, naming the file and the step that wrote it.
+    state = e2e.state_dir(JOB)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "bad-plan").write_text("\n")
+    outcome = e2e.run("sweepbad", job=JOB, timeout=120)
+    assert (outcome.status, outcome.error, outcome.failed_state()) == ("FAILED", "InvalidInput", "sweep: shards")
+    message = outcome.cause_message()
+    assert "the shard list `shards.json` written by step `plan` must be a JSON array" in message, message
+    run_id = outcome.name
+    assert len(e2e.stack.instances(run_id=run_id)) == 1
+    assert e2e.commands(run_id, "sweep") == []
+    e2e.assert_nothing_left(run_id)
