@@ -521,6 +521,13 @@ mod tests {
             "logs/j/r/prepare"
         );
         assert!(comment("r", "sweep", 1, Some(&shard)).ends_with("round 1 shard 7"));
+        let longest = naming::shard_command_comment(
+            &"r".repeat(80),
+            &"s".repeat(40),
+            u32::MAX,
+            MAX_SHARDS as u32 - 1,
+        );
+        assert!(longest.len() <= 100, "{} characters: {longest}", longest.len());
         assert_eq!(
             comment("r", "prepare", 0, Some(&setup)),
             naming::command_comment("r", "prepare", 0)
