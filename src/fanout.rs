@@ -527,7 +527,11 @@ mod tests {
             u32::MAX,
             MAX_SHARDS as u32 - 1,
         );
-        assert!(longest.len() <= 100, "{} characters: {longest}", longest.len());
+        assert!(
+            longest.len() <= 100,
+            "{} characters: {longest}",
+            longest.len()
+        );
         assert_eq!(
             comment("r", "prepare", 0, Some(&setup)),
             naming::command_comment("r", "prepare", 0)

@@ -380,11 +380,25 @@ pub fn shard_done_key(job: &str, run_id: &str, step: &str, shard: u32) -> String
     format!("{}{shard}", shard_done_prefix(job, run_id, step))
 }
 
-/// Where a sweep's lanes claim shards in the run's staging (one round's claims).
-pub fn shard_claims_prefix(job: &str, run_id: &str, step: &str, round: u32) -> String {
+/// Where a sweep keeps one round's claims and lanes in the run's staging.
+fn sweep_round_prefix(job: &str, run_id: &str, step: &str, round: u32) -> String {
     format!(
         "{}fanout/{step}/round-{round}/",
         staging_prefix(job, run_id)
+    )
+}
+
+/// Where a sweep's lanes claim shards in the run's staging (one round's claims).
+pub fn shard_claims_prefix(job: &str, run_id: &str, step: &str, round: u32) -> String {
+    format!("{}claims/", sweep_round_prefix(job, run_id, step, round))
+}
+
+/// The shard lane `lane` (its id) last claimed in round `round`: a retried `next shard`
+/// hands it out again instead of claiming another.
+pub fn lane_claim_key(job: &str, run_id: &str, step: &str, lane: &str, round: u32) -> String {
+    format!(
+        "{}lanes/{lane}",
+        sweep_round_prefix(job, run_id, step, round)
     )
 }
 

@@ -128,7 +128,8 @@ pub async fn handle(env: &Env, input: Value) -> Result<Value> {
             if let (Some(shard), Some(outcome)) = (&shard, &outcome) {
                 record(env, &run, &plan.step, shard.index, outcome, redrive_count).await?;
             }
-            json!(claim(env, &run, &plan, &lane, redrive_count).await?)
+            let last = shard.as_ref().map(|s| s.index);
+            json!(claim(env, &run, &plan, &lane, last, redrive_count).await?)
         }
         Request::Results {
             run,
@@ -332,17 +333,57 @@ async fn shard_result(env: &Env, output: &str) -> std::result::Result<Option<Val
     }
 }
 
+/// The shard this lane claimed last in this round, if a retried call must hand it out again:
+/// not the one it just recorded (`last`), still claimed by this lane, and not recorded.
+async fn held(
+    env: &Env,
+    run: &Run,
+    step: &str,
+    lane: &Lane,
+    last: Option<u32>,
+    round: u32,
+) -> Result<Option<u32>> {
+    let bucket = &env.settings.bucket;
+    let key = naming::lane_claim_key(&run.job, &run.run_id, step, &lane.id(), round);
+    let Some(k) = s3::read(&env.s3, bucket, &key)
+        .await?
+        .and_then(|t| t.parse::<u32>().ok())
+        .filter(|k| Some(*k) != last)
+    else {
+        return Ok(None);
+    };
+    let claim = naming::shard_claim_key(&run.job, &run.run_id, step, k, round);
+    if s3::read(&env.s3, bucket, &claim).await?.as_deref() != Some(lane.id().as_str()) {
+        return Ok(None);
+    }
+    let record = naming::shard_record_key(&run.job, &run.run_id, step, k, round);
+    Ok(s3::read(&env.s3, bucket, &record)
+        .await?
+        .is_none()
+        .then_some(k))
+}
+
 /// Claims the first shard that has not succeeded and no lane has claimed in this round;
-/// `None`: none is left.
+/// `None`: none is left. A retried call (its first answer lost) gets the shard the first
+/// one claimed (`last`: the shard the call recorded).
 async fn claim(
     env: &Env,
     run: &Run,
     plan: &Plan,
     lane: &Lane,
+    last: Option<u32>,
     round: u32,
 ) -> Result<Option<Shard>> {
     let bucket = &env.settings.bucket;
     let step = plan.step.as_str();
+    let shard = |items: &[Value], k: u32| Shard {
+        index: k,
+        item: items.get(k as usize).cloned().unwrap_or(Value::Null),
+    };
+    if let Some(k) = held(env, run, step, lane, last, round).await? {
+        warn!(step, lane = %lane.id(), shard = k, "a retried call: the shard this lane claimed before is handed out again");
+        return Ok(Some(shard(&shard_list(env, run, step).await?, k)));
+    }
     let prefix = naming::shard_claims_prefix(&run.job, &run.run_id, step, round);
     let taken = indices_under(env, &prefix).await?;
     let done = done_shards(env, run, step).await?;
@@ -353,27 +394,32 @@ async fn claim(
         info!(step, lane = %lane.id(), "no shard left");
         return Ok(None);
     }
-    let key = naming::shard_list_key(&run.job, &run.run_id, step);
-    let Some(text) = s3::read(&env.s3, bucket, &key).await? else {
-        return Err(Error::InvalidInput(format!(
-            "step `{step}`'s shard list {} is gone",
-            uri(env, &key)
-        )));
-    };
-    let items =
-        check_list(&text).map_err(|p| Error::InvalidInput(format!("{} {p}", uri(env, &key))))?;
+    let items = shard_list(env, run, step).await?;
+    let held = naming::lane_claim_key(&run.job, &run.run_id, step, &lane.id(), round);
     for k in free {
         let claim = naming::shard_claim_key(&run.job, &run.run_id, step, k, round);
         if s3::put_if(&env.s3, bucket, &claim, lane.id(), Condition::Absent).await?
             == Written::Written
         {
+            s3::put(&env.s3, bucket, &held, k.to_string()).await?;
             info!(step, lane = %lane.id(), shard = k, "shard claimed");
-            let item = items.get(k as usize).cloned().unwrap_or(Value::Null);
-            return Ok(Some(Shard { index: k, item }));
+            return Ok(Some(shard(&items, k)));
         }
     }
     info!(step, lane = %lane.id(), "every free shard was claimed by another lane meanwhile");
     Ok(None)
+}
+
+/// The sweep's kept shard list.
+async fn shard_list(env: &Env, run: &Run, step: &str) -> Result<Vec<Value>> {
+    let key = naming::shard_list_key(&run.job, &run.run_id, step);
+    let Some(text) = s3::read(&env.s3, &env.settings.bucket, &key).await? else {
+        return Err(Error::InvalidInput(format!(
+            "step `{step}`'s shard list {} is gone",
+            uri(env, &key)
+        )));
+    };
+    check_list(&text).map_err(|p| Error::InvalidInput(format!("{} {p}", uri(env, &key))))
 }
 
 /// The results index from every record; `ShardsFailed` past `max_failed_shards`, unless

@@ -121,3 +121,23 @@ def test_bad_shard_lists_are_refused_before_the_sweep_launches(e2e):
     assert len(e2e.stack.instances(run_id=run_id)) == 1
     assert e2e.commands(run_id, "sweep") == []
     e2e.assert_nothing_left(run_id)
+
+
+def test_lost_answers_and_duplicated_events_neither_run_nor_count_a_shard_twice(e2e):
+    faults = e2e.stack.faults
+    # `next shard` claimed a shard but Step Functions never saw the answer (Lambda's
+    # ServiceException after the function succeeded): the retried call must hand out the same
+    # shard, not claim another (that one would be left claimed and never run).
+    faults.lose_answer = {("poll-result", "fanout:next"): 2}
+    # Every shard's end told twice, the copy a second later.
+    faults.duplicate_events = {"command_invocation": 2}
+    faults.duplicate_after = 1.0
+    outcome = e2e.run("sweepunkind", job=JOB, timeout=150)
+    assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
+    assert len(faults.lost_answers) == 2
+    run_id = outcome.name
+    assert shard_commands(e2e, run_id) == {k: 1 for k in range(SHARDS)}
+    records = e2e.stack.keys(f"logs/{JOB}/{run_id}/sweep/records/")
+    assert sorted(records) == sorted(f"logs/{JOB}/{run_id}/sweep/records/{k}.round-0.json" for k in range(SHARDS))
+    assert index(e2e, run_id)["succeeded"] == SHARDS
+    e2e.assert_nothing_left(run_id)
