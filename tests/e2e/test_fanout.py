@@ -7,6 +7,7 @@ import collections
 import json
 
 import pytest
+from test_cli import spotstep
 
 JOB = "backtest"
 SHARDS = 12
@@ -56,6 +57,15 @@ def test_twelve_shards_on_three_instances_each_once_with_its_result(e2e):
         k, result = entry["shard"], entry["result"]
         assert (result["pnl"], result["trades"]) == backtest(2 + k % 4, 8 + 2 * (k % 5), 1000 + 17 * k), k
         assert entry["output"].startswith(f"s3://{e2e.stack.bucket}/logs/{JOB}/{run_id}/sweep/{k}/")
+    # The operator's view: the sweep's progress, and one shard's output.
+    watched = spotstep(e2e, "watch", f"{JOB}/{run_id}")
+    assert watched.returncode == 0, watched.stderr
+    assert f"sweep sweep: {SHARDS} done, 0 running, 0 failed of {SHARDS} shards" in watched.stdout, watched.stdout
+    shard = spotstep(e2e, "logs", f"{JOB}/{run_id}", "sweep", "--shard", "7")
+    assert shard.returncode == 0, shard.stderr
+    assert "sweep: shard 7: fast=5 slow=12 seed=1119 (2s)" in shard.stdout, shard.stdout
+    assert "shard 8" not in shard.stdout
+    assert f"logs/{JOB}/{run_id}/sweep/7/" in shard.stderr
     summary = (e2e.state_dir(JOB) / f"summary-{run_id}.txt").read_text()
     total = sum(backtest(2 + k % 4, 8 + 2 * (k % 5), 1000 + 17 * k)[0] for k in range(SHARDS))
     assert summary.startswith(f"shards={SHARDS} total_pnl={total} "), summary
@@ -74,6 +84,10 @@ def test_a_failed_shard_fails_the_step_and_a_redrive_reruns_only_it(e2e):
     run_id = outcome.name
     assert shard_commands(e2e, run_id) == {k: 1 for k in range(SHARDS)}
     assert index(e2e, run_id)["failed"] == [5]
+    watched = spotstep(e2e, "watch", f"{JOB}/{run_id}")
+    assert watched.returncode == 1
+    assert f"sweep sweep: {SHARDS - 1} done, 0 running, 1 failed of {SHARDS} shards" in watched.stdout, watched.stdout
+    assert "broken (state/break-shard-5)" in spotstep(e2e, "logs", f"{JOB}/{run_id}", "sweep", "--shard", "5").stdout
     e2e.assert_nothing_left(run_id)
 
     (state / "break-shard-5").unlink()
