@@ -421,7 +421,11 @@ mod tests {
             Command::Logs(o) if o.shard == Some(7) && o.step.as_deref() == Some("sweep")
         ));
         assert!(parse(&["logs", "backtest/r1", "--shard", "7"], None).is_err());
-        assert!(parse(&["logs", "backtest/r1", "sweep", "--shard", "7", "--follow"], None).is_err());
+        assert!(parse(
+            &["logs", "backtest/r1", "sweep", "--shard", "7", "--follow"],
+            None
+        )
+        .is_err());
         assert!(matches!(ok(&["watch", "arn:x"]), Command::Watch(o) if o.execution == "arn:x"));
         assert!(matches!(
             ok(&["redrive", "demo/r"]),

@@ -380,6 +380,15 @@ pub fn shard_done_key(job: &str, run_id: &str, step: &str, shard: u32) -> String
     format!("{}{shard}", shard_done_prefix(job, run_id, step))
 }
 
+/// The send marker a sweep lane's instance waits on now (its key; one command at a time runs
+/// on a lane): poll-result reads it instead of every marker of the run.
+pub fn lane_instance_marker_key(job: &str, run_id: &str, instance_id: &str) -> String {
+    format!(
+        "{}fanout/instances/{instance_id}",
+        staging_prefix(job, run_id)
+    )
+}
+
 /// Where a sweep keeps one round's claims and lanes in the run's staging.
 fn sweep_round_prefix(job: &str, run_id: &str, step: &str, round: u32) -> String {
     format!(

@@ -28,7 +28,7 @@ use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepKind, StepSpec};
 use crate::naming;
 use crate::records::Run;
-use crate::waiting::fit_cause;
+use crate::waiting::{fit_cause, SendMarker};
 
 /// What the state machine asks.
 #[derive(Debug, Deserialize)]
@@ -513,6 +513,39 @@ pub fn shards_failed_message(step: &str, index: &ResultsIndex, max: u32, uri: &s
         index.shards,
         which.join("; ")
     ))
+}
+
+/// Notes that lane instance `instance_id` waits on the marker at `marker_key` (send-step).
+pub async fn point(env: &Env, run: &Run, instance_id: &str, marker_key: &str) -> Result<()> {
+    let key = naming::lane_instance_marker_key(&run.job, &run.run_id, instance_id);
+    s3::put(&env.s3, &env.settings.bucket, &key, marker_key.to_string()).await
+}
+
+/// The marker lane instance `instance_id` waits on now (poll-result, told about it): one read
+/// instead of every marker of the run. `None` when no send noted one.
+pub async fn pointed(
+    env: &Env,
+    job: &str,
+    run_id: &str,
+    instance_id: &str,
+) -> Result<Option<(String, SendMarker)>> {
+    let bucket = &env.settings.bucket;
+    let key = naming::lane_instance_marker_key(job, run_id, instance_id);
+    let Some(marker_key) = s3::read(&env.s3, bucket, &key).await? else {
+        return Ok(None);
+    };
+    if !marker_key.starts_with(&naming::send_markers_prefix(job, run_id)) {
+        warn!(
+            key,
+            "a lane's marker pointer names no marker of its run; reading every marker"
+        );
+        return Ok(None);
+    }
+    Ok(s3::read(&env.s3, bucket, &marker_key)
+        .await?
+        .and_then(|text| SendMarker::parse(&text))
+        .filter(|m| m.run.job == job && m.run.run_id == run_id)
+        .map(|m| (marker_key, m)))
 }
 
 /// Returns a lost lane's in-flight shard to the pool (its claim deleted), for cleanup.

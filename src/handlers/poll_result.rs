@@ -329,8 +329,16 @@ async fn waiting_on(env: &Env, instance_id: &str) -> Result<Vec<(String, SendMar
         );
         return Ok(Vec::new());
     };
-    Ok(markers(env, &job, &run_id)
-        .await?
+    let lane = ec2::tag(&instance, naming::tags::LANE).is_some();
+    let pointed = match lane {
+        true => crate::handlers::fanout::pointed(env, &job, &run_id, instance_id).await?,
+        false => None,
+    };
+    let candidates = match pointed {
+        Some(marker) => vec![marker],
+        None => markers(env, &job, &run_id).await?,
+    };
+    Ok(candidates
         .into_iter()
         .filter(|(_, m)| m.waiting() && m.instance.instance_id == instance_id)
         .collect())

@@ -133,6 +133,9 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         warn!(step = %step.name, instance_id = %id, "an earlier try marked this send but recorded no command and SSM lists none; sending");
     }
     s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await?;
+    if slot.is_some() {
+        handlers::fanout::point(env, &run, id, &marker_key).await?;
+    }
 
     let placement = Placement {
         bucket: bucket.clone(),
