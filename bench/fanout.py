@@ -30,6 +30,7 @@ from cost import PRICES, _lambda_usd  # noqa: E402
 from executions import run_execution  # noqa: E402
 from history import parse_ts, scheduled_invocation  # noqa: E402
 from measure import loadavg, log, machine_info  # noqa: E402
+from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
 from spotstep_local.stack import LocalStack  # noqa: E402
 
@@ -57,11 +58,17 @@ def bench_job(work: str, shards: int, instances: int, scale: int) -> str:
     return root
 
 
+# The states of a lane each shard passes through (`asl::fanout`): the rest of a lane's are
+# per lane.
+PER_SHARD = ("next shard", "shard left?", "send shard")
+
+
 def lane_state(name: str) -> str:
     """`per-shard`, `per-lane` or `fixed` for a state entered in the history."""
-    if name in (f"{STEP} lane: next shard", f"{STEP} lane: shard left?", f"{STEP} lane: send shard"):
-        return "per-shard"
-    return "per-lane" if name.startswith(f"{STEP} lane: ") else "fixed"
+    fields = contract.fmt("state_lane").match(name)
+    if fields is None or fields["step"] != STEP:
+        return "fixed"
+    return "per-shard" if fields["lane_state"] in PER_SHARD else "per-lane"
 
 
 def analyse(run: dict, stack) -> dict:
@@ -74,7 +81,7 @@ def analyse(run: dict, stack) -> dict:
     lane_ids = {
         i.id
         for i in stack.instances(run_id=run["name"])
-        if any(t["key"] == "spotstep:lane" for t in i.get_tags())
+        if any(t["key"] == contract.tag("lane") for t in i.get_tags())
     }
     lanes = len(lane_ids)
     wall = map_out - map_in

@@ -296,7 +296,7 @@ def fanout_section(fo: dict) -> list:
         "|---|---|",
         f"| shards / lanes (instances at once) | {fo['shards']} / {fo['lanes']} |",
         f"| shard command times | {fo['shard_seconds_min']:.1f}-{fo['shard_seconds_max']:.1f} s, {fo['shard_seconds_sum']:.1f} s in all |",
-        f"| one lane's boot and setup (median lane: the Map's start to its first shard's send) | {fo['boot_setup_seconds']:.1f} s |",
+        f"| one lane's boot and setup (the median lane, from the Map's start to its first shard's send) | {fo['boot_setup_seconds']:.1f} s |",
         f"| ideal: sum / lanes + boot and setup | {fo['ideal_seconds']:.1f} s |",
         f"| sweep wall time (the Map state) | {fo['wall_seconds']:.1f} s: x{fo['ratio']:.2f} the ideal "
         f"({'within' if met else 'NOT within'} {FANOUT_WALL_TARGET - 1:.0%}) |",
@@ -309,7 +309,7 @@ def fanout_section(fo: dict) -> list:
         f"{usd(p['sfn_usd'])} + {p['invocations']} invocations {usd(p['lambda_usd'])} = **{usd(p['usd'])}** |",
         "",
         "Per shard: `next shard` (a poll-result invocation), `shard left?`, `send shard` (a send-step invocation; the",
-        "wait itself makes no transition). Per lane: its launch, agent wait (and its retries), setup sends, last `next",
+        "wait itself makes no transition). Every lane has its launch, agent wait (and its retries), setup sends, last `next",
         "shard`, `end`. The cost extrapolates the run's fixed, per-shard and per-lane counts with bench/cost.py's prices",
         "(Lambda at its assumed billed duration); the instances' own cost is apart.",
         f"Where the rest of the wall time goes: {fo['gap_seconds_mean']:.2f} s on average (at most {fo['gap_seconds_max']:.2f} s)",

@@ -45,6 +45,7 @@ pub fn field_pattern(field: &str) -> Option<String> {
         "run_id" => RUN_ID_PATTERN,
         "run_hash" => "[0-9a-f]{16}",
         "round" => "0|[1-9][0-9]{0,9}",
+        "lane_state" => "[a-z0-9 :?-]{1,60}",
         "shard" => "0|[1-9][0-9]{0,3}",
         "command_id" => "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
         "instance_id" => "i-[0-9a-f]{8,17}",
@@ -134,6 +135,11 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             naming::instance_name("{prefix}", "{yyyymmdd}"),
         ),
         ("state_send", "asl::state::send", state::send("{step}")),
+        (
+            "state_lane",
+            "asl::fanout::lane",
+            crate::asl::lane("{step}", "{lane_state}"),
+        ),
         ("state_poll", "asl::state::poll", state::poll("{step}")),
         (
             "state_failed",
@@ -271,6 +277,7 @@ pub fn contract() -> Value {
         "attempt": naming::tags::ATTEMPT,
         "max_runtime": naming::tags::MAX_RUNTIME,
         "name": naming::tags::NAME,
+        "lane": naming::tags::LANE,
     });
     let mut formats = Map::new();
     for (name, made_by, template) in templates() {
@@ -620,7 +627,7 @@ mod tests {
         assert_eq!(c["states"]["wait_for_agent"], "Wait for agent");
         assert_eq!(c["states"].as_object().unwrap().len(), 10);
         assert_eq!(c["tags"]["run_id"], "spotstep:run-id");
-        assert_eq!(c["tags"].as_object().unwrap().len(), 6);
+        assert_eq!(c["tags"].as_object().unwrap().len(), 7);
         assert_eq!(c["version"], VERSION);
         assert!(c["instance"]["workdir_template"]
             .as_str()

@@ -33,6 +33,7 @@ def test_every_format_round_trips_with_the_longest_names():
         "round": "4294967295",
         # A sweep's largest shard index (at most 1,000 shards).
         "shard": "999",
+        "lane_state": "wait for agent",
         "command_id": COMMAND,
         "instance_id": "i-0123456789abcdef0",
         "stream": "stderr",
