@@ -459,6 +459,17 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_sweep_fits_one_execution_history() {
+        // A lane's own events (iteration, launch, agent wait with retries, setup sends, end)
+        // and the rest of the run, generously: see the README's history budget.
+        let per_lane = 40;
+        let rest = 150;
+        let events = MAX_SHARDS * EVENTS_PER_SHARD + MAX_INSTANCES as usize * per_lane + rest;
+        assert!(events <= 15_000, "{events} events");
+        assert!(events < 25_000 * 2 / 3, "room for retries and reclaims");
+    }
+
+    #[test]
     fn lanes_are_at_most_the_instances_and_the_shards_left() {
         assert_eq!(lanes(3, 12), vec![0, 1, 2]);
         assert_eq!(lanes(8, 2), vec![0, 1]);
