@@ -6,7 +6,8 @@ Inline Map of lanes, the EventBridge emulation), with shards of uneven length.
 Measures, from one execution: the sweep's wall time (its Map state, entered to exited) against
 the ideal (the sum of the shards' command times / lanes + one lane's boot and setup: the
 median lane's time from the Map's start to its first shard's send); the transitions and Lambda
-invocations per shard and per lane, read from the history by state; the launches; and prices
+invocations per shard and per lane, read from the history by state; the launches of the whole
+run (lane 0 adopts the run's instance: min(instances, shards) without reclaims); and prices
 a 200-shard sweep on 8 instances with bench/cost.py's prices from those per-shard and
 per-lane counts. Writes bench/fanout.json and regenerates BENCHMARKS.md (bench/report.py).
 """
@@ -78,20 +79,18 @@ def analyse(run: dict, stack) -> dict:
     map_out = next(at(e) for e in events if e["type"] == "MapStateExited")
     shards = [r for r in run["runs"] if r.step == STEP]
     shard_seconds = [parse_ts(r.ended).timestamp() - parse_ts(r.started).timestamp() for r in shards]
-    lane_ids = {
-        i.id
-        for i in stack.instances(run_id=run["name"])
-        if any(t["key"] == contract.tag("lane") for t in i.get_tags())
-    }
-    lanes = len(lane_ids)
+    # A lane's instance runs its shards (lane 0's is the run's own instance; no reclaim here).
+    by_lane: dict = {}
+    for r in shards:
+        by_lane.setdefault(r.instance_id, []).append(r)
+    lanes = len(by_lane)
+    # Every instance the run launched: the run's (lane 0's) and the other lanes'.
+    launches = len(stack.instances(run_id=run["name"]))
     wall = map_out - map_in
     ideal_of = lambda boot: sum(shard_seconds) / lanes + boot  # noqa: E731
     # Where the time between the ideal and the wall goes: per lane, the gaps between one
     # shard's end and its next shard's send, its first shard's send after the Map's start, and
     # the Map's end after its last shard.
-    by_lane: dict = {}
-    for r in shards:
-        by_lane.setdefault(r.instance_id, []).append(r)
     gaps, firsts, tails = [], [], []
     for rs in by_lane.values():
         rs.sort(key=lambda r: r.requested)
@@ -99,7 +98,8 @@ def analyse(run: dict, stack) -> dict:
         firsts.append(rs[0].requested - map_in)
         tails.append(map_out - parse_ts(rs[-1].ended).timestamp())
     # One boot and the setup steps: the median lane's time from the Map's start to its first
-    # shard's send (its launch, its agent online, its setup steps sent and answered).
+    # shard's send (its launch, its agent online, its setup steps sent and answered; lane 0
+    # adopts the run's instance and sends at once).
     boot_setup = statistics.median(firsts)
     transitions = {"per-shard": 0, "per-lane": 0, "fixed": 0}
     invocations = {"per-shard": 0, "per-lane": 0, "fixed": 0}
@@ -126,7 +126,7 @@ def analyse(run: dict, stack) -> dict:
         "shards": n,
         "commands": len(shards),
         "lanes": lanes,
-        "launches": len(lane_ids),
+        "launches": launches,
         "wall_seconds": wall,
         "ideal_seconds": ideal,
         "ratio": wall / ideal,

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::naming;
+use crate::records::Launch;
 use crate::script::shell_quote;
 
 /// The most shards one sweep runs (the execution history's 25,000 events bound it: see
@@ -389,6 +390,16 @@ pub fn lanes(instances: u32, remaining: usize) -> Vec<u32> {
     (0..n as u32).collect()
 }
 
+/// The instance lane 0 adopts instead of launching: the run's own (`run_instance`, which ran
+/// the setup steps and the steps before the sweep), when it belongs to this redrive round.
+/// A redriven run's instance of an earlier round was ended with the failed run, so lane 0
+/// launches its own then. With it, a sweep without reclaims launches min(instances, shards)
+/// instances in the whole run and holds at most `instances` at once.
+pub fn adopted(run_instance: &Launch, redrive_count: u32) -> Option<Launch> {
+    (!run_instance.instance_id.is_empty() && run_instance.round == redrive_count)
+        .then(|| run_instance.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -474,6 +485,22 @@ mod tests {
         assert_eq!(lanes(3, 12), vec![0, 1, 2]);
         assert_eq!(lanes(8, 2), vec![0, 1]);
         assert!(lanes(4, 0).is_empty());
+    }
+
+    #[test]
+    fn lane_zero_adopts_the_run_instance_of_this_round_only() {
+        let run_instance = Launch {
+            attempt: 1,
+            round: 1,
+            round_attempts: 1,
+            instance_id: "i-run".into(),
+            ..Launch::default()
+        };
+        assert_eq!(adopted(&run_instance, 1), Some(run_instance.clone()));
+        // Redriven past the instance's round: the failed run's cleanup ended it.
+        assert_eq!(adopted(&run_instance, 2), None);
+        // No instance recorded.
+        assert_eq!(adopted(&Launch::default(), 0), None);
     }
 
     #[test]

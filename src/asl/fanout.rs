@@ -2,12 +2,14 @@
 //!
 //! `<step>: shards` (poll-result) checks the shard list and stages it, and says how many
 //! lanes run: min(instances, shards not yet succeeded). `<step>: sweep` is an Inline Map
-//! over the lanes (`MaxConcurrency` = `instances`); each lane launches its own instance,
-//! waits for its agent, runs the setup steps on it once, then loops: `next shard` (records
+//! over the lanes (`MaxConcurrency` = `instances`); lane 0 adopts the run's instance (it ran
+//! the setup steps), each other lane launches its own instance, waits for its agent, runs
+//! the setup steps on it once; then each loops: `next shard` (records
 //! the last shard's outcome, claims the next unclaimed shard with an S3 conditional write),
 //! `send shard` (one SSM command per shard, waiting on its task token like every step),
-//! until no shard is left; then it ends its instance. A reclaim returns the lane's shard to
-//! the pool and the lane relaunches. `<step>: results` writes the results index and fails
+//! until no shard is left; then it ends its instance (lane 0 leaves the run's running for the
+//! steps after the sweep). A reclaim returns the lane's shard to the pool and the lane
+//! relaunches (lane 0 too: its replacement is a lane instance, ended with the sweep). `<step>: results` writes the results index and fails
 //! the execution with `ShardsFailed` past `max_failed_shards`; redriven, it sends the run
 //! back to `<step>: shards`, which reruns only the shards that have not succeeded.
 
@@ -67,6 +69,7 @@ pub(super) fn fan_out_states(
                     "run.$": "$.run",
                     "job.$": "$.job",
                     "step": serde_json::to_value(&planned).expect("a StepSpec always serializes"),
+                    "instance.$": "$.launch",
                     "redrive_count.$": "$$.Execution.RedriveCount",
                 }),
                 "$.fanout",
@@ -74,7 +77,8 @@ pub(super) fn fan_out_states(
             )
             .comment(
                 "Checks the shard list (a dynamic one as its step wrote it) and keeps it with the \
-                 step's logs; lanes = min(instances, shards not yet succeeded)",
+                 step's logs; lanes = min(instances, shards not yet succeeded), lane 0 on the \
+                 run's instance",
             )
             .next(&sweep(name)),
         ),
@@ -82,7 +86,7 @@ pub(super) fn fan_out_states(
             sweep(name),
             json!({
                 "Type": "Map",
-                "Comment": "One iteration per lane: its own instance, the setup steps once, then shards until none is left",
+                "Comment": "One iteration per lane: its own instance (lane 0: the run's), the setup steps once, then shards until none is left",
                 "ItemsPath": "$.fanout.lanes",
                 "ItemSelector": {
                     "run.$": "$.run",
@@ -96,7 +100,7 @@ pub(super) fn fan_out_states(
                 "MaxConcurrency": fan_out.instances,
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": lane(name, "launch"),
+                    "StartAt": lane(name, "adopt?"),
                     "States": lane_states(job, step, timing)
                         .into_iter()
                         .collect::<serde_json::Map<String, Value>>(),
@@ -151,6 +155,30 @@ fn lane_states(job: &Job, step: &StepSpec, timing: &Timing) -> Vec<(String, Valu
     let next_shard = lane(name, "next shard");
     let relaunch = lane(name, "relaunch");
     let mut states = vec![
+        (
+            lane(name, "adopt?"),
+            json!({
+                "Type": "Choice",
+                "Choices": [{
+                    "And": [
+                        {"Variable": "$.lane.index", "NumericEquals": 0},
+                        {"Variable": "$.fanout.adopt", "IsNull": false},
+                    ],
+                    "Next": lane(name, "adopt"),
+                }],
+                "Default": lane(name, "launch"),
+            }),
+        ),
+        (
+            lane(name, "adopt"),
+            json!({
+                "Type": "Pass",
+                "Comment": "Lane 0 runs on the run's instance: it ran the setup steps already",
+                "InputPath": "$.fanout.adopt",
+                "ResultPath": "$.launch",
+                "Next": next_shard.clone(),
+            }),
+        ),
         (
             lane(name, "launch"),
             launch_task(
@@ -276,11 +304,15 @@ fn lane_states(job: &Job, step: &StepSpec, timing: &Timing) -> Vec<(String, Valu
                     "run.$": "$.run",
                     "instance.$": "$.launch",
                     "lane.$": "$.lane",
+                    "keep.$": "$.fanout.adopt",
                 }),
                 "$.gate",
                 timing,
             )
-            .comment("No shard left: the lane ends its instance")
+            .comment(
+                "No shard left: the lane ends its instance (not the run's, which lane 0 adopted: \
+                 the steps after the sweep run on it)",
+            )
             .end(),
         ),
     ]);
@@ -362,7 +394,32 @@ mod tests {
             .unwrap()
             .iter()
             .any(|c| c["StringEquals"] == "sweep"));
+        assert_eq!(
+            states["sweep: shards"]["Parameters"]["instance.$"],
+            "$.launch"
+        );
         let lane = &map["ItemProcessor"]["States"];
+        // Lane 0 adopts the run's instance (the plan says which) and goes to its shards; the
+        // other lanes launch.
+        assert_eq!(map["ItemProcessor"]["StartAt"], "sweep lane: adopt?");
+        let adopt = &lane["sweep lane: adopt?"];
+        assert_eq!(
+            adopt["Choices"][0]["And"],
+            json!([
+                {"Variable": "$.lane.index", "NumericEquals": 0},
+                {"Variable": "$.fanout.adopt", "IsNull": false},
+            ])
+        );
+        assert_eq!(adopt["Choices"][0]["Next"], "sweep lane: adopt");
+        assert_eq!(adopt["Default"], "sweep lane: launch");
+        assert_eq!(lane["sweep lane: adopt"]["InputPath"], "$.fanout.adopt");
+        assert_eq!(lane["sweep lane: adopt"]["ResultPath"], "$.launch");
+        assert_eq!(lane["sweep lane: adopt"]["Next"], "sweep lane: next shard");
+        // The lane's end keeps the run's instance.
+        assert_eq!(
+            lane["sweep lane: end"]["Parameters"]["keep.$"],
+            "$.fanout.adopt"
+        );
         assert_eq!(
             lane["sweep lane: wait for agent"]["Next"],
             "sweep lane: setup: send"

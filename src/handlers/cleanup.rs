@@ -70,12 +70,15 @@ pub enum Request {
         #[serde(default)]
         shard: Option<Shard>,
     },
-    /// A sweep lane found no shard left: its instance goes.
+    /// A sweep lane found no shard left: its instance goes, unless it is `keep`, the run's
+    /// instance lane 0 adopted (the steps after the sweep run on it).
     LaneEnd {
         run: Run,
         lane: Lane,
         #[serde(default)]
         instance: Launch,
+        #[serde(default)]
+        keep: Option<Launch>,
     },
     StepFailed {
         run: Run,
@@ -185,7 +188,11 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
             run,
             lane,
             instance,
+            keep,
         } => {
+            // Only the lane's own (tagged) instances go when it still runs on the run's.
+            let kept = keep.is_some_and(|k| k.instance_id == instance.instance_id);
+            let instance = if kept { Launch::default() } else { instance };
             let mut report =
                 Box::pin(relaunch(env, &run, &instance, None, "", 0, Some(&lane))).await?;
             report.action = "lane-end".into();

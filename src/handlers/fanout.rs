@@ -27,7 +27,7 @@ use crate::handlers::poll_result;
 use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepKind, StepSpec};
 use crate::naming;
-use crate::records::Run;
+use crate::records::{Launch, Run};
 use crate::waiting::{fit_cause, SendMarker};
 
 /// What the state machine asks.
@@ -39,6 +39,9 @@ pub enum Request {
         run: Run,
         job: JobSpec,
         step: StepSpec,
+        /// The run's own instance (`$.launch`): lane 0 adopts it.
+        #[serde(default)]
+        instance: Launch,
         #[serde(default)]
         redrive_count: u32,
     },
@@ -91,6 +94,10 @@ pub struct Plan {
     /// The redrive round that planned it.
     pub round: u32,
     pub max_failed_shards: u32,
+    /// The run's instance lane 0 runs on instead of launching (null: lane 0 launches); the
+    /// lane leaves it running at the end, for the steps after the sweep.
+    #[serde(default)]
+    pub adopt: Option<Launch>,
 }
 
 /// What `<step>: results` hands to the next steps (`$.swept`).
@@ -113,9 +120,10 @@ pub async fn handle(env: &Env, input: Value) -> Result<Value> {
         Request::Plan {
             run,
             step,
+            instance,
             redrive_count,
             ..
-        } => json!(plan(env, &run, &step, redrive_count).await?),
+        } => json!(plan(env, &run, &step, &instance, redrive_count).await?),
         Request::Next {
             run,
             plan,
@@ -148,7 +156,13 @@ fn uri(env: &Env, key: &str) -> String {
 
 /// The plan: the list (kept from an earlier round, else the static one or the one its step
 /// wrote, checked), kept with the step's logs; the lanes for the shards not yet succeeded.
-async fn plan(env: &Env, run: &Run, step: &StepSpec, redrive_count: u32) -> Result<Plan> {
+async fn plan(
+    env: &Env,
+    run: &Run,
+    step: &StepSpec,
+    run_instance: &Launch,
+    redrive_count: u32,
+) -> Result<Plan> {
     let Some(f) = &step.fan_out else {
         return Err(Error::InvalidInput(format!(
             "step `{}` does not fan out",
@@ -182,8 +196,9 @@ async fn plan(env: &Env, run: &Run, step: &StepSpec, redrive_count: u32) -> Resu
         list: uri(env, &key),
         round: redrive_count,
         max_failed_shards: f.max_failed_shards,
+        adopt: fanout::adopted(run_instance, redrive_count),
     };
-    info!(step = %step.name, shards = plan.shards, done = plan.done, lanes = plan.lanes.len(), "sweep planned");
+    info!(step = %step.name, shards = plan.shards, done = plan.done, lanes = plan.lanes.len(), adopted = ?plan.adopt.as_ref().map(|l| &l.instance_id), "sweep planned");
     Ok(plan)
 }
 

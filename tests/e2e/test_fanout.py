@@ -7,6 +7,7 @@ import collections
 import json
 
 import pytest
+from spotstep_local import contract
 from test_cli import spotstep
 
 JOB = "backtest"
@@ -40,17 +41,43 @@ def index(e2e, run_id: str) -> dict:
     return json.loads(e2e.stack.read(f"logs/{JOB}/{run_id}/sweep/results.json"))
 
 
+def lane_of(instance):
+    """The instance's `spotstep:lane` tag (None: the run's own instance)."""
+    return {t["key"]: t["value"] for t in instance.get_tags()}.get(contract.tag("lane"))
+
+
+def most_at_once(e2e, run_id: str) -> int:
+    """The most instances of the run up at one moment, from the stage's record of each one's
+    RunInstances and termination (every one is terminated by the run's end)."""
+    faults = e2e.stack.faults
+    edges = []
+    for instance in e2e.stack.instances(run_id=run_id):
+        edges += [(faults.launched[instance.id], 1), (faults.gone[instance.id], -1)]
+    up = most = 0
+    for _, change in sorted(edges):  # at one moment, a termination counts before a launch
+        up += change
+        most = max(most, up)
+    return most
+
+
 def test_twelve_shards_on_three_instances_each_once_with_its_result(e2e):
     outcome = e2e.run("sweep", job=JOB, timeout=150)
     assert outcome.status == "SUCCEEDED", (outcome.error, outcome.cause_message())
     run_id = outcome.name
-    # The run's own instance plus exactly min(instances, shards) lanes, setup once on each.
-    assert len(e2e.stack.instances(run_id=run_id)) == 1 + LANES
-    assert len(e2e.commands(run_id, "prepare")) == 1 + LANES
+    # Exactly min(instances, shards) launches in the whole run, setup once on each: lane 0
+    # runs on the run's own instance (which ran the setup and `plan`, and then `report`).
+    instances = e2e.stack.instances(run_id=run_id)
+    assert len(instances) == LANES
+    assert len(e2e.commands(run_id, "prepare")) == LANES
+    assert sorted(lane_of(i) or "" for i in instances) == ["", "sweep.1", "sweep.2"]
+    assert most_at_once(e2e, run_id) == LANES
     assert shard_commands(e2e, run_id) == {k: 1 for k in range(SHARDS)}
-    # Handed out dynamically: every lane ran shards, none ran them all.
+    # Handed out dynamically: every lane ran shards (the run's instance too), none ran them all.
     per_instance = collections.Counter(c.instance_id for c in e2e.commands(run_id, "sweep"))
     assert len(per_instance) == LANES and max(per_instance.values()) < SHARDS
+    (own,) = [i.id for i in instances if lane_of(i) is None]
+    assert own in per_instance
+    assert [c.instance_id for c in e2e.commands(run_id, "plan") + e2e.commands(run_id, "report")] == [own, own]
     found = index(e2e, run_id)
     assert (found["shards"], found["succeeded"], found["failed"], found["not_run"]) == (SHARDS, SHARDS, [], [])
     for entry in found["entries"]:
@@ -83,6 +110,7 @@ def test_a_failed_shard_fails_the_step_and_a_redrive_reruns_only_it(e2e):
     assert "shard 5 (StepFailed" in outcome.cause_message()
     run_id = outcome.name
     assert shard_commands(e2e, run_id) == {k: 1 for k in range(SHARDS)}
+    assert len(e2e.stack.instances(run_id=run_id)) == LANES
     assert index(e2e, run_id)["failed"] == [5]
     watched = spotstep(e2e, "watch", f"{JOB}/{run_id}")
     assert watched.returncode == 1
@@ -93,9 +121,11 @@ def test_a_failed_shard_fails_the_step_and_a_redrive_reruns_only_it(e2e):
     (state / "break-shard-5").unlink()
     redriven = e2e.wait(e2e.harness.redrive(outcome.arn), timeout=150)
     assert redriven.status == "SUCCEEDED", (redriven.error, redriven.cause_message())
-    # Only shard 5 ran again, on one new lane; the report ran once.
+    # Only shard 5 ran again, on one new lane (the failed run's instance was ended with it, so
+    # lane 0 launches), and the report on a relaunched run instance; it ran once.
     assert shard_commands(e2e, run_id) == {k: 2 if k == 5 else 1 for k in range(SHARDS)}
-    assert len(e2e.stack.instances(run_id=run_id)) == (1 + LANES) + 1 + 1
+    assert len(e2e.stack.instances(run_id=run_id)) == LANES + 1 + 1
+    assert most_at_once(e2e, run_id) <= LANES
     assert len(e2e.commands(run_id, "report")) == 1
     assert index(e2e, run_id)["succeeded"] == SHARDS
     e2e.assert_nothing_left(run_id)
@@ -110,9 +140,18 @@ def test_a_reclaim_mid_shard_returns_it_to_the_pool_and_the_lane_relaunches(e2e)
     reclaimed = [k for k, n in counts.items() if n == 2]
     assert len(reclaimed) == 1 and sorted(counts) == list(range(SHARDS)), counts
     assert sum(counts.values()) == SHARDS + 1
-    # One replacement for the reclaimed lane, which ran the setup again.
-    assert len(e2e.stack.instances(run_id=run_id)) == 1 + LANES + 1
-    assert len(e2e.commands(run_id, "prepare")) == 1 + LANES + 1
+    # The sweep's first command is lane 0's, on the run's own instance (the other lanes still
+    # boot and run the setup): the reclaim takes the run's instance. Lane 0 relaunches a lane
+    # instance, which runs the setup again and is ended with the sweep; `report` then finds the
+    # run's instance gone and relaunches it (setup again) before it runs, once.
+    instances = e2e.stack.instances(run_id=run_id)
+    (lost,) = [i for i in instances if i.state_reason.code == "Server.SpotInstanceTermination"]
+    assert lane_of(lost) is None, lane_of(lost)
+    assert sorted(lane_of(i) or "" for i in instances) == ["", "", "sweep.0", "sweep.1", "sweep.2"]
+    assert len(e2e.commands(run_id, "prepare")) == LANES + 2
+    (report,) = e2e.commands(run_id, "report")
+    assert report.instance_id != lost.id
+    assert most_at_once(e2e, run_id) <= LANES
     assert index(e2e, run_id)["succeeded"] == SHARDS
     e2e.assert_nothing_left(run_id)
 
