@@ -191,3 +191,44 @@ async fn the_results_fail_the_step_naming_the_shard_or_rerun_it_when_redriven() 
         format!("s3://spotstep-bucket/{LOGS}results.json")
     );
 }
+
+#[tokio::test]
+async fn the_plan_gives_lane_zero_the_run_instance_of_this_round_only() {
+    // Two shards kept, shard 0 done: one lane (min(instances 3, 1 left)).
+    let list = format!("{LOGS}shards.json");
+    let done = format!("{LOGS}done/0");
+    let run_instance =
+        json!({"attempt": 1, "round": 1, "round_attempts": 1, "instance_id": "i-run"});
+    for (redrive_count, adopt) in [(1, json!("i-run")), (2, Value::Null)] {
+        let (rules, _) = store(
+            &[
+                (list.as_str(), "[{\"a\":1},{\"a\":2}]"),
+                (done.as_str(), ""),
+            ],
+            &[],
+        );
+        let mocks = Mocks {
+            s3: rules,
+            ..Mocks::default()
+        };
+        let out = handle(
+            &mocks.env(),
+            json!({
+                "fanout": "plan", "run": run_json(), "job": job_json(),
+                "step": {"name": "sweep", "kind": "workload", "timeout_seconds": 60,
+                         "fan_out": {"shards": "shards.json", "instances": 3}},
+                "instance": run_instance, "redrive_count": redrive_count,
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["lanes"], json!([0]), "{out}");
+        // Always present (the lanes' JSONPath reads it): the instance, or null.
+        let adopted = out.get("adopt").expect("adopt is always present");
+        assert_eq!(
+            adopted.get("instance_id").unwrap_or(adopted),
+            &adopt,
+            "{out}"
+        );
+    }
+}
