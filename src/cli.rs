@@ -98,8 +98,9 @@ pub enum Command {
     /// lines from CloudWatch Logs (the stream SSM writes the command's stdout to), follows the
     /// step when it is sent again, until it ends; exit 0 the step succeeded, 1 it failed,
     /// 2/3 the execution timed out/was aborted first (a command streaming to no log group is
-    /// printed from S3 when it ends).
-    #[command(override_usage = "spotstep logs <execution> [step] [--follow]")]
+    /// printed from S3 when it ends). --shard K prints shard K of a fan-out step, from
+    /// `.../<step>/<K>/`.
+    #[command(override_usage = "spotstep logs <execution> [step] [--follow | --shard K]")]
     Logs(logs::LogsOptions),
     /// Redrive a FAILED, TIMED_OUT or ABORTED execution, then watch it
     ///
@@ -415,9 +416,20 @@ mod tests {
                 execution: "demo/r1".into(),
                 step: Some("slow".into()),
                 follow: true,
+                shard: None,
                 target: target("spotstep"),
             })
         );
+        assert!(matches!(
+            ok(&["logs", "backtest/r1", "sweep", "--shard", "7"]),
+            Command::Logs(o) if o.shard == Some(7) && o.step.as_deref() == Some("sweep")
+        ));
+        assert!(parse(&["logs", "backtest/r1", "--shard", "7"], None).is_err());
+        assert!(parse(
+            &["logs", "backtest/r1", "sweep", "--shard", "7", "--follow"],
+            None
+        )
+        .is_err());
         assert!(matches!(ok(&["watch", "arn:x"]), Command::Watch(o) if o.execution == "arn:x"));
         assert!(matches!(
             ok(&["redrive", "demo/r"]),

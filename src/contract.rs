@@ -45,13 +45,21 @@ pub fn field_pattern(field: &str) -> Option<String> {
         "run_id" => RUN_ID_PATTERN,
         "run_hash" => "[0-9a-f]{16}",
         "round" => "0|[1-9][0-9]{0,9}",
+        "lane_state" => "[a-z0-9 :?-]{1,60}",
+        "shard" => "0|[1-9][0-9]{0,3}",
         "command_id" => "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
         "instance_id" => "i-[0-9a-f]{8,17}",
         "stream" => "stdout|stderr",
         "run_date" => "[0-9]{4}-[0-9]{2}-[0-9]{2}",
         "prefix" => "[A-Za-z0-9_-]{1,100}",
         "yyyymmdd" => "[0-9]{8}",
-        "log_prefix" => return Some(regex(&step_log_prefix_template())),
+        // A step's, or one shard's (`naming::shard_log_prefix`: the step's, `/<shard>`).
+        "log_prefix" => {
+            return Some(format!(
+                "{}(?:/(?:0|[1-9][0-9]{{0,3}}))?",
+                regex(&step_log_prefix_template())
+            ))
+        }
         _ => return None,
     };
     Some(pattern.to_string())
@@ -74,6 +82,16 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             "step_log_prefix",
             "naming::step_log_prefix",
             step_log_prefix_template(),
+        ),
+        (
+            "shard_command_comment",
+            "naming::shard_command_comment",
+            naming::shard_command_comment_from("{step}", "{run_hash}", "{round}", "{shard}"),
+        ),
+        (
+            "shard_log_prefix",
+            "naming::shard_log_prefix",
+            naming::shard_log_prefix("{job}", "{run_id}", "{step}", "{shard}"),
         ),
         (
             "ssm_output_key",
@@ -127,6 +145,11 @@ pub fn templates() -> Vec<(&'static str, &'static str, String)> {
             naming::instance_name("{prefix}", "{yyyymmdd}"),
         ),
         ("state_send", "asl::state::send", state::send("{step}")),
+        (
+            "state_lane",
+            "asl::fanout::lane",
+            crate::asl::lane("{step}", "{lane_state}"),
+        ),
         ("state_poll", "asl::state::poll", state::poll("{step}")),
         (
             "state_failed",
@@ -268,6 +291,7 @@ pub fn contract() -> Value {
         "attempt": naming::tags::ATTEMPT,
         "max_runtime": naming::tags::MAX_RUNTIME,
         "name": naming::tags::NAME,
+        "lane": naming::tags::LANE,
     });
     let mut formats = Map::new();
     for (name, made_by, template) in templates() {
@@ -628,7 +652,7 @@ mod tests {
         assert_eq!(c["states"]["wait_for_agent"], "Wait for agent");
         assert_eq!(c["states"].as_object().unwrap().len(), 10);
         assert_eq!(c["tags"]["run_id"], "spotstep:run-id");
-        assert_eq!(c["tags"].as_object().unwrap().len(), 6);
+        assert_eq!(c["tags"].as_object().unwrap().len(), 7);
         assert_eq!(c["version"], VERSION);
         assert!(c["instance"]["workdir_template"]
             .as_str()

@@ -43,6 +43,9 @@ pub enum Error {
     /// The step's command ended without success.
     #[error("{0}")]
     StepFailed(String),
+    /// A fan-out step ended with more failed shards than its `max_failed_shards`.
+    #[error("{0}")]
+    ShardsFailed(String),
     /// An AWS API throttled the call (retryable).
     #[error("{0}")]
     Throttled(String),
@@ -56,7 +59,7 @@ pub enum Error {
 
 impl Error {
     /// Every stable error name, in the order of the README's table.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "InvalidInput",
         "ConcurrentRun",
         "ConfigMissing",
@@ -68,6 +71,7 @@ impl Error {
         "InstanceReclaimed",
         "StillRunning",
         "StepFailed",
+        "ShardsFailed",
         "Throttled",
         "Misconfigured",
         "AwsError",
@@ -87,6 +91,7 @@ impl Error {
             Error::InstanceReclaimed(_) => "InstanceReclaimed",
             Error::StillRunning(_) => "StillRunning",
             Error::StepFailed(_) => "StepFailed",
+            Error::ShardsFailed(_) => "ShardsFailed",
             Error::Throttled(_) => "Throttled",
             Error::Misconfigured(_) => "Misconfigured",
             Error::AwsError(_) => "AwsError",
@@ -167,6 +172,7 @@ mod tests {
             Error::InstanceReclaimed(m()),
             Error::StillRunning(m()),
             Error::StepFailed(m()),
+            Error::ShardsFailed(m()),
             Error::Throttled(m()),
             Error::Misconfigured(m()),
             Error::AwsError(m()),

@@ -20,6 +20,7 @@ pub mod contract;
 pub mod cost;
 pub mod env;
 pub mod error;
+pub mod fanout;
 pub mod fleet;
 pub mod graph;
 pub mod handlers;

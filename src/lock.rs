@@ -134,7 +134,15 @@ pub async fn take(env: &Env, run: &Run, stale_after_seconds: i64) -> Result<()> 
                         s3::put_if(&env.s3, bucket, &key, body, Condition::Unchanged(etag)).await?
                     }
                     Holder::Ours => {
-                        s3::put_if(&env.s3, bucket, &key, body, Condition::Unchanged(etag)).await?
+                        let refreshed =
+                            s3::put_if(&env.s3, bucket, &key, body, Condition::Unchanged(etag))
+                                .await?;
+                        if refreshed == Written::Refused {
+                            // Another lane of this run's sweep refreshed it at the same moment.
+                            info!(key, execution = %run.execution, "the run lock was refreshed by another launch of this run");
+                            return Ok(());
+                        }
+                        refreshed
                     }
                 }
             }

@@ -17,10 +17,12 @@ pub mod tags {
     /// The stack (deployment) that launched the instance; IAM and cleanup are scoped to it.
     pub const STACK: &str = "spotstep:stack";
     pub const MAX_RUNTIME: &str = "spotstep:max-runtime";
+    /// A sweep lane's instance: `<step>.<lane>` (`fanout::Lane::id`).
+    pub const LANE: &str = "spotstep:lane";
     pub const NAME: &str = "Name";
     /// Every key the launch puts on an instance (the template's IAM allows exactly these in
     /// CreateFleet and RunInstances).
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         NAME,
         JOB,
         RUN_ID,
@@ -29,6 +31,7 @@ pub mod tags {
         ROUND,
         STACK,
         MAX_RUNTIME,
+        LANE,
     ];
 }
 
@@ -325,6 +328,121 @@ pub fn run_hash(run_id: &str) -> String {
 /// A [`command_comment`] from its parts: `spotstep <step> run <run_hash> round <round>`.
 pub fn command_comment_from(step: &str, run_hash: &str, round: impl std::fmt::Display) -> String {
     format!("spotstep {step} run {run_hash} round {round}")
+}
+
+/// The `Comment` of one shard's command: [`command_comment`] plus ` shard <shard>`.
+pub fn shard_command_comment(run_id: &str, step: &str, round: u32, shard: u32) -> String {
+    shard_command_comment_from(step, &run_hash(run_id), round, shard)
+}
+
+/// A [`shard_command_comment`] from its parts.
+pub fn shard_command_comment_from(
+    step: &str,
+    run_hash: &str,
+    round: impl std::fmt::Display,
+    shard: impl std::fmt::Display,
+) -> String {
+    format!(
+        "{} shard {shard}",
+        command_comment_from(step, run_hash, round)
+    )
+}
+
+/// Where one shard's command writes its full output: `logs/<job>/<run_id>/<step>/<shard>`.
+pub fn shard_log_prefix(
+    job: &str,
+    run_id: &str,
+    step: &str,
+    shard: impl std::fmt::Display,
+) -> String {
+    format!("{}/{shard}", step_log_prefix(job, run_id, step))
+}
+
+/// The send marker of one shard's command in redrive round `round`.
+pub fn shard_marker_key(job: &str, run_id: &str, step: &str, shard: u32, round: u32) -> String {
+    format!(
+        "{}{step}.shard-{shard}.round-{round}",
+        send_markers_prefix(job, run_id)
+    )
+}
+
+/// The send marker of a setup step's command on a sweep lane's instance (`lane`: the lane's
+/// id, `<step>.<index>`).
+pub fn lane_marker_key(job: &str, run_id: &str, step: &str, lane: &str, round: u32) -> String {
+    format!(
+        "{}{step}.lane-{lane}.round-{round}",
+        send_markers_prefix(job, run_id)
+    )
+}
+
+/// A sweep's validated shard list, kept with the step's logs (a redrive reads it again).
+pub fn shard_list_key(job: &str, run_id: &str, step: &str) -> String {
+    format!("{}/shards.json", step_log_prefix(job, run_id, step))
+}
+
+/// A sweep's results index (shard -> status, output, result), kept with the step's logs.
+pub fn results_index_key(job: &str, run_id: &str, step: &str) -> String {
+    format!("{}/results.json", step_log_prefix(job, run_id, step))
+}
+
+/// Where a sweep keeps one record per shard and round (they outlive a failed run's staging,
+/// so a redrive skips the shards that succeeded).
+pub fn shard_records_prefix(job: &str, run_id: &str, step: &str) -> String {
+    format!("{}/records/", step_log_prefix(job, run_id, step))
+}
+
+/// The record of shard `shard` in redrive round `round`.
+pub fn shard_record_key(job: &str, run_id: &str, step: &str, shard: u32, round: u32) -> String {
+    format!(
+        "{}{shard}.round-{round}.json",
+        shard_records_prefix(job, run_id, step)
+    )
+}
+
+/// Where a sweep marks the shards that succeeded (in any round), one empty object each.
+pub fn shard_done_prefix(job: &str, run_id: &str, step: &str) -> String {
+    format!("{}/done/", step_log_prefix(job, run_id, step))
+}
+
+/// The mark of shard `shard`'s success.
+pub fn shard_done_key(job: &str, run_id: &str, step: &str, shard: u32) -> String {
+    format!("{}{shard}", shard_done_prefix(job, run_id, step))
+}
+
+/// The send marker a sweep lane's instance waits on now (its key; one command at a time runs
+/// on a lane): poll-result reads it instead of every marker of the run.
+pub fn lane_instance_marker_key(job: &str, run_id: &str, instance_id: &str) -> String {
+    format!(
+        "{}fanout/instances/{instance_id}",
+        staging_prefix(job, run_id)
+    )
+}
+
+/// Where a sweep keeps one round's claims and lanes in the run's staging.
+fn sweep_round_prefix(job: &str, run_id: &str, step: &str, round: u32) -> String {
+    format!(
+        "{}fanout/{step}/round-{round}/",
+        staging_prefix(job, run_id)
+    )
+}
+
+/// Where a sweep's lanes claim shards in the run's staging (one round's claims).
+pub fn shard_claims_prefix(job: &str, run_id: &str, step: &str, round: u32) -> String {
+    format!("{}claims/", sweep_round_prefix(job, run_id, step, round))
+}
+
+/// The shard lane `lane` (its id) last claimed in round `round`: a retried `next shard`
+/// hands it out again instead of claiming another.
+pub fn lane_claim_key(job: &str, run_id: &str, step: &str, lane: &str, round: u32) -> String {
+    format!(
+        "{}lanes/{lane}",
+        sweep_round_prefix(job, run_id, step, round)
+    )
+}
+
+/// The claim of shard `shard` in redrive round `round` (written `If-None-Match: *`).
+pub fn shard_claim_key(job: &str, run_id: &str, step: &str, shard: u32, round: u32) -> String {
+    format!("{}{shard}", shard_claims_prefix(job, run_id, step, round))
 }
 
 /// The state machine ARN of an execution ARN

@@ -243,6 +243,7 @@ pub(crate) mod fixtures {
             ]
             .into(),
             workload_steps: vec!["quoting".into(), "slow".into()],
+            fan_out_steps: Vec::new(),
         }
     }
 

@@ -239,6 +239,7 @@ echo 'done: it'\''s over'
             secrets: BTreeMap::new(),
             script: script.into(),
             checkpoint: None,
+            fan_out: None,
         }
     }
 

@@ -36,6 +36,10 @@ pub struct SendMarker {
     /// Empty while the step waits; then the answer given: [`SUCCEEDED`] or an error name.
     #[serde(default)]
     pub answer: String,
+    /// Where in a sweep the command runs (a lane's setup step, or a shard); none for the
+    /// run's own steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<crate::fanout::Slot>,
 }
 
 /// The answer recorded for a step that succeeded.
@@ -431,6 +435,7 @@ mod tests {
                 secrets: Default::default(),
                 script: String::new(),
                 checkpoint: None,
+                fan_out: None,
             },
             instance: Launch {
                 instance_id: instance.into(),
@@ -449,6 +454,7 @@ mod tests {
                 checkpoint: None,
             }),
             answer: answer.into(),
+            slot: None,
         }
     }
 

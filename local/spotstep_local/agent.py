@@ -353,8 +353,12 @@ class CommandRun:
         self.process = None
         # What send-step put in the command (`naming::command_comment`, `step_log_prefix`):
         # a command spotstep did not make, or a format that changed, fails the send loudly.
-        comment_fields = contract.fmt("command_comment").parse(comment)
-        prefix_fields = contract.fmt("step_log_prefix").parse(s3_prefix)
+        # A sweep's shard names its shard in both (`naming::shard_command_comment`,
+        # `shard_log_prefix`).
+        sharded = contract.fmt("shard_command_comment").match(comment) is not None
+        comment_fields = contract.fmt("shard_command_comment" if sharded else "command_comment").parse(comment)
+        prefix_fields = contract.fmt("shard_log_prefix" if sharded else "step_log_prefix").parse(s3_prefix)
+        self.shard = int(comment_fields["shard"]) if sharded else None
         if prefix_fields["step"] != comment_fields["step"]:
             raise contract.FormatMismatch(
                 "step_log_prefix", s3_prefix, f"the output prefix of step {comment_fields['step']!r} (comment {comment!r})"

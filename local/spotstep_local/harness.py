@@ -318,13 +318,21 @@ class Harness:
         entered = [e for e in events if "stateEnteredEventDetails" in e]
         if not entered:
             raise RuntimeError("nothing to redrive: no state was entered")
-        failed = entered[-1]["stateEnteredEventDetails"]
         logical = self.logical_arn(arn)
         original = self.sfn.describe_execution(executionArn=logical)
         count = sum(1 for v in self.redrives.values() if v == logical) + 1
         machine_name = logical.split(":")[6]
         job = machine_name[len("spotstep-"):]
         definition = dict(self.definitions[job])
+        # A state inside a Map's iteration (a sweep lane's) is not a top-level state: the
+        # Map itself runs again with its original input. AWS reruns only the failed
+        # iterations; the lanes here all start again, and the shards recorded as succeeded
+        # are skipped by the lanes themselves (spotstep does not rely on the engine for it).
+        failed = next(
+            e["stateEnteredEventDetails"]
+            for e in reversed(entered)
+            if e["stateEnteredEventDetails"]["name"] in definition["States"]
+        )
         definition["StartAt"] = failed["name"]
         # One derived machine per redrive: moto's CreateStateMachine returns an existing machine
         # of the same name whatever its definition.

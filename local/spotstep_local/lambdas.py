@@ -350,6 +350,9 @@ class LambdaService:
         status, body, error = self.functions[name].invoke(payload)
         step = event.get("step") if isinstance(event, dict) else None
         step_name = step.get("name") if isinstance(step, dict) else None
+        if step_name is None and isinstance(event, dict) and isinstance(event.get("fanout"), str):
+            # A sweep's bookkeeping call (poll-result): keyed `fanout:<request>`.
+            step_name = f"fanout:{event['fanout']}"
         if status == 200 and error is None and self.faults.take_lost_answer(name, step_name):
             # The function succeeded; its answer never reaches the caller.
             self.faults.lost_answers.append((name, step_name, body))

@@ -116,7 +116,8 @@ class Faults:
         # (StatusDetails, ResponseCode). SSM documents `Execution Timed Out`; other SSM
         # references (and events) spell it `ExecutionTimedOut`.
         self.execution_timed_out = ("Execution Timed Out", 124)
-        # A Lambda answer lost after the function succeeded: (function, step name or None) ->
+        # A Lambda answer lost after the function succeeded: (function, step name, or
+        # `fanout:<request>` for a sweep's bookkeeping call, or None) ->
         # remaining; the Lambda service then answers HTTP 500 `ServiceException`, as Lambda
         # does, and Step Functions sees `Lambda.ServiceException`. `lost_answers` records
         # (function, step, the body the function had returned).

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::task::task;
+use super::task::{task, TaskState};
 use super::{resource, state, task_timeout, Timing, LOST_ERRORS};
 
 /// Launch and Wait for agent; `after_wait` is the first setup step's send (or Resume).
@@ -11,18 +11,30 @@ pub(super) fn launch_states(after_wait: &str, timing: &Timing) -> Vec<(String, V
     let mut add = |name: String, body: Value| states.push((name, body));
     add(
         state::LAUNCH.into(),
-        task(
-            resource::LAUNCH,
-            task_timeout::LAUNCH,
+        launch_task(
             json!({
                 "run.$": "$.run",
                 "job.$": "$.job",
                 "previous.$": "$.launch",
                 "redrive_count.$": "$$.Execution.RedriveCount",
             }),
-            "$.launch",
             timing,
         )
+        .next(state::WAIT_FOR_AGENT),
+    );
+    add(
+        state::WAIT_FOR_AGENT.into(),
+        wait_task(timing)
+            .catch(&LOST_ERRORS, "$.lost", state::RELAUNCH_CLEAN_UP)
+            .next(after_wait),
+    );
+
+    states
+}
+
+/// The launch Task (`parameters`: its input), retrying `NoCapacity` over the capacity wait.
+pub(super) fn launch_task(parameters: Value, timing: &Timing) -> TaskState {
+    task(resource::LAUNCH, task_timeout::LAUNCH, parameters, "$.launch", timing)
         .comment(
             "No capacity in any pool: wait and ask again (backoff). Other launch errors end the \
              execution here (nothing is running); a redrive re-runs this state with a fresh launch budget",
@@ -36,30 +48,25 @@ pub(super) fn launch_states(after_wait: &str, timing: &Timing) -> Vec<(String, V
                 "MaxDelaySeconds": timing.capacity.max_delay_seconds,
             }),
         )
-        .next(state::WAIT_FOR_AGENT),
-    );
-    add(
-        state::WAIT_FOR_AGENT.into(),
-        task(
-            resource::WAIT_ONLINE,
-            task_timeout::WAIT_ONLINE,
-            json!({"run.$": "$.run", "instance.$": "$.launch"}),
-            "$.result",
-            timing,
-        )
-        .retry(
-            &["AgentNotOnline"],
-            json!({
-                "IntervalSeconds": timing.agent_interval_seconds,
-                "MaxAttempts": timing.agent_max_attempts,
-                "BackoffRate": 1.0,
-            }),
-        )
-        .catch(&LOST_ERRORS, "$.lost", state::RELAUNCH_CLEAN_UP)
-        .next(after_wait),
-    );
+}
 
-    states
+/// The wait for the launched instance's agent (`$.launch`), retrying `AgentNotOnline`.
+pub(super) fn wait_task(timing: &Timing) -> TaskState {
+    task(
+        resource::WAIT_ONLINE,
+        task_timeout::WAIT_ONLINE,
+        json!({"run.$": "$.run", "instance.$": "$.launch"}),
+        "$.result",
+        timing,
+    )
+    .retry(
+        &["AgentNotOnline"],
+        json!({
+            "IntervalSeconds": timing.agent_interval_seconds,
+            "MaxAttempts": timing.agent_max_attempts,
+            "BackoffRate": 1.0,
+        }),
+    )
 }
 
 /// The relaunch path: clean up the lost instance, pause, back to Launch.

@@ -19,6 +19,7 @@
 //! builder of `task`; [`render`]ed as the committed text; read back by [`shape`].
 
 mod document;
+mod fanout;
 mod finish;
 mod launch;
 mod run_record;
@@ -28,6 +29,7 @@ mod task;
 mod timing;
 
 pub use document::{definition, render};
+pub use fanout::lane;
 pub use shape::{function_of, shape, successors};
 pub use timing::{
     poll_attempts, wait_seconds, Backoff, Timing, CAPACITY_WAIT_SECONDS, FALLBACK_POLL_SECONDS,

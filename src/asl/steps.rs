@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::task::task;
+use super::task::{task, TaskState};
 use super::timing::{timed_step, SEND_AGENT_ATTEMPTS};
 use super::{
     poll_attempts, resource, state, task_timeout, wait_seconds, Timing, FALLBACK_POLL_SECONDS,
@@ -38,6 +38,7 @@ pub(super) fn resume_states(workload: &[&StepSpec]) -> Vec<(String, Value)> {
     let first_in_mode = state::in_mode(&workload[0].name);
     let rules: Vec<Value> = workload
         .iter()
+        .filter(|s| s.fan_out.is_none())
         .map(|s| json!({"Variable": "$.resume_at", "StringEquals": s.name, "Next": state::send(&s.name)}))
         .collect();
     add(
@@ -77,6 +78,17 @@ pub(super) fn workload_states(
             [single] => single.clone(),
             _ => json!({"Or": tests}),
         };
+        if step.fan_out.is_some() {
+            rule["Next"] = json!(super::fanout::entry(&step.name));
+            add(
+                state::in_mode(&step.name),
+                json!({"Type": "Choice", "Choices": [rule], "Default": next}),
+            );
+            for (name, body) in super::fanout::fan_out_states(job, step, &next, timing) {
+                add(name, body);
+            }
+            continue;
+        }
         rule["Next"] = json!(state::send(&step.name));
         let resume_here = state::resume_here(&step.name);
         add(
@@ -100,6 +112,48 @@ pub(super) fn workload_states(
     states
 }
 
+/// A step's waiting send Task: send-step sends it and the state waits for its token, its
+/// answer at `result_path`; `slot` (a JSON object of paths) places it in a sweep's lane.
+pub(super) fn send_task(
+    job: &JobSpec,
+    step: &StepSpec,
+    slot: Option<Value>,
+    result_path: &str,
+    timing: &Timing,
+) -> TaskState {
+    let mut payload = json!({
+        "run.$": "$.run",
+        "job.$": "$.job",
+        "instance.$": "$.launch",
+        "step": serde_json::to_value(timed_step(step, timing)).expect("a StepSpec always serializes"),
+        "redrive_count.$": "$$.Execution.RedriveCount",
+        "task_token.$": "$$.Task.Token",
+    });
+    if let Some(slot) = slot {
+        payload["slot"] = slot;
+    }
+    task(
+        resource::WAIT_FOR_TOKEN,
+        wait_seconds(job, step, timing),
+        json!({"FunctionName": resource::SEND_STEP, "Payload": payload}),
+        result_path,
+        timing,
+    )
+    .comment(
+        "Sends the step and waits for its token: poll-result answers it when SSM or EC2 \
+         tells (or the 5-minute reconciler finds the command ended or the instance gone). \
+         A wait that times out goes to the fallback poll",
+    )
+    .retry(
+        &["AgentNotOnline"],
+        json!({
+            "IntervalSeconds": timing.agent_interval_seconds,
+            "MaxAttempts": SEND_AGENT_ATTEMPTS,
+            "BackoffRate": 1.0,
+        }),
+    )
+}
+
 /// The send (waiting), poll (fallback) and failed states of one step. `next` follows a
 /// success; `lost` is where a lost instance leads.
 pub(super) fn step_states(
@@ -113,42 +167,12 @@ pub(super) fn step_states(
     let poll = state::poll(&step.name);
     let failed = state::failed(&step.name);
     let timed = timed_step(step, timing);
-    let with_script = serde_json::to_value(&timed).expect("a StepSpec always serializes");
     let identity =
         serde_json::to_value(timed.without_script()).expect("a StepSpec always serializes");
     vec![
         (
             send.clone(),
-            task(
-                resource::WAIT_FOR_TOKEN,
-                wait_seconds(job, step, timing),
-                json!({
-                    "FunctionName": resource::SEND_STEP,
-                    "Payload": {
-                        "run.$": "$.run",
-                        "job.$": "$.job",
-                        "instance.$": "$.launch",
-                        "step": with_script,
-                        "redrive_count.$": "$$.Execution.RedriveCount",
-                        "task_token.$": "$$.Task.Token",
-                    },
-                }),
-                "$.result",
-                timing,
-            )
-            .comment(
-                "Sends the step and waits for its token: poll-result answers it when SSM or EC2 \
-                 tells (or the 5-minute reconciler finds the command ended or the instance gone). \
-                 A wait that times out goes to the fallback poll",
-            )
-            .retry(
-                &["AgentNotOnline"],
-                json!({
-                    "IntervalSeconds": timing.agent_interval_seconds,
-                    "MaxAttempts": SEND_AGENT_ATTEMPTS,
-                    "BackoffRate": 1.0,
-                }),
-            )
+            send_task(job, step, None, "$.result", timing)
             .catch(&LOST_ERRORS, "$.lost", lost)
             .catch(&["StepFailed"], "$.failure", &failed)
             .catch(&["States.Timeout"], "$.timeout", &poll)

@@ -66,12 +66,21 @@ impl TaskState {
         self
     }
 
-    pub(super) fn next(mut self, next: &str) -> Value {
+    pub(super) fn next(self, next: &str) -> Value {
+        self.finish("Next", json!(next))
+    }
+
+    /// Finishes the Task as the last state of its Map iteration.
+    pub(super) fn end(self) -> Value {
+        self.finish("End", json!(true))
+    }
+
+    fn finish(mut self, field: &str, value: Value) -> Value {
         self.body.insert("Retry".into(), Value::Array(self.retry));
         if !self.catch.is_empty() {
             self.body.insert("Catch".into(), Value::Array(self.catch));
         }
-        self.body.insert("Next".into(), json!(next));
+        self.body.insert(field.into(), value);
         Value::Object(self.body)
     }
 }

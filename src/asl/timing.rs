@@ -201,6 +201,7 @@ mod tests {
             secrets: BTreeMap::new(),
             script: String::new(),
             checkpoint: None,
+            fan_out: None,
         };
         let job = crate::records::fixtures::job();
         assert_eq!(wait_seconds(&job, &step, &Timing::production()), 5820);

@@ -461,7 +461,12 @@ pub struct EarlierTries {
 }
 
 /// The instances an execution's attempt launched, live or ended, found by their tags.
-pub async fn earlier_tries(ec2: &Client, execution: &str, attempt: u32) -> Result<EarlierTries> {
+pub async fn earlier_tries(
+    ec2: &Client,
+    execution: &str,
+    attempt: u32,
+    lane: Option<&str>,
+) -> Result<EarlierTries> {
     let attempt = attempt.to_string();
     let wanted = [
         (tags::EXECUTION, execution),
@@ -475,7 +480,9 @@ pub async fn earlier_tries(ec2: &Client, execution: &str, attempt: u32) -> Resul
     )
     .await?;
     let mut tries = EarlierTries::default();
-    for instance in &found {
+    // A sweep lane numbers its attempts on its own: only the same lane's (or, for the run's
+    // own launch, no lane's) instances are this launch's tries.
+    for instance in found.iter().filter(|i| tag(i, tags::LANE) == lane) {
         if is_live(instance) {
             tries.live.get_or_insert_with(|| Started::of(instance));
         } else {

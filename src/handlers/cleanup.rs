@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::aws::{ec2, s3, sfn, sns, ssm};
 use crate::env::{Env, Need};
 use crate::error::{Error, Result};
+use crate::fanout::{Lane, Shard};
 use crate::handlers::poll_result;
 use crate::input::{parse, Checked};
 use crate::ledger;
@@ -65,6 +66,21 @@ pub enum Request {
         resume_at: String,
         #[serde(default)]
         redrive_count: u32,
+        /// A sweep lane's relaunch: only its instance goes, and its shard returns to the pool.
+        #[serde(default)]
+        lane: Option<Lane>,
+        #[serde(default)]
+        shard: Option<Shard>,
+    },
+    /// A sweep lane found no shard left: its instance goes, unless it is `keep`, the run's
+    /// instance lane 0 adopted (the steps after the sweep run on it).
+    LaneEnd {
+        run: Run,
+        lane: Lane,
+        #[serde(default)]
+        instance: Launch,
+        #[serde(default)]
+        keep: Option<Launch>,
     },
     StepFailed {
         run: Run,
@@ -84,7 +100,9 @@ pub enum Request {
 impl Checked for Request {
     fn check(&self) -> Result<()> {
         match self {
-            Request::EndOfRun { run } | Request::Relaunch { run, .. } => run.check(),
+            Request::EndOfRun { run }
+            | Request::Relaunch { run, .. }
+            | Request::LaneEnd { run, .. } => run.check(),
             Request::StepFailed { run, job, .. } => run.validate(job),
             Request::ExecutionEnded { .. } | Request::Sweep => Ok(()),
         }
@@ -147,7 +165,19 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
             lost,
             resume_at,
             redrive_count,
+            lane,
+            shard,
         } => {
+            if let (Some(lane), Some(shard)) = (&lane, &shard) {
+                Box::pin(crate::handlers::fanout::release(
+                    env,
+                    &run,
+                    lane,
+                    shard,
+                    redrive_count,
+                ))
+                .await?;
+            }
             Box::pin(relaunch(
                 env,
                 &run,
@@ -155,8 +185,23 @@ pub async fn handle(env: &Env, input: Value) -> Result<Report> {
                 lost.as_ref(),
                 &resume_at,
                 redrive_count,
+                lane.as_ref(),
             ))
             .await
+        }
+        Request::LaneEnd {
+            run,
+            lane,
+            instance,
+            keep,
+        } => {
+            // Only the lane's own (tagged) instances go when it still runs on the run's.
+            let kept = keep.is_some_and(|k| k.instance_id == instance.instance_id);
+            let instance = if kept { Launch::default() } else { instance };
+            let mut report =
+                Box::pin(relaunch(env, &run, &instance, None, "", 0, Some(&lane))).await?;
+            report.action = "lane-end".into();
+            Ok(report)
         }
         Request::StepFailed {
             run,
@@ -214,18 +259,18 @@ async fn relaunch(
     lost: Option<&CaughtError>,
     resume_at: &str,
     redrive_count: u32,
+    lane: Option<&Lane>,
 ) -> Result<Report> {
     env.settings.require(&[Need::Stack])?;
     let stack = env.settings.stack.as_str();
-    let ids = instance_ids(
-        env,
-        &[
-            (tags::RUN_ID, &run.run_id),
-            (tags::JOB, &run.job),
-            (tags::STACK, stack),
-        ],
-    )
-    .await?;
+    let lane_id = lane.map(Lane::id);
+    let mut wanted = vec![
+        (tags::RUN_ID, run.run_id.as_str()),
+        (tags::JOB, run.job.as_str()),
+        (tags::STACK, stack),
+    ];
+    wanted.extend(lane_id.as_deref().map(|id| (tags::LANE, id)));
+    let ids = instance_ids(env, &wanted).await?;
     let unknown = ec2::terminate(&env.ec2, &ids).await?;
     let mut ids = confirmed(ids, &unknown);
     let id = instance.instance_id.as_str();

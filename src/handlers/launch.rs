@@ -11,6 +11,7 @@ use crate::aws::{s3, sfn};
 use crate::capacity::{self, Market};
 use crate::env::{parse_rfc3339, rfc3339, Env, Need};
 use crate::error::{Error, Result};
+use crate::fanout::Lane;
 use crate::fleet::{self, FleetAnswer, FleetRequest, Outcome};
 use crate::input::{parse, Checked};
 use crate::lock;
@@ -30,6 +31,9 @@ pub struct Input {
     /// `$$.Execution.RedriveCount`.
     #[serde(default)]
     pub redrive_count: u32,
+    /// The sweep lane this launch is for (its instance is tagged `spotstep:lane`).
+    #[serde(default)]
+    pub lane: Option<Lane>,
 }
 
 impl Checked for Input {
@@ -46,7 +50,9 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         job,
         previous,
         redrive_count,
+        lane,
     } = input;
+    let lane_id = lane.as_ref().map(Lane::id);
     let (attempt, round, round_attempts) =
         previous.next_attempt(redrive_count, job.max_attempts)?;
     let reclaims = previous.reclaims_before_next(redrive_count);
@@ -64,7 +70,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
     check_config(env, &config_bucket, &config_key).await?;
 
-    let earlier = ec2::earlier_tries(&env.ec2, &run.execution, attempt).await?;
+    let earlier = ec2::earlier_tries(&env.ec2, &run.execution, attempt, lane_id.as_deref()).await?;
     let mut launch = match earlier.live {
         Some(found) => launch_record(found, Vec::new()),
         None => {
@@ -73,6 +79,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
                 round,
                 generation: earlier.ended,
                 reclaims,
+                lane: lane_id.clone(),
             };
             launch_instance(env, &run, &job, &this).await?
         }
@@ -179,6 +186,8 @@ struct Attempt {
     generation: usize,
     /// Spot reclaims in the run so far (the job's `on_demand_after_reclaims` reads it).
     reclaims: u32,
+    /// The sweep lane's id, for a lane's instance.
+    lane: Option<String>,
 }
 
 async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt) -> Result<Launch> {
@@ -328,6 +337,7 @@ fn instance_tags(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt) -> Vec<
         (tags::MAX_RUNTIME, job.max_runtime_seconds.to_string()),
     ]
     .into_iter()
+    .chain(attempt.lane.clone().map(|lane| (tags::LANE, lane)))
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }

@@ -2,6 +2,7 @@
 //! [`Env`](crate::env::Env) and returns its output or a stable [`Error`](crate::Error).
 
 pub mod cleanup;
+pub mod fanout;
 pub mod launch;
 pub mod poll_result;
 pub mod send_step;

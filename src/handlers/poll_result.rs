@@ -28,6 +28,7 @@ use crate::aws::sfn::{self, Delivered};
 use crate::aws::{ec2, s3, ssm};
 use crate::env::{parse_rfc3339, Env, Need};
 use crate::error::{Error, Result};
+use crate::fanout;
 use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepKind, StepSpec};
 use crate::naming;
@@ -93,10 +94,17 @@ pub enum Polled {
     Step(StepResult),
     /// An event's or the reconciler's: the steps answered.
     Told { answered: Vec<Answered> },
+    /// A sweep's bookkeeping (`{"fanout": ...}` requests: `crate::handlers::fanout`).
+    FanOut(Value),
 }
 
 /// Handles one request: an event, the reconciler's schedule, or the poll state.
 pub async fn handle(env: &Env, input: Value) -> Result<Polled> {
+    if input.get("fanout").is_some() {
+        return Ok(Polled::FanOut(
+            Box::pin(crate::handlers::fanout::handle(env, input)).await?,
+        ));
+    }
     match waiting::told(&input) {
         Some(told) => {
             env.settings.require(&[Need::Bucket, Need::Stack])?;
@@ -328,8 +336,16 @@ async fn waiting_on(env: &Env, instance_id: &str) -> Result<Vec<(String, SendMar
         );
         return Ok(Vec::new());
     };
-    Ok(markers(env, &job, &run_id)
-        .await?
+    let lane = ec2::tag(&instance, naming::tags::LANE).is_some();
+    let pointed = match lane {
+        true => crate::handlers::fanout::pointed(env, &job, &run_id, instance_id).await?,
+        false => None,
+    };
+    let candidates = match pointed {
+        Some(marker) => vec![marker],
+        None => markers(env, &job, &run_id).await?,
+    };
+    Ok(candidates
         .into_iter()
         .filter(|(_, m)| m.waiting() && m.instance.instance_id == instance_id)
         .collect())
@@ -366,7 +382,7 @@ pub async fn latest_marker(
     Ok(markers(env, &run.job, &run.run_id)
         .await?
         .into_iter()
-        .filter(|(_, m)| m.step.name == step)
+        .filter(|(_, m)| m.step.name == step && m.slot.is_none())
         .max_by_key(|(_, m)| m.round))
 }
 
@@ -397,7 +413,8 @@ async fn listed_command(
     command_id: Option<&str>,
 ) -> Result<Option<Command>> {
     let id = &marker.instance.instance_id;
-    let comment = naming::command_comment(&marker.run.run_id, &marker.step.name, marker.round);
+    let slot = marker.slot.as_ref();
+    let comment = fanout::comment(&marker.run.run_id, &marker.step.name, marker.round, slot);
     let listed = ssm::commands_on(&env.ssm, id).await?;
     Ok(listed
         .into_iter()
@@ -411,7 +428,7 @@ async fn listed_command(
             output_prefix: format!(
                 "s3://{}/{}",
                 env.settings.bucket,
-                naming::step_log_prefix(&marker.run.job, &marker.run.run_id, &marker.step.name)
+                fanout::log_prefix(&marker.run.job, &marker.run.run_id, &marker.step.name, slot)
             ),
             reused: false,
             checkpoint: None,
@@ -440,7 +457,7 @@ pub async fn decide(env: &Env, marker: &SendMarker, command: &Command) -> Result
         step,
         ..
     } = marker;
-    let expected = naming::step_log_prefix(&run.job, &run.run_id, &step.name);
+    let expected = fanout::log_prefix(&run.job, &run.run_id, &step.name, marker.slot.as_ref());
     match naming::parse_s3_uri(&command.output_prefix) {
         Ok((_, key)) if key == expected => {}
         _ => {

@@ -21,10 +21,10 @@ use crate::aws::{ec2, s3};
 use crate::checkpoint::Restored;
 use crate::env::{rfc3339, Env, Need};
 use crate::error::{Error, Result};
-use crate::handlers::poll_result;
+use crate::fanout::{self, Slot};
+use crate::handlers::{self, poll_result};
 use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepSpec};
-use crate::naming;
 use crate::records::{Command, Launch, Run};
 use crate::script::{self, Placement};
 use crate::waiting::SendMarker;
@@ -41,6 +41,9 @@ pub struct Input {
     pub redrive_count: u32,
     /// `$$.Task.Token` of the waiting send state.
     pub task_token: String,
+    /// Where in a sweep the step runs (a lane's setup step, or a shard).
+    #[serde(default)]
+    pub slot: Option<Slot>,
 }
 
 impl Checked for Input {
@@ -68,11 +71,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         step,
         redrive_count,
         task_token,
+        slot,
     } = parse("send-step input", input)?;
     env.settings.require(&[Need::Bucket, Need::Region])?;
     let id = instance.instance_id.as_str();
-    let comment = naming::command_comment(&run.run_id, &step.name, redrive_count);
-    let log_prefix = naming::step_log_prefix(&job.name, &run.run_id, &step.name);
+    let comment = fanout::comment(&run.run_id, &step.name, redrive_count, slot.as_ref());
+    let log_prefix = fanout::log_prefix(&job.name, &run.run_id, &step.name, slot.as_ref());
     let bucket = &env.settings.bucket;
     let restored = match &step.checkpoint {
         Some(_) => Box::pin(restored_checkpoint(env, &run, &step.name)).await?,
@@ -92,7 +96,13 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         checkpoint: restored.clone(),
     };
 
-    let marker_key = naming::send_marker_key(&job.name, &run.run_id, &step.name, redrive_count);
+    let marker_key = fanout::marker_key(
+        &job.name,
+        &run.run_id,
+        &step.name,
+        redrive_count,
+        slot.as_ref(),
+    );
     let earlier = s3::read(&env.s3, bucket, &marker_key)
         .await?
         .and_then(|text| SendMarker::parse(&text))
@@ -106,6 +116,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         task_token,
         command: None,
         answer: String::new(),
+        slot: slot.clone(),
     };
     if let Some(earlier) = earlier {
         let found = match earlier.command {
@@ -131,11 +142,16 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         warn!(step = %step.name, instance_id = %id, "an earlier try marked this send but recorded no command and SSM lists none; sending");
     }
     s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await?;
+    if slot.is_some() {
+        handlers::fanout::point(env, &run, id, &marker_key).await?;
+    }
 
     let placement = Placement {
         bucket: bucket.clone(),
         region: env.settings.region.clone(),
     };
+    let step =
+        handlers::fanout::with_preludes(env, &run, &job, step.clone(), slot.as_ref()).await?;
     let command = StepCommand {
         step: &step.name,
         instance_id: id,

@@ -14,6 +14,7 @@
 //! reads a manifest and checks it by topic: the job's fields (`fields`), its steps
 //! (`steps`), its modes and how they fit the instance's life (`modes`).
 
+mod fan_out;
 mod fields;
 mod modes;
 mod parse;
@@ -67,6 +68,9 @@ pub struct StepSpec {
     /// only): the runner restores it before the step and uploads it while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<crate::checkpoint::CheckpointSpec>,
+    /// A fan-out step's settings (`[steps.fan_out]`): the step runs once per shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<crate::fanout::FanOut>,
 }
 
 impl StepSpec {
@@ -74,6 +78,10 @@ impl StepSpec {
     pub fn without_script(&self) -> StepSpec {
         StepSpec {
             script: String::new(),
+            fan_out: self
+                .fan_out
+                .as_ref()
+                .map(crate::fanout::FanOut::without_items),
             ..self.clone()
         }
     }
@@ -111,6 +119,10 @@ pub struct JobSpec {
     pub modes: BTreeMap<String, ModeSpec>,
     /// Workload step names in manifest order.
     pub workload_steps: Vec<String>,
+    /// The workload steps that fan out, in manifest order (the steps after one get its
+    /// results index).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fan_out_steps: Vec<String>,
 }
 
 /// A validated job: its spec, its steps with their scripts, its defaults.
@@ -196,6 +208,20 @@ struct RawStep {
     secrets: Vec<String>,
     #[serde(default)]
     checkpoint: Option<crate::checkpoint::RawCheckpoint>,
+    #[serde(default)]
+    fan_out: Option<RawFanOut>,
+}
+
+/// `[steps.fan_out]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFanOut {
+    shards: String,
+    #[serde(default)]
+    written_by: Option<String>,
+    instances: u32,
+    #[serde(default)]
+    max_failed_shards: u32,
 }
 
 fn default_delivery_timeout() -> u64 {

@@ -73,6 +73,11 @@ impl Job {
                 env: raw.env,
                 modes: raw.modes,
                 workload_steps,
+                fan_out_steps: steps
+                    .iter()
+                    .filter(|s| s.fan_out.is_some())
+                    .map(|s| s.name.clone())
+                    .collect(),
             },
             steps,
         })

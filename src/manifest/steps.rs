@@ -15,6 +15,7 @@ pub(super) fn check_steps(
     err: &dyn Fn(&str, String) -> ManifestError,
 ) -> Result<Vec<StepSpec>, ManifestError> {
     let mut steps: Vec<StepSpec> = Vec::with_capacity(raw_steps.len());
+    let mut fan_outs = Vec::new();
     if raw_steps.is_empty() {
         return Err(err("steps", "must list at least one step".into()));
     }
@@ -84,7 +85,11 @@ pub(super) fn check_steps(
             secrets: step_secrets,
             script,
             checkpoint,
+            fan_out: None,
         });
+        if let Some(f) = s.fan_out {
+            fan_outs.push((i, f));
+        }
     }
     let first_workload = steps.iter().position(|s| s.kind == StepKind::Workload);
     if let Some(i) = first_workload.and_then(|w| {
@@ -101,6 +106,7 @@ pub(super) fn check_steps(
     if !steps.iter().any(|s| s.kind == StepKind::Workload) {
         return Err(err("steps", "must have at least one workload step".into()));
     }
+    super::fan_out::check_fan_outs(&mut steps, fan_outs, read_script, err)?;
     if let Some(unused) = secrets
         .keys()
         .find(|name| !steps.iter().any(|s| s.secrets.contains_key(*name)))

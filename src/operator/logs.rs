@@ -25,8 +25,11 @@ pub struct LogsOptions {
     #[arg(value_name = "step", value_parser = cli::name("step"))]
     pub step: Option<String>,
     /// Print the step's lines as they arrive, until it ends
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shard")]
     pub follow: bool,
+    /// A fan-out step's shard: print that shard's full output (every command it ran as)
+    #[arg(long, value_name = "K", requires = "step")]
+    pub shard: Option<u32>,
     #[command(flatten)]
     pub target: Target,
 }
@@ -43,6 +46,12 @@ impl LogsOptions {
         };
         let (step, arn) = (self.step.as_deref(), &e.arn);
         let (mut out, mut note) = (std::io::stdout(), std::io::stderr());
+        if let (Some(shard), Some(step)) = (self.shard, step) {
+            let events = sfn::history(&aws.env.sfn, arn).await?;
+            super::shards::print_shard(&aws.env.s3, &events, arn, step, shard, &mut out, &mut note)
+                .await?;
+            return Ok(exit::OK);
+        }
         if self.follow {
             let how = aws.how;
             return super::follow::follow(

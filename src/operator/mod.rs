@@ -17,6 +17,7 @@ pub mod logs;
 pub mod redrive;
 pub mod run;
 pub mod runs;
+pub mod shards;
 pub mod watch;
 
 pub use graph::graph;

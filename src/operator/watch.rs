@@ -51,6 +51,7 @@ pub async fn watch(
 ) -> Result<u8, Failure> {
     let mut printed = 0;
     let mut shown: Option<Current> = None;
+    let mut sweeps: Vec<String> = Vec::new();
     loop {
         let status = sfn::execution(client, arn)
             .await?
@@ -64,6 +65,11 @@ pub async fn watch(
             writeln!(out, "{line}").map_err(io)?;
         }
         printed = p.lines.len();
+        let now_sweeps = super::shards::progress_lines(&events);
+        for line in now_sweeps.iter().filter(|l| !sweeps.contains(l)) {
+            writeln!(out, "{line}").map_err(io)?;
+        }
+        sweeps = now_sweeps;
         if status.status != "RUNNING" {
             if p.ended.is_none() {
                 writeln!(out, "{}", status.status).map_err(io)?;

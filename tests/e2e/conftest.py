@@ -35,7 +35,7 @@ from spotstep_local.stack import FUNCTIONS, LocalStack  # noqa: E402
 TARGET = Path(os.environ.get("SPOTSTEP_TARGET_DIR") or REPO / "target" / "debug")
 JOBS = [REPO / "jobs", HERE / "jobs"]
 # The jobs the tests run; each one's config_source object is uploaded once.
-USED_JOBS = ("demo", "bigfail", "train", "train-ondemand")
+USED_JOBS = ("demo", "bigfail", "train", "train-ondemand", "backtest")
 
 
 

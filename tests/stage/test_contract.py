@@ -31,6 +31,9 @@ def test_every_format_round_trips_with_the_longest_names():
         "run_id": RUN_ID,
         "run_hash": "0123456789abcdef",
         "round": "4294967295",
+        # A sweep's largest shard index (at most 1,000 shards).
+        "shard": "999",
+        "lane_state": "wait for agent",
         "command_id": COMMAND,
         "instance_id": "i-0123456789abcdef0",
         "stream": "stderr",
@@ -40,6 +43,10 @@ def test_every_format_round_trips_with_the_longest_names():
     }
     values["log_prefix"] = contract.fmt("step_log_prefix").make(job=STEP, run_id=RUN_ID, step=STEP)
     formats = contract.load()["formats"]
+    # A shard's command writes under its own folder, which the output key's log prefix admits.
+    shard_prefix = contract.fmt("shard_log_prefix").make(job=STEP, run_id=RUN_ID, step=STEP, shard="999")
+    key = contract.fmt("ssm_output_key").make(log_prefix=shard_prefix, command_id=COMMAND, instance_id="i-0123456789abcdef0", stream="stdout")
+    assert contract.fmt("ssm_output_key").parse(key)["log_prefix"] == shard_prefix
     assert {"command_comment", "step_log_prefix", "ssm_output_key", "staging_prefix", "health_log_prefix"} <= set(formats)
     for name in formats:
         f = contract.fmt(name)

@@ -865,3 +865,37 @@ async fn the_end_of_a_run_writes_its_ledger_record() {
     assert_eq!(report.cost, record.cost.line());
     assert!(report.cost.starts_with("$0.0"), "{}", report.cost);
 }
+
+#[tokio::test]
+async fn lane_zero_ends_its_lane_instances_but_never_the_run_instance_it_adopted() {
+    let lane_end = |keep: Value| {
+        json!({"action": "lane-end", "run": run_json(), "instance": launch_json(),
+               "lane": {"step": "sweep", "index": 0}, "keep": keep})
+    };
+    for (keep, terminated) in [
+        (launch_json(), Vec::<String>::new()),
+        (Value::Null, vec!["i-1".to_string()]),
+    ] {
+        let (mut mocks, rec) = mocks(vec![]);
+        // By id: the run's instance i-1 (running, no lane tag); by the lane's tags: none.
+        mocks.ec2[0] = mock!(aws_sdk_ec2::Client::describe_instances)
+            .match_requests(|r| r.instance_ids() == ["i-1"])
+            .then_output(|| {
+                aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                    .reservations(Reservation::builder().instances(run_tags("i-1")).build())
+                    .build()
+            });
+        mocks.ec2.push(describe_instances(vec![]));
+        let report = handle(&mocks.env(), lane_end(keep.clone())).await.unwrap();
+        assert_eq!(report.action, "lane-end");
+        assert_eq!(report.terminated, terminated, "keep: {keep}");
+        let asked: Vec<String> = rec
+            .terminated
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t.instance_ids().to_vec())
+            .collect();
+        assert_eq!(asked, terminated, "keep: {keep}");
+    }
+}

@@ -202,6 +202,7 @@ fn launch_json() -> Value {
 }
 
 mod cleanup;
+mod fanout;
 mod launch;
 mod poll_result;
 mod send_step;

@@ -39,6 +39,7 @@ fn send_marker(command: Option<Command>, answer: &str) -> SendMarker {
         task_token: "token-1".into(),
         command,
         answer: answer.into(),
+        slot: None,
     }
 }
 
@@ -102,6 +103,7 @@ fn answered(polled: Polled) -> Vec<crate::handlers::poll_result::Answered> {
     match polled {
         Polled::Told { answered } => answered,
         Polled::Step(r) => panic!("a step result: {r:?}"),
+        Polled::FanOut(v) => panic!("a fan-out answer: {v}"),
     }
 }
 

@@ -1,0 +1,1 @@
+echo "shard $SPOTSTEP_SHARD"
