@@ -25,6 +25,7 @@ use crate::fanout::{self, Slot};
 use crate::handlers::{self, poll_result};
 use crate::input::{parse, Checked};
 use crate::manifest::{JobSpec, StepSpec};
+use crate::naming;
 use crate::records::{Command, Launch, Run};
 use crate::script::{self, Placement};
 use crate::waiting::SendMarker;
