@@ -19,7 +19,7 @@ use crate::cost::{self, Cost, Counts, EndedBy, InstanceCost, PricePoint};
 use crate::env::{parse_rfc3339, rfc3339, Env};
 use crate::error::{Error, Result};
 use crate::naming;
-use crate::progress::Event;
+use crate::progress::{step_of, Event};
 
 /// The record's format version.
 pub const VERSION: u32 = 1;
@@ -119,17 +119,6 @@ fn json(text: Option<&str>) -> Value {
 
 fn text(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_default().to_string()
-}
-
-/// The step a step state belongs to, and whether it is its send, poll or failed state.
-fn step_state(name: &str) -> Option<(&str, &'static str)> {
-    [
-        (state::send(""), "send"),
-        (state::poll(""), "poll"),
-        (state::failed(""), "failed"),
-    ]
-    .into_iter()
-    .find_map(|(suffix, which)| name.strip_suffix(suffix.as_str()).map(|s| (s, which)))
 }
 
 /// The exit code a `StepFailed` message names (`..., exit code 3: ...`).
@@ -246,7 +235,7 @@ pub fn facts(events: &[Event], status: &str, now_millis: i64) -> Option<Record> 
                         s.ended_at = at(e.at_millis);
                     }
                 }
-                match step_state(&name) {
+                match step_of(&name) {
                     Some((step, "send")) => match steps.iter_mut().find(|s| s.name == step) {
                         Some(s) => {
                             s.attempts += 1;
@@ -304,7 +293,7 @@ pub fn facts(events: &[Event], status: &str, now_millis: i64) -> Option<Record> 
                         open = Some(instances.len() - 1);
                     }
                 }
-                if let Some((step, "send" | "poll")) = step_state(&name) {
+                if let Some((step, "send" | "poll")) = step_of(&name) {
                     let result = &output["result"];
                     if result["step"].as_str() == Some(step) {
                         if let Some(s) = steps.iter_mut().find(|s| s.name == step) {

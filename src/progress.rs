@@ -123,8 +123,9 @@ pub fn cause_message(cause: &str) -> String {
         .to_string()
 }
 
-/// The step a step state belongs to (`<step>: send`, `<step>: poll`, `<step>: failed`).
-fn step_of(name: &str) -> Option<(&str, &'static str)> {
+/// The step a step state belongs to (`<step>: send`, `<step>: poll`, `<step>: failed`), and
+/// which of the three it is.
+pub(crate) fn step_of(name: &str) -> Option<(&str, &'static str)> {
     [
         (state::send(""), "send"),
         (state::poll(""), "poll"),
