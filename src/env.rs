@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::ops::Deref;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
+use aws_config::SdkConfig;
 use time::OffsetDateTime;
+use tokio::sync::OnceCell;
 
+use crate::aws::https;
 use crate::error::{Error, Result};
 
 /// The deployment settings, from `SPOTSTEP_*` environment variables.
@@ -150,99 +152,178 @@ impl Clock {
     }
 }
 
-/// A client built on its first use, not before: a function's init then asks for work without
-/// constructing the SDK clients, and an invocation builds only the clients it calls. (The TLS
-/// root store is still read at init, by `aws_config::load_from_env`; see BENCHMARKS.md.)
-/// Derefs to the client, so `env.ec2.describe_instances()` and `&env.ec2` as
-/// `&aws_sdk_ec2::Client` work.
-pub struct Lazy<C>(Arc<LazyLock<C, Box<dyn FnOnce() -> C + Send>>>);
-
-impl<C> Lazy<C> {
-    /// A client `make` builds on first use.
-    pub fn new(make: impl FnOnce() -> C + Send + 'static) -> Lazy<C> {
-        Lazy(Arc::new(LazyLock::new(Box::new(make))))
-    }
+/// The AWS side of an [`Env`]: the SDK configuration and one client per service, each made
+/// on its first use and kept. A function's init does no AWS work at all (no credential chain,
+/// no TLS setup): the first call to a service builds what it needs, and an invocation builds
+/// only the clients it calls.
+pub struct Clients {
+    config: OnceCell<SdkConfig>,
+    /// `AWS_ENDPOINT_URL` is set (an emulator): S3 is addressed path-style there.
+    emulated: bool,
+    ec2: OnceCell<aws_sdk_ec2::Client>,
+    s3: OnceCell<aws_sdk_s3::Client>,
+    ssm: OnceCell<aws_sdk_ssm::Client>,
+    sfn: OnceCell<aws_sdk_sfn::Client>,
+    sns: OnceCell<aws_sdk_sns::Client>,
 }
 
-impl<C: Send + 'static> From<C> for Lazy<C> {
-    /// A client already built (tests).
-    fn from(client: C) -> Lazy<C> {
-        Lazy::new(move || client)
+impl Clients {
+    /// Clients from the production configuration, loaded on first use: the default
+    /// credential and region chain, `AWS_ENDPOINT_URL` honoured, and the HTTPS client that
+    /// trusts the Amazon Trust Services roots compiled in ([`https`]).
+    fn on_first_use(emulated: bool) -> Clients {
+        Clients::with_config(OnceCell::new(), emulated)
     }
-}
 
-impl<C> Deref for Lazy<C> {
-    type Target = C;
-    fn deref(&self) -> &C {
-        &self.0
+    /// Clients from a configuration already loaded (the operator's CLI).
+    pub fn from_config(config: SdkConfig, emulated: bool) -> Clients {
+        Clients::with_config(OnceCell::new_with(Some(config)), emulated)
     }
-}
 
-impl<C> Clone for Lazy<C> {
-    fn clone(&self) -> Lazy<C> {
-        Lazy(self.0.clone())
-    }
-}
-
-impl<C> fmt::Debug for Lazy<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match LazyLock::get(&self.0) {
-            Some(_) => f.write_str("Lazy(built)"),
-            None => f.write_str("Lazy(not built yet)"),
+    fn with_config(config: OnceCell<SdkConfig>, emulated: bool) -> Clients {
+        Clients {
+            config,
+            emulated,
+            ec2: OnceCell::new(),
+            s3: OnceCell::new(),
+            ssm: OnceCell::new(),
+            sfn: OnceCell::new(),
+            sns: OnceCell::new(),
         }
+    }
+
+    /// Clients already built (the handler tests' mocks).
+    pub fn built(
+        ec2: aws_sdk_ec2::Client,
+        s3: aws_sdk_s3::Client,
+        ssm: aws_sdk_ssm::Client,
+        sfn: aws_sdk_sfn::Client,
+        sns: aws_sdk_sns::Client,
+    ) -> Clients {
+        Clients {
+            ec2: OnceCell::new_with(Some(ec2)),
+            s3: OnceCell::new_with(Some(s3)),
+            ssm: OnceCell::new_with(Some(ssm)),
+            sfn: OnceCell::new_with(Some(sfn)),
+            sns: OnceCell::new_with(Some(sns)),
+            ..Clients::on_first_use(false)
+        }
+    }
+
+    async fn config(&self) -> &SdkConfig {
+        self.config
+            .get_or_init(|| {
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .http_client(https::client())
+                    .load()
+            })
+            .await
+    }
+}
+
+impl fmt::Debug for Clients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let built = |made: bool| if made { "built" } else { "not built yet" };
+        f.debug_struct("Clients")
+            .field("config", &built(self.config.initialized()))
+            .field("ec2", &built(self.ec2.initialized()))
+            .field("s3", &built(self.s3.initialized()))
+            .field("ssm", &built(self.ssm.initialized()))
+            .field("sfn", &built(self.sfn.initialized()))
+            .field("sns", &built(self.sns.initialized()))
+            .finish()
     }
 }
 
 /// Everything a handler works with.
 #[derive(Debug, Clone)]
 pub struct Env {
-    pub ec2: Lazy<aws_sdk_ec2::Client>,
-    pub s3: Lazy<aws_sdk_s3::Client>,
-    pub ssm: Lazy<aws_sdk_ssm::Client>,
-    pub sfn: Lazy<aws_sdk_sfn::Client>,
-    pub sns: Lazy<aws_sdk_sns::Client>,
+    clients: Arc<Clients>,
     pub settings: Settings,
     pub clock: Clock,
 }
 
 impl Env {
-    /// Reads the configuration as in production: the default credential and region chain,
-    /// and `AWS_ENDPOINT_URL` (an emulator) honoured, with path-style S3 there. The clients
-    /// are built on their first use ([`Lazy`]).
+    /// The environment of a function, as in production: the settings from `SPOTSTEP_*` and
+    /// `AWS_REGION`, and the clients on their first use ([`Clients`]). Without `AWS_REGION`
+    /// (never on Lambda) the configuration is loaded now, for the region of its chain.
     pub async fn from_environment() -> Result<Env> {
         let vars: HashMap<String, String> = std::env::vars().collect();
-        let config = aws_config::load_from_env().await;
-        let mut settings = Settings::from_vars(&vars)?;
-        if settings.region.is_empty() {
-            settings.region = config.region().map(|r| r.to_string()).unwrap_or_default();
-        }
-        let emulated = vars
-            .get("AWS_ENDPOINT_URL")
-            .is_some_and(|v| !v.trim().is_empty());
-        fn client<C: 'static>(
-            config: &aws_config::SdkConfig,
-            make: fn(&aws_config::SdkConfig) -> C,
-        ) -> Lazy<C> {
-            let config = config.clone();
-            Lazy::new(move || make(&config))
-        }
-        let s3_config = config.clone();
-        Ok(Env {
-            ec2: client(&config, aws_sdk_ec2::Client::new),
-            s3: Lazy::new(move || {
-                aws_sdk_s3::Client::from_conf(
-                    aws_sdk_s3::config::Builder::from(&s3_config)
-                        .force_path_style(emulated)
-                        .build(),
-                )
-            }),
-            ssm: client(&config, aws_sdk_ssm::Client::new),
-            sfn: client(&config, aws_sdk_sfn::Client::new),
-            sns: client(&config, aws_sdk_sns::Client::new),
+        let env = Env::new(
+            Clients::on_first_use(emulated(&vars)),
+            Settings::from_vars(&vars)?,
+        );
+        Env::with_chain_region(env).await
+    }
+
+    /// The operator's environment: clients from `config` (its own root store and chain).
+    pub async fn from_config(config: SdkConfig) -> Result<Env> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        let clients = Clients::from_config(config, emulated(&vars));
+        Env::with_chain_region(Env::new(clients, Settings::from_vars(&vars)?)).await
+    }
+
+    /// An environment of `clients` and `settings` on the system clock.
+    pub fn new(clients: Clients, settings: Settings) -> Env {
+        Env {
+            clients: Arc::new(clients),
             settings,
             clock: Clock::System,
-        })
+        }
     }
+
+    async fn with_chain_region(mut env: Env) -> Result<Env> {
+        if env.settings.region.is_empty() {
+            let config = env.clients.config().await;
+            env.settings.region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        }
+        Ok(env)
+    }
+
+    pub async fn ec2(&self) -> &aws_sdk_ec2::Client {
+        let c = &self.clients;
+        c.ec2
+            .get_or_init(|| async { aws_sdk_ec2::Client::new(c.config().await) })
+            .await
+    }
+
+    /// Path-style addressing on an emulator.
+    pub async fn s3(&self) -> &aws_sdk_s3::Client {
+        let c = &self.clients;
+        c.s3.get_or_init(|| async {
+            let config = aws_sdk_s3::config::Builder::from(c.config().await)
+                .force_path_style(c.emulated)
+                .build();
+            aws_sdk_s3::Client::from_conf(config)
+        })
+        .await
+    }
+
+    pub async fn ssm(&self) -> &aws_sdk_ssm::Client {
+        let c = &self.clients;
+        c.ssm
+            .get_or_init(|| async { aws_sdk_ssm::Client::new(c.config().await) })
+            .await
+    }
+
+    pub async fn sfn(&self) -> &aws_sdk_sfn::Client {
+        let c = &self.clients;
+        c.sfn
+            .get_or_init(|| async { aws_sdk_sfn::Client::new(c.config().await) })
+            .await
+    }
+
+    pub async fn sns(&self) -> &aws_sdk_sns::Client {
+        let c = &self.clients;
+        c.sns
+            .get_or_init(|| async { aws_sdk_sns::Client::new(c.config().await) })
+            .await
+    }
+}
+
+fn emulated(vars: &HashMap<String, String>) -> bool {
+    vars.get("AWS_ENDPOINT_URL")
+        .is_some_and(|v| !v.trim().is_empty())
 }
 
 /// Formats an instant as RFC 3339 (UTC, seconds).
@@ -269,6 +350,36 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn loaded(region: &str) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .build()
+    }
+
+    /// A function's init builds no client: each is made by its first call, and only it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn clients_are_built_on_their_first_use_only() {
+        let settings = Settings::from_vars(&vars(&[("AWS_REGION", "us-east-1")])).unwrap();
+        let env = Env::new(Clients::from_config(loaded("us-east-1"), true), settings);
+        let before = format!("{:?}", env.clients);
+        assert!(before.contains(r#"s3: "not built yet""#), "{before}");
+        assert!(env.s3().await.config().region().is_some());
+        let after = format!("{:?}", env.clients);
+        assert!(after.contains(r#"s3: "built""#), "{after}");
+        assert!(after.contains(r#"ec2: "not built yet""#), "{after}");
+        assert!(std::ptr::eq(env.s3().await, env.clone().s3().await));
+    }
+
+    /// Without `AWS_REGION` (never on Lambda) the region comes from the configuration's chain.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_region_falls_back_to_the_chain() {
+        let settings = Settings::from_vars(&vars(&[])).unwrap();
+        let env = Env::new(Clients::from_config(loaded("eu-west-3"), false), settings);
+        let env = Env::with_chain_region(env).await.unwrap();
+        assert_eq!(env.settings.region, "eu-west-3");
     }
 
     #[test]

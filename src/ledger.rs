@@ -415,7 +415,7 @@ pub fn merge(earlier: &Record, mut next: Record) -> Record {
 /// when it no longer does (or cannot be asked), spotstep's own terminate is assumed, the
 /// dearer rule.
 async fn ended_by_ec2(env: &Env, instance_id: &str) -> bool {
-    match ec2::describe(&env.ec2, instance_id).await {
+    match ec2::describe(env.ec2().await, instance_id).await {
         Ok(Some(instance)) => instance
             .state_reason()
             .and_then(|r| r.code())
@@ -446,7 +446,7 @@ async fn prices_of(
     };
     let to = to.max(from + cost::MINIMUM_BILLED_SECONDS);
     ec2::spot_price_history(
-        &env.ec2,
+        env.ec2().await,
         &instance.instance_type,
         &instance.availability_zone,
         from,
@@ -459,7 +459,7 @@ async fn prices_of(
 /// The run's record read from its execution's history and priced, without writing it
 /// (`spotstep cost` where a run has no ledger record); `None` when the history names no run.
 pub async fn from_history(env: &Env, execution: &str, status: &str) -> Result<Option<Record>> {
-    let events = sfn::history(&env.sfn, execution).await?;
+    let events = sfn::history(env.sfn().await, execution).await?;
     let now = env.clock.now().unix_timestamp() * 1000;
     let Some(facts) = facts(&events, status, now) else {
         return Ok(None);
@@ -478,7 +478,7 @@ pub async fn from_history(env: &Env, execution: &str, status: &str) -> Result<Op
 /// The ledger record of `job`'s run `run_id`, when there is one.
 pub async fn read(env: &Env, bucket: &str, job: &str, run_id: &str) -> Result<Option<Record>> {
     let key = naming::ledger_key(job, run_id);
-    let Some(text) = s3::read(&env.s3, bucket, &key).await? else {
+    let Some(text) = s3::read(env.s3().await, bucket, &key).await? else {
         return Ok(None);
     };
     serde_json::from_str(&text).map(Some).map_err(|e| {
@@ -492,8 +492,8 @@ pub async fn read(env: &Env, bucket: &str, job: &str, run_id: &str) -> Result<Op
 pub async fn records(env: &Env, bucket: &str, job: Option<&str>) -> Result<Vec<Record>> {
     let prefix = job.map_or("runs/".to_string(), naming::ledger_prefix);
     let mut out = Vec::new();
-    for object in s3::list(&env.s3, bucket, &prefix).await? {
-        let Some(text) = s3::read(&env.s3, bucket, &object.key).await? else {
+    for object in s3::list(env.s3().await, bucket, &prefix).await? {
+        let Some(text) = s3::read(env.s3().await, bucket, &object.key).await? else {
             continue;
         };
         match serde_json::from_str::<Record>(&text) {
@@ -515,7 +515,7 @@ pub async fn write(env: &Env, execution: &str, status: &str) -> Result<Option<Re
     };
     let key = naming::ledger_key(&record.job, &record.run_id);
     let bucket = &env.settings.bucket;
-    if let Some(text) = s3::read(&env.s3, bucket, &key).await? {
+    if let Some(text) = s3::read(env.s3().await, bucket, &key).await? {
         match serde_json::from_str::<Record>(&text) {
             Ok(earlier) => record = merge(&earlier, record),
             Err(e) => {
@@ -525,7 +525,7 @@ pub async fn write(env: &Env, execution: &str, status: &str) -> Result<Option<Re
     }
     let body = serde_json::to_string_pretty(&record)
         .map_err(|e| Error::AwsError(format!("serialising the ledger record: {e}")))?;
-    s3::put(&env.s3, bucket, &key, body).await?;
+    s3::put(env.s3().await, bucket, &key, body).await?;
     info!(key, status = %record.status, cost = %record.cost.total_text(), "ledger record written");
     Ok(Some(record))
 }

@@ -105,14 +105,14 @@ pub async fn take(env: &Env, run: &Run, stale_after_seconds: i64) -> Result<()> 
             stale_after_seconds,
         };
         let body = serde_json::to_string(&mine).expect("a RunLock always serializes");
-        let held = s3::read_listed(&env.s3, bucket, &key).await?;
+        let held = s3::read_listed(env.s3().await, bucket, &key).await?;
         let written = match &held {
-            None => s3::put_if(&env.s3, bucket, &key, body, Condition::Absent).await?,
+            None => s3::put_if(env.s3().await, bucket, &key, body, Condition::Absent).await?,
             Some((text, etag)) => {
                 let lock = serde_json::from_str::<RunLock>(text).ok();
                 let running = match &lock {
                     Some(l) if l.execution != run.execution => {
-                        match sfn::execution(&env.sfn, &l.execution).await? {
+                        match sfn::execution(env.sfn().await, &l.execution).await? {
                             Some(d) => d.running(),
                             None => l.unknown_holder_may_run(env.clock.now()),
                         }
@@ -131,12 +131,24 @@ pub async fn take(env: &Env, run: &Run, stale_after_seconds: i64) -> Result<()> 
                     }
                     Holder::Stale => {
                         warn!(key, holder = ?lock, "taking over a stale run lock");
-                        s3::put_if(&env.s3, bucket, &key, body, Condition::Unchanged(etag)).await?
+                        s3::put_if(
+                            env.s3().await,
+                            bucket,
+                            &key,
+                            body,
+                            Condition::Unchanged(etag),
+                        )
+                        .await?
                     }
                     Holder::Ours => {
-                        let refreshed =
-                            s3::put_if(&env.s3, bucket, &key, body, Condition::Unchanged(etag))
-                                .await?;
+                        let refreshed = s3::put_if(
+                            env.s3().await,
+                            bucket,
+                            &key,
+                            body,
+                            Condition::Unchanged(etag),
+                        )
+                        .await?;
                         if refreshed == Written::Refused {
                             // Another lane of this run's sweep refreshed it at the same moment.
                             info!(key, execution = %run.execution, "the run lock was refreshed by another launch of this run");
@@ -164,12 +176,12 @@ pub async fn take(env: &Env, run: &Run, stale_after_seconds: i64) -> Result<()> 
 pub async fn release(env: &Env, job: &str, execution: &str) -> Result<bool> {
     let bucket = &env.settings.bucket;
     let key = naming::run_lock_key(job);
-    let Some((text, _)) = s3::read_listed(&env.s3, bucket, &key).await? else {
+    let Some((text, _)) = s3::read_listed(env.s3().await, bucket, &key).await? else {
         return Ok(false);
     };
     let ours = serde_json::from_str::<RunLock>(&text).is_ok_and(|l| l.execution == execution);
     if ours {
-        s3::delete(&env.s3, bucket, &key).await?;
+        s3::delete(env.s3().await, bucket, &key).await?;
         info!(key, execution, "released the run lock");
     }
     Ok(ours)

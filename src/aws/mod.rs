@@ -4,6 +4,7 @@
 //! (`aws-smithy-mocks`), so a test sees the real request.
 
 pub mod ec2;
+pub mod https;
 pub mod logs;
 pub mod s3;
 pub mod sfn;

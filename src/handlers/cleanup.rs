@@ -271,16 +271,16 @@ async fn relaunch(
     ];
     wanted.extend(lane_id.as_deref().map(|id| (tags::LANE, id)));
     let ids = instance_ids(env, &wanted).await?;
-    let unknown = ec2::terminate(&env.ec2, &ids).await?;
+    let unknown = ec2::terminate(env.ec2().await, &ids).await?;
     let mut ids = confirmed(ids, &unknown);
     let id = instance.instance_id.as_str();
     if !id.is_empty() && !ids.iter().any(|i| i == id) {
-        match ec2::describe(&env.ec2, id).await? {
+        match ec2::describe(env.ec2().await, id).await? {
             Some(found) => {
                 let ours = ec2::run_of(&found) == Some((run.job.clone(), run.run_id.clone()))
                     && ec2::tag(&found, tags::STACK) == Some(stack);
                 if ours && ec2::is_live(&found) {
-                    let unknown = ec2::terminate(&env.ec2, &[id.to_string()]).await?;
+                    let unknown = ec2::terminate(env.ec2().await, &[id.to_string()]).await?;
                     ids.extend(confirmed(vec![id.to_string()], &unknown));
                 } else if !ours {
                     warn!(instance_id = id, "the launch record names an instance whose tags are not this run's; not terminating it");
@@ -290,7 +290,7 @@ async fn relaunch(
                 .seconds_since_launch(env.clock.now())
                 .is_some_and(|age| age < crate::loss::NOT_VISIBLE_GRACE_SECONDS) =>
             {
-                ec2::terminate_launched(&env.ec2, id, env.clock).await?;
+                ec2::terminate_launched(env.ec2().await, id, env.clock).await?;
                 ids.push(id.to_string());
             }
             None => {}
@@ -347,7 +347,7 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
         return nothing("not a failure".into());
     }
     env.settings.require(&[Need::Bucket, Need::Stack])?;
-    let Some(described) = sfn::execution(&env.sfn, execution).await? else {
+    let Some(described) = sfn::execution(env.sfn().await, execution).await? else {
         return nothing("not an execution of this stack (Step Functions does not know it)".into());
     };
     if described.running() {
@@ -363,11 +363,12 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
         ));
     }
     let round = described.redrive_count;
-    let instances: Vec<_> = ec2::instances_of_execution(&env.ec2, execution, &env.settings.stack)
-        .await?
-        .into_iter()
-        .filter(|i| ec2::round_of(i) <= round)
-        .collect();
+    let instances: Vec<_> =
+        ec2::instances_of_execution(env.ec2().await, execution, &env.settings.stack)
+            .await?
+            .into_iter()
+            .filter(|i| ec2::round_of(i) <= round)
+            .collect();
     let mut runs: Vec<(String, String)> = instances.iter().filter_map(ec2::run_of).collect();
     runs.sort();
     runs.dedup();
@@ -396,11 +397,12 @@ async fn execution_ended(env: &Env, execution: &str, status: &str) -> Result<Rep
             .cancelled_commands
             .extend(cancel_commands(env, id).await?);
     }
-    let unknown = ec2::terminate(&env.ec2, &live).await?;
+    let unknown = ec2::terminate(env.ec2().await, &live).await?;
     report.terminated = confirmed(live, &unknown);
     for (job, run_id) in runs {
         let prefix = naming::staging_prefix(&job, &run_id);
-        report.deleted_objects += s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await?;
+        report.deleted_objects +=
+            s3::delete_prefix(env.s3().await, &env.settings.bucket, &prefix).await?;
         Box::pin(lock::release(env, &job, execution)).await?;
     }
     Box::pin(record(env, execution, status, &mut report)).await;
@@ -437,7 +439,7 @@ async fn notify(
     described: &sfn::Execution,
     cost: &str,
 ) -> Result<()> {
-    let events = sfn::history(&env.sfn, execution).await?;
+    let events = sfn::history(env.sfn().await, execution).await?;
     let failed_state = sfn::last_state_of(&events);
     let preemption = crate::preemption::of(&events);
     let ended = notification::Ended {
@@ -450,7 +452,7 @@ async fn notify(
         cost,
     };
     sns::publish(
-        &env.sns,
+        env.sns().await,
         &env.settings.topic,
         &notification::subject(&ended),
         &notification::message(&ended),
@@ -473,7 +475,7 @@ pub fn cause_message(failure: &CaughtError) -> String {
 }
 
 async fn instance_ids(env: &Env, wanted: &[(&str, &str)]) -> Result<Vec<String>> {
-    Ok(ec2::tagged_instances(&env.ec2, wanted)
+    Ok(ec2::tagged_instances(env.ec2().await, wanted)
         .await?
         .iter()
         .filter_map(|i| i.instance_id().map(String::from))
@@ -493,7 +495,7 @@ async fn end_of_run(env: &Env, run: &Run) -> Report {
         // The run succeeded: its checkpoints are done with (a failed run keeps them for
         // its redrive, until the lifecycle rule expires them).
         let prefix = naming::checkpoint_run_prefix(&run.job, &run.run_id);
-        match s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await {
+        match s3::delete_prefix(env.s3().await, &env.settings.bucket, &prefix).await {
             Ok(n) => report.deleted_objects += n,
             Err(e) => errors.push(e),
         }
@@ -529,7 +531,7 @@ async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report
         (tags::STACK, env.settings.stack.as_str()),
     ];
     match instance_ids(env, &wanted).await {
-        Ok(ids) => match ec2::terminate(&env.ec2, &ids).await {
+        Ok(ids) => match ec2::terminate(env.ec2().await, &ids).await {
             Ok(unknown) => report.terminated = confirmed(ids, &unknown),
             Err(e) => errors.push(e),
         },
@@ -537,7 +539,7 @@ async fn clean_run(env: &Env, job: &str, run_id: &str, staging: bool) -> (Report
     }
     if staging {
         let prefix = naming::staging_prefix(job, run_id);
-        match s3::delete_prefix(&env.s3, &env.settings.bucket, &prefix).await {
+        match s3::delete_prefix(env.s3().await, &env.settings.bucket, &prefix).await {
             Ok(n) => report.deleted_objects = n,
             Err(e) => errors.push(e),
         }
@@ -563,11 +565,11 @@ fn settled((report, errors): (Report, Vec<Error>)) -> Result<Report> {
 /// Cancels the commands still pending or running on an instance.
 async fn cancel_commands(env: &Env, instance_id: &str) -> Result<Vec<String>> {
     let mut cancelled = Vec::new();
-    for command in ssm::commands_on(&env.ssm, instance_id).await? {
+    for command in ssm::commands_on(env.ssm().await, instance_id).await? {
         if !command.live {
             continue;
         }
-        match ssm::cancel(&env.ssm, &command.command_id, instance_id).await {
+        match ssm::cancel(env.ssm().await, &command.command_id, instance_id).await {
             Ok(()) => cancelled.push(command.command_id),
             Err(e) => {
                 warn!(command_id = %command.command_id, error = %e, "could not cancel command")
@@ -624,7 +626,7 @@ async fn sweep(env: &Env) -> Result<Report> {
         action: "sweep".into(),
         ..Report::default()
     };
-    for instance in ec2::stack_instances(&env.ec2, &env.settings.stack).await? {
+    for instance in ec2::stack_instances(env.ec2().await, &env.settings.stack).await? {
         let id = instance.instance_id().unwrap_or_default().to_string();
         let age = instance
             .launch_time()
@@ -634,7 +636,7 @@ async fn sweep(env: &Env) -> Result<Report> {
             .unwrap_or(0)
             + env.settings.sweep_grace_seconds;
         let seen = match ec2::tag(&instance, tags::EXECUTION) {
-            Some(execution) => match sfn::execution(&env.sfn, execution).await {
+            Some(execution) => match sfn::execution(env.sfn().await, execution).await {
                 Ok(Some(d)) if d.running() => ExecutionSeen::Running {
                     round: d.redrive_count,
                 },
@@ -680,7 +682,7 @@ async fn sweep(env: &Env) -> Result<Report> {
                 report.deleted_objects += cleaned.deleted_objects;
             }
             _ => {
-                let unknown = ec2::terminate(&env.ec2, std::slice::from_ref(&id)).await?;
+                let unknown = ec2::terminate(env.ec2().await, std::slice::from_ref(&id)).await?;
                 report.terminated.extend(confirmed(vec![id], &unknown));
             }
         }

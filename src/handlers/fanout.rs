@@ -171,7 +171,7 @@ async fn plan(
     };
     let bucket = &env.settings.bucket;
     let key = naming::shard_list_key(&run.job, &run.run_id, &step.name);
-    let items = match s3::read(&env.s3, bucket, &key).await? {
+    let items = match s3::read(env.s3().await, bucket, &key).await? {
         Some(kept) => check_list(&kept).map_err(|p| {
             Error::InvalidInput(format!("the kept shard list {} {p}", uri(env, &key)))
         })?,
@@ -182,7 +182,13 @@ async fn plan(
                     Error::InvalidInput(format!("step `{}`: `{}` {p}", step.name, f.shards))
                 })?,
             };
-            s3::put(&env.s3, bucket, &key, compact(&Value::Array(items.clone()))).await?;
+            s3::put(
+                env.s3().await,
+                bucket,
+                &key,
+                compact(&Value::Array(items.clone())),
+            )
+            .await?;
             items
         }
     };
@@ -228,7 +234,9 @@ async fn written_list(
         &command.instance_id,
     )
     .map_err(Error::InvalidInput)?;
-    let output = s3::read(&env.s3, &bucket, &key).await?.unwrap_or_default();
+    let output = s3::read(env.s3().await, &bucket, &key)
+        .await?
+        .unwrap_or_default();
     match carried_file(&output, file) {
         None => refuse(format!(
             "is missing: the step did not write it in its work folder (no `{}` line at the end of its output)",
@@ -250,7 +258,7 @@ async fn done_shards(env: &Env, run: &Run, step: &str) -> Result<BTreeSet<u32>> 
 
 /// The shard numbers named by the keys under `prefix` (`<prefix><shard>`).
 async fn indices_under(env: &Env, prefix: &str) -> Result<BTreeSet<u32>> {
-    Ok(s3::list(&env.s3, &env.settings.bucket, prefix)
+    Ok(s3::list(env.s3().await, &env.settings.bucket, prefix)
         .await?
         .iter()
         .filter_map(|l| l.key.strip_prefix(prefix)?.parse().ok())
@@ -299,7 +307,8 @@ async fn record(
     }
     let key = naming::shard_record_key(&run.job, &run.run_id, step, shard, round);
     let body = serde_json::to_string(&record).expect("a ShardRecord always serializes");
-    if s3::put_if(&env.s3, bucket, &key, body, Condition::Absent).await? == Written::Refused {
+    if s3::put_if(env.s3().await, bucket, &key, body, Condition::Absent).await? == Written::Refused
+    {
         warn!(
             step,
             shard, round, "the shard's outcome was already recorded; this one is not counted"
@@ -309,7 +318,7 @@ async fn record(
     info!(step, shard, round, status = %record.status, "shard recorded");
     if record.succeeded() {
         let done = naming::shard_done_key(&run.job, &run.run_id, step, shard);
-        s3::put(&env.s3, bucket, &done, String::new()).await?;
+        s3::put(env.s3().await, bucket, &done, String::new()).await?;
     }
     Ok(())
 }
@@ -332,7 +341,7 @@ async fn shard_result(env: &Env, output: &str) -> std::result::Result<Option<Val
     let Ok((bucket, key)) = naming::parse_s3_uri(output) else {
         return Ok(None);
     };
-    let tail = s3::tail(&env.s3, &bucket, &key, 4 * MAX_RESULT_BYTES as u64)
+    let tail = s3::tail(env.s3().await, &bucket, &key, 4 * MAX_RESULT_BYTES as u64)
         .await
         .map_err(|code| format!("its output {output} could not be read for its result ({code})"))?;
     match carried_file(&tail, RESULT_FILE) {
@@ -360,7 +369,7 @@ async fn held(
 ) -> Result<Option<u32>> {
     let bucket = &env.settings.bucket;
     let key = naming::lane_claim_key(&run.job, &run.run_id, step, &lane.id(), round);
-    let Some(k) = s3::read(&env.s3, bucket, &key)
+    let Some(k) = s3::read(env.s3().await, bucket, &key)
         .await?
         .and_then(|t| t.parse::<u32>().ok())
         .filter(|k| Some(*k) != last)
@@ -368,11 +377,11 @@ async fn held(
         return Ok(None);
     };
     let claim = naming::shard_claim_key(&run.job, &run.run_id, step, k, round);
-    if s3::read(&env.s3, bucket, &claim).await?.as_deref() != Some(lane.id().as_str()) {
+    if s3::read(env.s3().await, bucket, &claim).await?.as_deref() != Some(lane.id().as_str()) {
         return Ok(None);
     }
     let record = naming::shard_record_key(&run.job, &run.run_id, step, k, round);
-    Ok(s3::read(&env.s3, bucket, &record)
+    Ok(s3::read(env.s3().await, bucket, &record)
         .await?
         .is_none()
         .then_some(k))
@@ -413,10 +422,10 @@ async fn claim(
     let held = naming::lane_claim_key(&run.job, &run.run_id, step, &lane.id(), round);
     for k in free {
         let claim = naming::shard_claim_key(&run.job, &run.run_id, step, k, round);
-        if s3::put_if(&env.s3, bucket, &claim, lane.id(), Condition::Absent).await?
+        if s3::put_if(env.s3().await, bucket, &claim, lane.id(), Condition::Absent).await?
             == Written::Written
         {
-            s3::put(&env.s3, bucket, &held, k.to_string()).await?;
+            s3::put(env.s3().await, bucket, &held, k.to_string()).await?;
             info!(step, lane = %lane.id(), shard = k, "shard claimed");
             return Ok(Some(shard(&items, k)));
         }
@@ -428,7 +437,7 @@ async fn claim(
 /// The sweep's kept shard list.
 async fn shard_list(env: &Env, run: &Run, step: &str) -> Result<Vec<Value>> {
     let key = naming::shard_list_key(&run.job, &run.run_id, step);
-    let Some(text) = s3::read(&env.s3, &env.settings.bucket, &key).await? else {
+    let Some(text) = s3::read(env.s3().await, &env.settings.bucket, &key).await? else {
         return Err(Error::InvalidInput(format!(
             "step `{step}`'s shard list {} is gone",
             uri(env, &key)
@@ -449,8 +458,8 @@ async fn results(
     let bucket = &env.settings.bucket;
     let prefix = naming::shard_records_prefix(&run.job, &run.run_id, step);
     let mut records = Vec::new();
-    for listed in s3::list(&env.s3, bucket, &prefix).await? {
-        let Some(text) = s3::read(&env.s3, bucket, &listed.key).await? else {
+    for listed in s3::list(env.s3().await, bucket, &prefix).await? {
+        let Some(text) = s3::read(env.s3().await, bucket, &listed.key).await? else {
             continue;
         };
         match serde_json::from_str::<ShardRecord>(&text) {
@@ -461,7 +470,7 @@ async fn results(
     let index = ResultsIndex::of(step, plan.shards, &records);
     let key = naming::results_index_key(&run.job, &run.run_id, step);
     s3::put(
-        &env.s3,
+        env.s3().await,
         bucket,
         &key,
         serde_json::to_string(&index).expect("a ResultsIndex always serializes"),
@@ -533,7 +542,13 @@ pub fn shards_failed_message(step: &str, index: &ResultsIndex, max: u32, uri: &s
 /// Notes that lane instance `instance_id` waits on the marker at `marker_key` (send-step).
 pub async fn point(env: &Env, run: &Run, instance_id: &str, marker_key: &str) -> Result<()> {
     let key = naming::lane_instance_marker_key(&run.job, &run.run_id, instance_id);
-    s3::put(&env.s3, &env.settings.bucket, &key, marker_key.to_string()).await
+    s3::put(
+        env.s3().await,
+        &env.settings.bucket,
+        &key,
+        marker_key.to_string(),
+    )
+    .await
 }
 
 /// The marker lane instance `instance_id` waits on now (poll-result, told about it): one read
@@ -546,7 +561,7 @@ pub async fn pointed(
 ) -> Result<Option<(String, SendMarker)>> {
     let bucket = &env.settings.bucket;
     let key = naming::lane_instance_marker_key(job, run_id, instance_id);
-    let Some(marker_key) = s3::read(&env.s3, bucket, &key).await? else {
+    let Some(marker_key) = s3::read(env.s3().await, bucket, &key).await? else {
         return Ok(None);
     };
     if !marker_key.starts_with(&naming::send_markers_prefix(job, run_id)) {
@@ -556,7 +571,7 @@ pub async fn pointed(
         );
         return Ok(None);
     }
-    Ok(s3::read(&env.s3, bucket, &marker_key)
+    Ok(s3::read(env.s3().await, bucket, &marker_key)
         .await?
         .and_then(|text| SendMarker::parse(&text))
         .filter(|m| m.run.job == job && m.run.run_id == run_id)
@@ -567,7 +582,7 @@ pub async fn pointed(
 pub async fn release(env: &Env, run: &Run, lane: &Lane, shard: &Shard, round: u32) -> Result<()> {
     env.settings.require(&[crate::env::Need::Bucket])?;
     let key = naming::shard_claim_key(&run.job, &run.run_id, &lane.step, shard.index, round);
-    s3::delete(&env.s3, &env.settings.bucket, &key).await?;
+    s3::delete(env.s3().await, &env.settings.bucket, &key).await?;
     info!(step = %lane.step, lane = %lane.id(), shard = shard.index, "shard returned to the pool");
     Ok(())
 }
@@ -599,7 +614,7 @@ pub async fn with_preludes(
         .filter(|f| position(f) < position(&step.name))
     {
         let key = naming::results_index_key(&run.job, &run.run_id, swept);
-        let Some(index) = s3::read(&env.s3, &env.settings.bucket, &key).await? else {
+        let Some(index) = s3::read(env.s3().await, &env.settings.bucket, &key).await? else {
             continue;
         };
         prelude.push_str(&fanout::index_prelude(swept, &index, &uri(env, &key)));

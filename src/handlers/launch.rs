@@ -70,7 +70,8 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
         naming::parse_s3_uri(&job.config_source).map_err(Error::InvalidInput)?;
     check_config(env, &config_bucket, &config_key).await?;
 
-    let earlier = ec2::earlier_tries(&env.ec2, &run.execution, attempt, lane_id.as_deref()).await?;
+    let earlier =
+        ec2::earlier_tries(env.ec2().await, &run.execution, attempt, lane_id.as_deref()).await?;
     let mut launch = match earlier.live {
         Some(found) => launch_record(found, Vec::new()),
         None => {
@@ -94,7 +95,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Launch> {
 
     if let Err(e) = stage_config(env, &run, &config_bucket, &config_key).await {
         warn!(instance_id = %launch.instance_id, "staging the config failed; terminating the new instance");
-        ec2::terminate_launched(&env.ec2, &launch.instance_id, env.clock).await?;
+        ec2::terminate_launched(env.ec2().await, &launch.instance_id, env.clock).await?;
         return Err(e);
     }
     info!(
@@ -119,7 +120,7 @@ async fn refuse_concurrent(env: &Env, run: &Run, redriven: bool) -> Result<()> {
         )));
     };
     let ours = parse_rfc3339(&run.started_at).map(|t| t.unix_timestamp_nanos());
-    let running = sfn::running_executions(&env.sfn, &machine).await?;
+    let running = sfn::running_executions(env.sfn().await, &machine).await?;
     let earlier = running.iter().find(|other| {
         if other.arn == run.execution {
             return false;
@@ -144,7 +145,7 @@ async fn refuse_concurrent(env: &Env, run: &Run, redriven: bool) -> Result<()> {
 }
 
 async fn check_config(env: &Env, bucket: &str, key: &str) -> Result<()> {
-    if s3::exists(&env.s3, bucket, key).await? {
+    if s3::exists(env.s3().await, bucket, key).await? {
         return Ok(());
     }
     Err(Error::ConfigMissing(format!(
@@ -155,7 +156,7 @@ async fn check_config(env: &Env, bucket: &str, key: &str) -> Result<()> {
 
 async fn stage_config(env: &Env, run: &Run, bucket: &str, key: &str) -> Result<()> {
     let target = naming::staging_config_key(&run.job, &run.run_id);
-    s3::copy(&env.s3, bucket, key, &env.settings.bucket, &target).await
+    s3::copy(env.s3().await, bucket, key, &env.settings.bucket, &target).await
 }
 
 /// The launch record of an instance: where it runs and in which market.
@@ -223,7 +224,7 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt)
             Outcome::Started(started) => {
                 // The zone and launch time, which the fleet's answer may not carry; best
                 // effort (EC2 may not show the instance yet: the record then has no zone).
-                let shown = ec2::describe(&env.ec2, &started.instance_id)
+                let shown = ec2::describe(env.ec2().await, &started.instance_id)
                     .await
                     .ok()
                     .flatten()
@@ -281,7 +282,7 @@ async fn launch_instance(env: &Env, run: &Run, job: &JobSpec, attempt: &Attempt)
 async fn send_fleet(env: &Env, request: &FleetRequest) -> Result<FleetAnswer> {
     let mut pauses = fleet::THROTTLE_PAUSES_SECONDS.into_iter();
     loop {
-        let answer = ec2::create_fleet(&env.ec2, request).await?;
+        let answer = ec2::create_fleet(env.ec2().await, request).await?;
         if fleet::read(&answer) != Outcome::Throttled {
             return Ok(answer);
         }

@@ -198,8 +198,9 @@ async fn on_told(env: &Env, told: Told) -> Result<Vec<Answered>> {
             }
         }
         Told::InstanceGoing { instance_id, state } => {
+            let client = env.ec2().await;
             for (key, marker) in waiting_on(env, &instance_id).await? {
-                let check = || ec2::ensure_alive(&env.ec2, &instance_id, None);
+                let check = || ec2::ensure_alive(client, &instance_id, None);
                 // Gone as EC2 shows it: classified by its state reason (a reclaim whose warning
                 // was lost relaunches). Still shown running after the pauses: EC2 is eventually
                 // consistent, so nothing is answered; the reconciler sees the final state.
@@ -245,7 +246,7 @@ where
 /// also a step whose marker names no command (found by the command's Comment).
 async fn reconcile(env: &Env) -> Result<Vec<Answered>> {
     let mut runs: Vec<(String, String)> =
-        ec2::stack_instances_any_state(&env.ec2, &env.settings.stack)
+        ec2::stack_instances_any_state(env.ec2().await, &env.settings.stack)
             .await?
             .iter()
             .filter_map(ec2::run_of)
@@ -282,7 +283,7 @@ async fn answer(
         info!(run_id = %marker.run.run_id, step = %marker.step.name, "the step is still running; nothing to answer");
         return Ok(None);
     };
-    let delivered = sfn::answer_task(&env.sfn, &marker.task_token, &answer).await?;
+    let delivered = sfn::answer_task(env.sfn().await, &marker.task_token, &answer).await?;
     let recorded = answer.recorded().to_string();
     let step = marker.step.name.clone();
     let taken = match delivered {
@@ -292,7 +293,9 @@ async fn answer(
                 heartbeats(env, &marker);
             }
             marker.answer = recorded.clone();
-            if let Err(e) = s3::put(&env.s3, &env.settings.bucket, key, marker.to_json()).await {
+            if let Err(e) =
+                s3::put(env.s3().await, &env.settings.bucket, key, marker.to_json()).await
+            {
                 warn!(%step, error = %e, "the answer was taken but its send marker was not updated");
             }
             true
@@ -324,7 +327,7 @@ pub async fn settle(env: &Env, key: &str, marker: SendMarker) -> Result<()> {
 /// The send markers waiting on `instance_id`: from the instance's tags to its run (only an
 /// instance of this stack), then the run's markers.
 async fn waiting_on(env: &Env, instance_id: &str) -> Result<Vec<(String, SendMarker)>> {
-    let Some(instance) = ec2::describe(&env.ec2, instance_id).await? else {
+    let Some(instance) = ec2::describe(env.ec2().await, instance_id).await? else {
         info!(instance_id, "EC2 does not know the instance; the reconciler and the state's timeout cover its steps");
         return Ok(Vec::new());
     };
@@ -356,11 +359,11 @@ pub async fn markers(env: &Env, job: &str, run_id: &str) -> Result<Vec<(String, 
     let bucket = &env.settings.bucket;
     let prefix = naming::send_markers_prefix(job, run_id);
     let mut out = Vec::new();
-    for listed in s3::list(&env.s3, bucket, &prefix).await? {
+    for listed in s3::list(env.s3().await, bucket, &prefix).await? {
         if !listed.key.starts_with(&prefix) {
             continue;
         }
-        let Some(text) = s3::read(&env.s3, bucket, &listed.key).await? else {
+        let Some(text) = s3::read(env.s3().await, bucket, &listed.key).await? else {
             continue;
         };
         match SendMarker::parse(&text) {
@@ -415,7 +418,7 @@ async fn listed_command(
     let id = &marker.instance.instance_id;
     let slot = marker.slot.as_ref();
     let comment = fanout::comment(&marker.run.run_id, &marker.step.name, marker.round, slot);
-    let listed = ssm::commands_on(&env.ssm, id).await?;
+    let listed = ssm::commands_on(env.ssm().await, id).await?;
     Ok(listed
         .into_iter()
         .find(|c| c.comment == comment && command_id.is_none_or(|want| c.command_id == want))
@@ -472,8 +475,13 @@ pub async fn decide(env: &Env, marker: &SendMarker, command: &Command) -> Result
         naming::ssm_stdout_object(&command.output_prefix, &command.command_id, id)
             .map_err(Error::InvalidInput)?;
     let output = format!("s3://{bucket}/{stdout_key}");
-    let Some(invocation) = ssm::invocation(&env.ssm, &command.command_id, id).await? else {
-        ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
+    let Some(invocation) = ssm::invocation(env.ssm().await, &command.command_id, id).await? else {
+        ec2::ensure_alive(
+            env.ec2().await,
+            id,
+            instance.seconds_since_launch(env.clock.now()),
+        )
+        .await?;
         let age =
             parse_rfc3339(&command.sent_at).map_or(0, |t| (env.clock.now() - t).whole_seconds());
         if age < env.settings.registration_grace_seconds {
@@ -497,7 +505,12 @@ pub async fn decide(env: &Env, marker: &SendMarker, command: &Command) -> Result
     } = invocation;
     match classify(&status, &details, code) {
         Verdict::Running => {
-            ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
+            ec2::ensure_alive(
+                env.ec2().await,
+                id,
+                instance.seconds_since_launch(env.clock.now()),
+            )
+            .await?;
             Err(Error::StillRunning(format!(
                 "step {} is {status} ({details})",
                 step.name
@@ -517,7 +530,12 @@ pub async fn decide(env: &Env, marker: &SendMarker, command: &Command) -> Result
             })
         }
         Verdict::Failed(failure) => {
-            ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
+            ec2::ensure_alive(
+                env.ec2().await,
+                id,
+                instance.seconds_since_launch(env.clock.now()),
+            )
+            .await?;
             let tail = output_tail(env, &bucket, &stdout_key, &stdout_head).await;
             Err(Error::StepFailed(failure_message(
                 &step.name, &status, &details, code, failure, &output, &tail,
@@ -529,7 +547,7 @@ pub async fn decide(env: &Env, marker: &SendMarker, command: &Command) -> Result
 /// The last lines of the step's full output from S3; the truncated head SSM returns is the
 /// fallback, and the message says so.
 async fn output_tail(env: &Env, bucket: &str, key: &str, head: &str) -> String {
-    match s3::tail(&env.s3, bucket, key, TAIL_BYTES).await {
+    match s3::tail(env.s3().await, bucket, key, TAIL_BYTES).await {
         Ok(text) => tail_lines(&text, TAIL_LINES),
         Err(why) => format!(
             "(the full output could not be read from S3: {why}; these are the last lines of the first 24,000 characters SSM returns)\n{}",

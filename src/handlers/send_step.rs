@@ -104,7 +104,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         redrive_count,
         slot.as_ref(),
     );
-    let earlier = s3::read(&env.s3, bucket, &marker_key)
+    let earlier = s3::read(env.s3().await, bucket, &marker_key)
         .await?
         .and_then(|text| SendMarker::parse(&text))
         .filter(|m| m.instance.instance_id == id);
@@ -125,7 +125,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
                 info!(step = %step.name, instance_id = %id, command_id = %command.command_id, "command already sent (S3 marker); not sending it again");
                 Some(record(&command.command_id, command.sent_at, true))
             }
-            None => ssm::commands_on(&env.ssm, id)
+            None => ssm::commands_on(env.ssm().await, id)
                 .await?
                 .into_iter()
                 .find(|c| c.comment == comment)
@@ -136,13 +136,13 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         };
         if let Some(command) = found {
             marker.command = Some(command.clone());
-            s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await?;
+            s3::put(env.s3().await, bucket, &marker_key, marker.to_json()).await?;
             Box::pin(poll_result::settle(env, &marker_key, marker)).await?;
             return Ok(command);
         }
         warn!(step = %step.name, instance_id = %id, "an earlier try marked this send but recorded no command and SSM lists none; sending");
     }
-    s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await?;
+    s3::put(env.s3().await, bucket, &marker_key, marker.to_json()).await?;
     if slot.is_some() {
         handlers::fanout::point(env, &run, id, &marker_key).await?;
     }
@@ -164,18 +164,23 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
         output_key_prefix: &log_prefix,
         log_group: &env.settings.log_group,
     };
-    match ssm::send(&env.ssm, &command).await? {
+    match ssm::send(env.ssm().await, &command).await? {
         Sent::Command(command_id) => {
             info!(step = %step.name, instance_id = %id, %command_id, timeout = step.timeout_seconds, "step sent");
             let command = record(&command_id, rfc3339(env.clock.now()), false);
             marker.command = Some(command.clone());
-            if let Err(e) = s3::put(&env.s3, bucket, &marker_key, marker.to_json()).await {
+            if let Err(e) = s3::put(env.s3().await, bucket, &marker_key, marker.to_json()).await {
                 warn!(step = %step.name, %command_id, error = %e, "the command was sent but its S3 marker was not completed");
             }
             Ok(command)
         }
         Sent::NotRegistered => {
-            ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
+            ec2::ensure_alive(
+                env.ec2().await,
+                id,
+                instance.seconds_since_launch(env.clock.now()),
+            )
+            .await?;
             Err(Error::AgentNotOnline(format!(
                 "SSM does not accept commands for instance {id} yet (InvalidInstanceId: its agent is not registered); \
                  the state machine retries the send"
@@ -188,7 +193,7 @@ pub async fn handle(env: &Env, input: Value) -> Result<Command> {
 /// (`None` before any upload: the step starts from zero).
 async fn restored_checkpoint(env: &Env, run: &Run, step: &str) -> Result<Option<Restored>> {
     let key = naming::checkpoint_marker_key(&run.job, &run.run_id, step);
-    Ok(s3::read(&env.s3, &env.settings.bucket, &key)
+    Ok(s3::read(env.s3().await, &env.settings.bucket, &key)
         .await?
         .and_then(|text| Restored::from_marker(&text, env.clock.now())))
 }

@@ -44,7 +44,7 @@ impl Checked for Input {
 pub async fn handle(env: &Env, input: Value) -> Result<Online> {
     let Input { instance, .. } = parse("wait-online input", input)?;
     let id = &instance.instance_id;
-    let agent = ssm::agent(&env.ssm, id).await?;
+    let agent = ssm::agent(env.ssm().await, id).await?;
     if let Some(agent) = agent.as_ref().filter(|a| a.online()) {
         info!(instance_id = %id, "agent online");
         return Ok(Online {
@@ -54,7 +54,12 @@ pub async fn handle(env: &Env, input: Value) -> Result<Online> {
             platform: agent.platform.clone(),
         });
     }
-    ec2::ensure_alive(&env.ec2, id, instance.seconds_since_launch(env.clock.now())).await?;
+    ec2::ensure_alive(
+        env.ec2().await,
+        id,
+        instance.seconds_since_launch(env.clock.now()),
+    )
+    .await?;
     let status = agent
         .map(|a| a.ping_status)
         .filter(|s| !s.is_empty())

@@ -86,7 +86,7 @@ pub async fn costed_runs(
                 .map(|r| (r, Source::Ledger)),
         );
     }
-    for row in runs::runs(&aws.env.sfn, target, job, limit).await? {
+    for row in runs::runs(aws.env.sfn().await, target, job, limit).await? {
         let e = &row.execution;
         if e.running() || rows.iter().any(|(r, _)| r.execution == e.arn) {
             continue;

@@ -37,25 +37,33 @@ pub struct LogsOptions {
 impl LogsOptions {
     /// Prints the step's output ([`logs`]), or follows it ([`follow`](super::follow::follow)).
     pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
-        let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
+        let e = super::execution(aws.env.sfn().await, &self.target, &self.execution).await?;
         let logs_client = crate::aws::logs::client().await;
         let sources = Sources {
-            ssm: &aws.env.ssm,
+            ssm: aws.env.ssm().await,
             logs: &logs_client,
-            storage: &aws.env.s3,
+            storage: aws.env.s3().await,
         };
         let (step, arn) = (self.step.as_deref(), &e.arn);
         let (mut out, mut note) = (std::io::stdout(), std::io::stderr());
         if let (Some(shard), Some(step)) = (self.shard, step) {
-            let events = sfn::history(&aws.env.sfn, arn).await?;
-            super::shards::print_shard(&aws.env.s3, &events, arn, step, shard, &mut out, &mut note)
-                .await?;
+            let events = sfn::history(aws.env.sfn().await, arn).await?;
+            super::shards::print_shard(
+                aws.env.s3().await,
+                &events,
+                arn,
+                step,
+                shard,
+                &mut out,
+                &mut note,
+            )
+            .await?;
             return Ok(exit::OK);
         }
         if self.follow {
             let how = aws.how;
             return super::follow::follow(
-                &aws.env.sfn,
+                aws.env.sfn().await,
                 sources,
                 arn,
                 step,
@@ -65,7 +73,7 @@ impl LogsOptions {
             )
             .await;
         }
-        logs(&aws.env.sfn, sources, arn, step, &mut out, &mut note).await?;
+        logs(aws.env.sfn().await, sources, arn, step, &mut out, &mut note).await?;
         Ok(exit::OK)
     }
 }

@@ -76,9 +76,8 @@ fn io(e: std::io::Error) -> Failure {
 
 /// Checks that the default credential chain yields credentials, before any request: a
 /// clear error instead of a dispatch failure.
-pub async fn credentials() -> Result<(), Failure> {
+pub async fn credentials(config: &aws_config::SdkConfig) -> Result<(), Failure> {
     use aws_sdk_sfn::config::ProvideCredentials;
-    let config = aws_config::load_from_env().await;
     let Some(provider) = config.credentials_provider() else {
         return Err(Failure::error("no AWS credential provider is configured"));
     };
@@ -102,12 +101,13 @@ pub struct Aws {
 }
 
 impl Aws {
-    /// Checks that there are credentials ([`credentials`]), then builds the clients from the
-    /// environment; `watch` polls every 2 s and rewrites its running line in place when
-    /// stdout is a terminal.
+    /// Loads the configuration (the default chains, the system's root store), checks that
+    /// there are credentials ([`credentials`]), then builds the clients from it; `watch`
+    /// polls every 2 s and rewrites its running line in place when stdout is a terminal.
     pub async fn connect() -> Result<Aws, Failure> {
-        credentials().await?;
-        let env = Env::from_environment()
+        let config = aws_config::load_from_env().await;
+        credentials(&config).await?;
+        let env = Env::from_config(config)
             .await
             .map_err(|e| Failure::error(e.to_string()))?;
         Ok(Aws {
@@ -251,9 +251,13 @@ pub(super) mod tests {
             ..Mocks::default()
         }
         .env();
-        let e = execution(&env.sfn, &target(), "demo/r1").await.unwrap();
+        let e = execution(env.sfn().await, &target(), "demo/r1")
+            .await
+            .unwrap();
         assert_eq!((e.arn.as_str(), e.status.as_str()), (EXECUTION, "FAILED"));
-        let f = execution(&env.sfn, &target(), "demo/r2").await.unwrap_err();
+        let f = execution(env.sfn().await, &target(), "demo/r2")
+            .await
+            .unwrap_err();
         assert_eq!(
             f.message,
             "no execution arn:aws:states:eu-west-1:123:execution:spotstep-demo:r2"
@@ -272,11 +276,13 @@ pub(super) mod tests {
             asked,
             ["arn:aws:states:eu-west-1:123:execution:spotstep-demo:r2"]
         );
-        let f = execution(&env.sfn, &target(), "demo/../x")
+        let f = execution(env.sfn().await, &target(), "demo/../x")
             .await
             .unwrap_err();
         assert!(f.message.contains("is unsafe"), "{}", f.message);
-        let f = execution(&env.sfn, &target(), "r1").await.unwrap_err();
+        let f = execution(env.sfn().await, &target(), "r1")
+            .await
+            .unwrap_err();
         assert!(f
             .message
             .contains("neither an execution ARN nor <job>/<run-id>"));

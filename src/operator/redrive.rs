@@ -22,10 +22,10 @@ pub struct RedriveOptions {
 impl RedriveOptions {
     /// Redrives the execution ([`redrive`]), then watches it to its end.
     pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
-        let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
+        let e = super::execution(aws.env.sfn().await, &self.target, &self.execution).await?;
         let mut out = std::io::stdout();
-        redrive(&aws.env.sfn, &e.arn, &mut out).await?;
-        let code = watch(&aws.env.sfn, &e.arn, aws.how, &mut out).await?;
+        redrive(aws.env.sfn().await, &e.arn, &mut out).await?;
+        let code = watch(aws.env.sfn().await, &e.arn, aws.how, &mut out).await?;
         writeln!(
             out,
             "{}",
@@ -74,7 +74,7 @@ mod tests {
         }
         .env();
         let mut out = Vec::new();
-        redrive(&env.sfn, EXECUTION, &mut out).await.unwrap();
+        redrive(env.sfn().await, EXECUTION, &mut out).await.unwrap();
         let asked: Vec<aws_sdk_sfn::operation::redrive_execution::RedriveExecutionInput> =
             seen.lock().unwrap().clone();
         assert_eq!(asked[0].execution_arn(), Some(EXECUTION));
@@ -89,7 +89,7 @@ mod tests {
         }
         .env();
         let mut out = Vec::new();
-        let f = redrive(&refusing.sfn, EXECUTION, &mut out)
+        let f = redrive(refusing.sfn().await, EXECUTION, &mut out)
             .await
             .unwrap_err();
         assert_eq!(f.code, exit::ERROR);

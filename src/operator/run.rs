@@ -36,7 +36,15 @@ impl RunOptions {
         let input = run_input(self.mode.as_deref(), self.preflight, self.branch.as_deref());
         let now = aws.env.clock.now();
         let mut out = std::io::stdout();
-        run(&aws.env.sfn, &self.target, &self.job, &input, now, &mut out).await?;
+        run(
+            aws.env.sfn().await,
+            &self.target,
+            &self.job,
+            &input,
+            now,
+            &mut out,
+        )
+        .await?;
         Ok(exit::OK)
     }
 }
@@ -134,7 +142,7 @@ mod tests {
         let mut out = Vec::new();
         let now = crate::env::parse_rfc3339("2026-11-28T09:00:00Z").unwrap();
         let input = run_input(Some("quick"), false, None);
-        let arn = run(&env.sfn, &target(), "demo", &input, now, &mut out)
+        let arn = run(env.sfn().await, &target(), "demo", &input, now, &mut out)
             .await
             .unwrap();
         assert_eq!(arn, EXECUTION);
@@ -159,9 +167,16 @@ mod tests {
         .env();
         let mut out = Vec::new();
         let now = OffsetDateTime::UNIX_EPOCH;
-        let f = run(&env.sfn, &target(), "nightly", &json!({}), now, &mut out)
-            .await
-            .unwrap_err();
+        let f = run(
+            env.sfn().await,
+            &target(),
+            "nightly",
+            &json!({}),
+            now,
+            &mut out,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(f.code, exit::ERROR);
         assert!(
             f.message.starts_with(

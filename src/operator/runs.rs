@@ -24,7 +24,13 @@ pub struct RunsOptions {
 impl RunsOptions {
     /// Prints the table of the recent executions ([`runs`], [`table`]).
     pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
-        let mut rows = runs(&aws.env.sfn, &self.target, self.job.as_deref(), self.limit).await?;
+        let mut rows = runs(
+            aws.env.sfn().await,
+            &self.target,
+            self.job.as_deref(),
+            self.limit,
+        )
+        .await?;
         let bucket = &aws.env.settings.bucket;
         if !bucket.is_empty() {
             let records = crate::ledger::records(&aws.env, bucket, self.job.as_deref()).await?;

@@ -23,8 +23,8 @@ pub struct WatchOptions {
 impl WatchOptions {
     /// Watches the execution to its end ([`watch`]).
     pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
-        let e = super::execution(&aws.env.sfn, &self.target, &self.execution).await?;
-        let code = watch(&aws.env.sfn, &e.arn, aws.how, &mut std::io::stdout()).await?;
+        let e = super::execution(aws.env.sfn().await, &self.target, &self.execution).await?;
+        let code = watch(aws.env.sfn().await, &e.arn, aws.how, &mut std::io::stdout()).await?;
         println!("{}", super::cost::line(aws, &self.target, &e.arn).await);
         Ok(code)
     }

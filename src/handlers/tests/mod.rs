@@ -12,7 +12,7 @@ use aws_smithy_types::DateTime;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::env::{Clock, Env, Settings};
+use crate::env::{Clients, Clock, Env, Settings};
 use crate::records::fixtures;
 
 macro_rules! client {
@@ -66,15 +66,16 @@ fn settings() -> Settings {
 
 impl Mocks {
     pub fn env(&self) -> Env {
-        Env {
-            ec2: client!(aws_sdk_ec2, self.ec2).into(),
-            s3: client!(aws_sdk_s3, self.s3).into(),
-            ssm: client!(aws_sdk_ssm, self.ssm).into(),
-            sfn: client!(aws_sdk_sfn, self.sfn).into(),
-            sns: client!(aws_sdk_sns, self.sns).into(),
-            settings: settings(),
-            clock: Clock::Fixed(OffsetDateTime::from_unix_timestamp(NOW).unwrap()),
-        }
+        let clients = Clients::built(
+            client!(aws_sdk_ec2, self.ec2),
+            client!(aws_sdk_s3, self.s3),
+            client!(aws_sdk_ssm, self.ssm),
+            client!(aws_sdk_sfn, self.sfn),
+            client!(aws_sdk_sns, self.sns),
+        );
+        let mut env = Env::new(clients, settings());
+        env.clock = Clock::Fixed(OffsetDateTime::from_unix_timestamp(NOW).unwrap());
+        env
     }
 }
 
