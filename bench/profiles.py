@@ -90,8 +90,9 @@ def build(name: str, config: dict, work: str) -> dict:
     return row
 
 
-def init(row: dict, work: str, runs: int, first_runs: int) -> None:
-    """The built functions' init against hello built with the same profile, one run."""
+def init(row: dict, work: str, runs: int, first_runs: int, keep: bool) -> None:
+    """The built functions' init against hello built with the same profile, one run; the
+    target directory is removed after unless `keep`."""
     cargo(["-p", "hello"], row["target"], row)
     out = os.path.join(work, f"{row['config']}-coldstart.json")
     release = os.path.join(row["target"], host(), "release")
@@ -105,7 +106,9 @@ def init(row: dict, work: str, runs: int, first_runs: int) -> None:
     row["init_gap_ms"] = cold["verdict"]["max_gap_ms"]
     row["init_plus_first_gap_ms"] = cold["verdict"]["first_gap_ms"]
     row["loadavg_init_end"] = cold["loadavg_end"]
-    shutil.rmtree(row.pop("target"), ignore_errors=True)
+    target = row.pop("target")
+    if not keep:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def save(result: dict, out: str) -> None:
@@ -120,6 +123,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--first-runs", type=int, default=10)
     p.add_argument("--out", default=os.path.join(HERE, "profiles.json"))
+    p.add_argument("--keep", action="store_true", help="keep each target directory (its binaries) after measuring")
     args = p.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="spotstep-profiles-")
     os.makedirs(work, exist_ok=True)
@@ -130,7 +134,7 @@ def main() -> int:
         result["rows"].append(row)
         log(f"{name}: {row['build_wall_seconds']} s wall, {row['build_cpu_seconds']} s CPU")
         save(result, args.out)
-        init(row, work, args.runs, args.first_runs)
+        init(row, work, args.runs, args.first_runs, args.keep)
         save(result, args.out)
     log(f"wrote {os.path.relpath(args.out, REPO)}")
     return 0
