@@ -62,7 +62,7 @@ def cargo(args: list, target: str, config: dict) -> None:
     env = dict(os.environ, CARGO_TARGET_DIR=target,
                CARGO_PROFILE_RELEASE_LTO=config["lto"],
                CARGO_PROFILE_RELEASE_CODEGEN_UNITS=str(config["codegen_units"]))
-    env["CARGO_TARGET_" + triple.upper().replace("-", "_") + "_RUSTFLAGS"] = "-C relocation-model=static"
+    env["CARGO_TARGET_" + triple.upper().replace("-", "_") + "_RUSTFLAGS"] = "-C link-arg=-no-pie"
     env.pop("RUSTC_WORKSPACE_WRAPPER", None)
     subprocess.run(["cargo", "build", "-j2", "--release", "--quiet", "--target", triple] + args,
                    cwd=REPO, env=env, check=True)

@@ -13,7 +13,7 @@ scripts/setup-emulator.sh >/dev/null
 # As deployed (.cargo/config.toml): position-dependent, for this machine's own target; with
 # --target, the flag reaches only the target's crates, not build scripts and proc macros.
 host="$(rustc -vV | sed -n 's/^host: //p')"
-export "CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C relocation-model=static"
+export "CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-arg=-no-pie"
 echo "building the functions and the hello example (release, $host)" >&2
 cargo build -j2 --release --quiet --target "$host" -p launch -p wait-online -p send-step -p poll-result -p cleanup -p hello
 exec .local/emu/bin/python bench/coldstart.py --command "scripts/bench-coldstart.sh $*" --bin-dir "target/$host/release" "$@"
