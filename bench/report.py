@@ -272,6 +272,12 @@ def profiles_table(p: dict) -> list:
                    f" | {boot:.2f} | {zipped:.2f} | {gap(row, 'init_gap_ms', 2)} | {gap(row, 'init_plus_first_gap_ms', 1)}"
                    f" | {row['loadavg_before'][0]:.1f} / {row['loadavg_after'][0]:.1f} |")
     out.append("")
+    ref = p.get("reference")
+    if ref:
+        out.append(f"Before the SDK crates' own setting ({ref['what']}): {ref['build_wall_seconds']:.0f} s wall,"
+                   f" {ref['build_cpu_seconds']:.0f} s CPU, of which `aws-sdk-ec2` {ref['ec2_seconds']:.0f} s alone on one core"
+                   f" and the five LTO links {ref['links_seconds']:.0f} s; with it, the same build's `aws-sdk-ec2` took"
+                   f" {ref['ec2_seconds_after']:.0f} s. Source: {ref['source']}.\n")
     return out
 
 

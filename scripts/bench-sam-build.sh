@@ -24,6 +24,10 @@ load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 start=$(date +%s.%N)
 "$root/.local/venv/bin/sam" build
 end=$(date +%s.%N)
+echo "sam build: $(echo "$end - $start" | bc) s" >&2
+# The sizes below are read with bench/bench.py's helpers, which read the contract from this
+# repository's own debug CLI (the clone has no target/debug).
+export SPOTSTEP_TARGET_DIR="$root/target/debug"
 "$root/.local/emu/bin/python" - "$clone" "$start" "$end" "$root/bench/sam-build.json" "$load_start" <<'PY'
 import json, os, platform, subprocess, sys, tempfile
 sys.path.insert(0, os.path.join(sys.argv[1], "bench"))
