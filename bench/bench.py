@@ -83,6 +83,13 @@ def elf_arch(path: str) -> str:
     return {0x3E: "x86_64", 0xB7: "arm64"}.get(machine, hex(machine))
 
 
+def elf_kind(path: str) -> str:
+    """`position-dependent` (ET_EXEC) or `PIE` (ET_DYN): how the loader maps the binary."""
+    with open(path, "rb") as f:
+        head = f.read(18)
+    return {2: "position-dependent", 3: "PIE"}.get(int.from_bytes(head[16:18], "little"), "other")
+
+
 def zip_bootstrap(binary: str, out: str, level: int = 9) -> int:
     info = zipfile.ZipInfo("bootstrap", date_time=(2020, 1, 1, 0, 0, 0))
     info.external_attr = 0o100755 << 16

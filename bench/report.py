@@ -605,10 +605,10 @@ def markdown(r: dict, ev: dict = None) -> str:
           + (f"; measured while {sam['conditions']}" if sam.get("conditions") else "")
           + (f"; load average {sam['loadavg']['start'][0]:.1f} at the start, {sam['loadavg']['end'][0]:.1f} at the end"
              if sam.get("loadavg") else "") + ":\n")
-        w("| function | ELF machine | bootstrap MiB | zip MiB |")
-        w("|---|---|---|---|")
+        w("| function | ELF machine | loaded as | bootstrap MiB | zip MiB |")
+        w("|---|---|---|---|---|")
         for logical, f in sam["functions"].items():
-            w(f"| {logical} | {f['arch']} | {f['bootstrap_bytes'] / 2**20:.2f} | {f['zip_bytes'] / 2**20:.2f} |")
+            w(f"| {logical} | {f['arch']} | {f.get('kind', 'PIE')} | {f['bootstrap_bytes'] / 2**20:.2f} | {f['zip_bytes'] / 2**20:.2f} |")
         w("")
     prof = measured("profiles")
     if prof:

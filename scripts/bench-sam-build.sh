@@ -31,7 +31,7 @@ export SPOTSTEP_TARGET_DIR="$root/target/debug"
 "$root/.local/emu/bin/python" - "$clone" "$start" "$end" "$root/bench/sam-build.json" "$load_start" <<'PY'
 import json, os, platform, subprocess, sys, tempfile
 sys.path.insert(0, os.path.join(sys.argv[1], "bench"))
-from bench import elf_arch, zip_bootstrap
+from bench import elf_arch, elf_kind, zip_bootstrap
 
 clone, start, end, out = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 load_start = [float(x) for x in sys.argv[5].split()]
@@ -44,6 +44,7 @@ with tempfile.TemporaryDirectory() as work:
             continue
         functions[logical] = {
             "arch": elf_arch(binary),
+            "kind": elf_kind(binary),
             "bootstrap_bytes": os.path.getsize(binary),
             "zip_bytes": zip_bootstrap(binary, os.path.join(work, logical + ".zip")),
         }
