@@ -252,6 +252,9 @@ def measured(name: str):
         return json.load(f)
 
 
+SAM_BUILD_MINUTES = 12
+
+
 def gap(row: dict, key: str, digits: int) -> str:
     return "not measured" if row.get(key) is None else f"{row[key]:+.{digits}f}"
 
@@ -433,6 +436,14 @@ def markdown(r: dict, ev: dict = None) -> str:
             "measured": f"largest init gap {worst['worst']} {worst['max_gap_ms']:+.2f} ms; init + first {first:+.1f} ms over hello"
                         " ([Init against hello](#init-against-a-bare-lambda_runtime-hello))",
             "met": all(r["verdict"]["met"] for r in runs),
+        })
+    sam = measured("sam-build")
+    if sam:
+        largest = max(f["zip_bytes"] for f in sam["functions"].values()) / 2**20
+        v.append({
+            "target": f"`sam build` from a fresh clone at most {SAM_BUILD_MINUTES} min on 2 cores, each zip at most 4 MiB (arm64)",
+            "measured": f"{sam['wall_seconds'] / 60:.1f} min at {sam['commit']}, largest zip {largest:.2f} MiB ([Sizes](#4-sizes))",
+            "met": sam["wall_seconds"] <= SAM_BUILD_MINUTES * 60 and largest <= 4,
         })
     ckpt = measured("checkpoint")
     if ckpt:
