@@ -10,8 +10,8 @@ bench/bench.py zips), and the init of the functions against the bare hello in th
 (bench/coldstart.py, one repetition). The profile is changed through cargo's
 `CARGO_PROFILE_RELEASE_*` variables, never by editing Cargo.toml: the choice applies to the
 workspace and every dependency but the AWS SDK service crates, which keep Cargo.toml's own
-settings (opt-level 1, 16 units). The binaries are position-dependent as deployed
-(.cargo/config.toml). The load average before and
+settings (opt-level 1, 16 units). The functions link position-dependent, as deployed
+(functions/build.rs). The load average before and
 after each build is recorded: a build sharing the 2 cores with other work is slower, and says so.
 
 Writes `bench/profiles.json`, which bench/report.py puts into BENCHMARKS.md.
@@ -49,23 +49,12 @@ def children_cpu_seconds() -> float:
     return u.ru_utime + u.ru_stime
 
 
-def host() -> str:
-    out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
-    return next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("host: "))
-
-
 def cargo(args: list, target: str, config: dict) -> None:
-    """A release build on `target`, this machine's own triple, position-dependent as deployed
-    (.cargo/config.toml); `--target` keeps the flag off build scripts and proc macros. The
-    profile's per-package settings (the SDK crates') stay as Cargo.toml has them."""
-    triple = host()
     env = dict(os.environ, CARGO_TARGET_DIR=target,
                CARGO_PROFILE_RELEASE_LTO=config["lto"],
                CARGO_PROFILE_RELEASE_CODEGEN_UNITS=str(config["codegen_units"]))
-    env["CARGO_TARGET_" + triple.upper().replace("-", "_") + "_RUSTFLAGS"] = "-C link-arg=-no-pie"
     env.pop("RUSTC_WORKSPACE_WRAPPER", None)
-    subprocess.run(["cargo", "build", "-j2", "--release", "--quiet", "--target", triple] + args,
-                   cwd=REPO, env=env, check=True)
+    subprocess.run(["cargo", "build", "-j2", "--release", "--quiet"] + args, cwd=REPO, env=env, check=True)
 
 
 def build(name: str, config: dict, work: str) -> dict:
@@ -79,7 +68,7 @@ def build(name: str, config: dict, work: str) -> dict:
     row["build_wall_seconds"] = round(time.time() - t0, 1)
     row["build_cpu_seconds"] = round(children_cpu_seconds() - cpu, 1)
     row["loadavg_after"] = loadavg()
-    release = os.path.join(target, host(), "release")
+    release = os.path.join(target, "release")
     row["functions"] = {}
     for f in contract.functions():
         binary = os.path.join(release, f)
@@ -95,7 +84,7 @@ def init(row: dict, work: str, runs: int, first_runs: int, keep: bool) -> None:
     target directory is removed after unless `keep`."""
     cargo(["-p", "hello"], row["target"], row)
     out = os.path.join(work, f"{row['config']}-coldstart.json")
-    release = os.path.join(row["target"], host(), "release")
+    release = os.path.join(row["target"], "release")
     done = subprocess.run(
         [sys.executable, os.path.join(HERE, "coldstart.py"), "--bin-dir", release, "--repeat", "1",
          "--runs", str(runs), "--first-runs", str(first_runs), "--out", out],

@@ -10,10 +10,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/setup-emulator.sh >/dev/null
-# As deployed (.cargo/config.toml): position-dependent, for this machine's own target; with
-# --target, the flag reaches only the target's crates, not build scripts and proc macros.
-host="$(rustc -vV | sed -n 's/^host: //p')"
-export "CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-arg=-no-pie"
-echo "building the functions and the hello example (release, $host)" >&2
-cargo build -j2 --release --quiet --target "$host" -p launch -p wait-online -p send-step -p poll-result -p cleanup -p hello
-exec .local/emu/bin/python bench/coldstart.py --command "scripts/bench-coldstart.sh $*" --bin-dir "target/$host/release" "$@"
+echo "building the functions and the hello example (release)" >&2
+cargo build -j2 --release --quiet -p launch -p wait-online -p send-step -p poll-result -p cleanup -p hello
+exec .local/emu/bin/python bench/coldstart.py --command "scripts/bench-coldstart.sh $*" "$@"

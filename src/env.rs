@@ -176,7 +176,7 @@ impl Clients {
     }
 
     /// Clients from a configuration already loaded (the operator's CLI).
-    pub fn from_config(config: SdkConfig, emulated: bool) -> Clients {
+    fn from_config(config: SdkConfig, emulated: bool) -> Clients {
         Clients::with_config(OnceCell::new_with(Some(config)), emulated)
     }
 
@@ -193,7 +193,8 @@ impl Clients {
     }
 
     /// Clients already built (the handler tests' mocks).
-    pub fn built(
+    #[cfg(test)]
+    pub(crate) fn built(
         ec2: aws_sdk_ec2::Client,
         s3: aws_sdk_s3::Client,
         ssm: aws_sdk_ssm::Client,
@@ -233,6 +234,18 @@ impl fmt::Debug for Clients {
             .field("sns", &built(self.sns.initialized()))
             .finish()
     }
+}
+
+/// `env.<service>().await`: the service's client, made from the configuration on its first use.
+macro_rules! service_client {
+    ($service:ident, $krate:ident) => {
+        pub async fn $service(&self) -> &$krate::Client {
+            let c = &self.clients;
+            c.$service
+                .get_or_init(|| async { $krate::Client::new(c.config().await) })
+                .await
+        }
+    };
 }
 
 /// Everything a handler works with.
@@ -280,12 +293,7 @@ impl Env {
         Ok(env)
     }
 
-    pub async fn ec2(&self) -> &aws_sdk_ec2::Client {
-        let c = &self.clients;
-        c.ec2
-            .get_or_init(|| async { aws_sdk_ec2::Client::new(c.config().await) })
-            .await
-    }
+    service_client!(ec2, aws_sdk_ec2);
 
     /// Path-style addressing on an emulator.
     pub async fn s3(&self) -> &aws_sdk_s3::Client {
@@ -299,26 +307,9 @@ impl Env {
         .await
     }
 
-    pub async fn ssm(&self) -> &aws_sdk_ssm::Client {
-        let c = &self.clients;
-        c.ssm
-            .get_or_init(|| async { aws_sdk_ssm::Client::new(c.config().await) })
-            .await
-    }
-
-    pub async fn sfn(&self) -> &aws_sdk_sfn::Client {
-        let c = &self.clients;
-        c.sfn
-            .get_or_init(|| async { aws_sdk_sfn::Client::new(c.config().await) })
-            .await
-    }
-
-    pub async fn sns(&self) -> &aws_sdk_sns::Client {
-        let c = &self.clients;
-        c.sns
-            .get_or_init(|| async { aws_sdk_sns::Client::new(c.config().await) })
-            .await
-    }
+    service_client!(ssm, aws_sdk_ssm);
+    service_client!(sfn, aws_sdk_sfn);
+    service_client!(sns, aws_sdk_sns);
 }
 
 fn emulated(vars: &HashMap<String, String>) -> bool {
