@@ -34,6 +34,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "local"))
 
 from functions import Functions  # noqa: E402
+from moto.moto_api._internal.models import moto_api_backend  # noqa: E402
 from measure import loadavg, log, machine_info, sh, stats  # noqa: E402
 from spotstep_local import contract  # noqa: E402
 from spotstep_local.harness import Harness  # noqa: E402
@@ -206,19 +207,22 @@ def main() -> int:
         "repeats": [],
     }
     work = tempfile.mkdtemp(prefix="spotstep-coldstart-")
-    stack = LocalStack(os.path.join(work, "stack"), Harness.binaries(REPO, bin_dir))
-    stack.front.RequestHandlerClass.disable_nagle_algorithm = True
-    fns = Functions(binaries, stack.lambdas.functions["poll-result"].env, os.path.join(work, "logs"))
-    os.makedirs(fns.logs, exist_ok=True)
     names = contract.functions() + [HELLO]
     t0 = time.time()
-    try:
-        for k in range(args.repeat):
+    for k in range(args.repeat):
+        # Each run on a stage of its own (moto's state reset after each): one stage's servers
+        # slow down over hundreds of processes (every run's times rose on a shared one).
+        stack = LocalStack(os.path.join(work, f"stack-{k}"), Harness.binaries(REPO, bin_dir))
+        stack.front.RequestHandlerClass.disable_nagle_algorithm = True
+        fns = Functions(binaries, stack.lambdas.functions["poll-result"].env, os.path.join(work, f"logs-{k}"))
+        os.makedirs(fns.logs, exist_ok=True)
+        try:
             log(f"run {k + 1}/{args.repeat}: init, {args.runs} runs of {', '.join(names)}, interleaved ({bin_dir})")
             result["repeats"].append(measure(fns, names, args.runs, args.first_runs))
-    finally:
-        fns.stop()
-        stack.stop()
+        finally:
+            fns.stop()
+            stack.stop()
+            moto_api_backend.reset()
     result["verdict"] = {"met": all(r["verdict"]["met"] for r in result["repeats"])}
     result["elapsed_seconds"] = time.time() - t0
     with open(args.out, "w") as f:
