@@ -611,7 +611,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut crates: Vec<String> = std::fs::read_dir(root.join("functions"))
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         crates.sort();
         let mut names: Vec<String> = FUNCTIONS.iter().map(|f| f.0.to_string()).collect();

@@ -227,7 +227,9 @@ fn every_function_is_a_rust_arm64_bootstrap_built_from_its_crate_by_one_build_of
         .collect();
     let folders: BTreeSet<String> = std::fs::read_dir(root().join("functions"))
         .unwrap()
-        .map(|e| format!("functions/{}", e.unwrap().file_name().to_string_lossy()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| format!("functions/{}", e.file_name().to_string_lossy()))
         .collect();
     assert_eq!(members, folders, "Cargo.toml members vs functions/*");
     assert_eq!(
