@@ -313,6 +313,20 @@ pub fn running_line(current: &Current, now_millis: i64) -> String {
     }
 }
 
+/// A `TaskStateEntered` event of `state` with `input` (tests of what reads histories).
+#[cfg(test)]
+pub(crate) fn task_entered(state: &str, input: serde_json::Value) -> Event {
+    Event {
+        kind: "TaskStateEntered".into(),
+        at_millis: 0,
+        state: Some(state.into()),
+        output: None,
+        input: Some(input.to_string()),
+        error: None,
+        cause: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -347,15 +347,7 @@ mod tests {
             output_prefix: format!("s3://b/logs/demo/r1/{step}"),
         };
         assert_eq!(sent(&events), [expected("prepare"), expected("fail")]);
-        let entered = |state: &str, input: Value| progress::Event {
-            kind: "TaskStateEntered".into(),
-            at_millis: 0,
-            state: Some(state.into()),
-            output: None,
-            input: Some(input.to_string()),
-            error: None,
-            cause: None,
-        };
+        let entered = progress::task_entered;
         let data = json!({"run": {"run_id": "r1"}, "launch": {"instance_id": "i-1"}});
         let now = [entered("slow: send", data.clone())];
         assert_eq!(

@@ -135,18 +135,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn entered(state: &str, input: Value) -> Event {
-        Event {
-            kind: "TaskStateEntered".into(),
-            at_millis: 0,
-            state: Some(state.into()),
-            output: None,
-            input: Some(input.to_string()),
-            error: None,
-            cause: None,
-        }
-    }
+    use crate::progress::task_entered as entered;
 
     #[test]
     fn the_progress_counts_each_shards_latest_state() {
