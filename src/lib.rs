@@ -10,11 +10,15 @@
 //!
 //! plus the wiring they share: [`env`](mod@env) (clients, settings, clock), [`lambda`] (the runtime
 //! loop), [`telemetry`] (logs and metrics), [`error`] (the stable error names).
+//!
+//! The operator's `spotstep` command (`cli`, `operator`, and the CloudWatch Logs reader
+//! `aws::logs`) is the `cli` feature, the root package's default; the functions leave it out.
 
 pub mod asl;
 pub mod aws;
 pub mod capacity;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod contract;
 pub mod cost;
@@ -32,6 +36,7 @@ pub mod loss;
 pub mod manifest;
 pub mod naming;
 pub mod notification;
+#[cfg(feature = "cli")]
 pub mod operator;
 pub mod preemption;
 pub mod progress;

@@ -11,7 +11,8 @@
 //! Storage Blog, "Amazon S3 and Amazon CloudFront service certificates migrating to Amazon
 //! Trust Services"), so these roots are all the functions need, and fewer roots to trust is
 //! no loss. Plain HTTP (the local stage's `AWS_ENDPOINT_URL`) is unchanged. The operator's CLI
-//! keeps the system store: it may run behind a proxy that presents its own CA.
+//! keeps the system store ([`system_roots_client`]): it may run behind a proxy that presents
+//! its own CA.
 //!
 //! `amazon-trust-services.pem` holds Amazon Root CA 1-4 and Starfield Services Root
 //! Certificate Authority - G2, as Mozilla's store ships them (Debian ca-certificates
@@ -35,6 +36,17 @@ pub fn client() -> SharedHttpClient {
         .with_trust_store(trust)
         .build()
         .expect("a TLS context with a trust store is always valid");
+    client_trusting(context)
+}
+
+/// The operator's HTTPS client: the SDK's default client exactly, the system's root store
+/// included. The SDK crates are built without their default client (Cargo.toml), so the
+/// CLI's configuration is given this one.
+pub fn system_roots_client() -> SharedHttpClient {
+    client_trusting(TlsContext::default())
+}
+
+fn client_trusting(context: TlsContext) -> SharedHttpClient {
     Builder::new().build_with_connector_fn(move |settings, components| {
         let mut connector = ConnectorBuilder::default()
             .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))

@@ -5,9 +5,9 @@ use aws_sdk_cloudwatchlogs::Client;
 
 use crate::error::{Error, Result};
 
-/// A client from the default credential and region chain (`AWS_ENDPOINT_URL` honoured).
+/// A client from the operator's configuration (`AWS_ENDPOINT_URL` honoured).
 pub async fn client() -> Client {
-    Client::new(&aws_config::load_from_env().await)
+    Client::new(&crate::operator::config().await)
 }
 
 /// What one read of a stream returned.

@@ -5,6 +5,7 @@
 
 pub mod ec2;
 pub mod https;
+#[cfg(feature = "cli")]
 pub mod logs;
 pub mod s3;
 pub mod sfn;

@@ -74,6 +74,15 @@ fn io(e: std::io::Error) -> Failure {
     Failure::error(format!("cannot write the output: {e}"))
 }
 
+/// The operator's AWS configuration: the default credential and region chains, and the
+/// SDK's default HTTPS client with the system's root store.
+pub async fn config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::aws::https::system_roots_client())
+        .load()
+        .await
+}
+
 /// Checks that the default credential chain yields credentials, before any request: a
 /// clear error instead of a dispatch failure.
 pub async fn credentials(config: &aws_config::SdkConfig) -> Result<(), Failure> {
@@ -105,7 +114,7 @@ impl Aws {
     /// there are credentials ([`credentials`]), then builds the clients from it; `watch`
     /// polls every 2 s and rewrites its running line in place when stdout is a terminal.
     pub async fn connect() -> Result<Aws, Failure> {
-        let config = aws_config::load_from_env().await;
+        let config = config().await;
         credentials(&config).await?;
         let env = Env::from_config(config)
             .await
