@@ -19,6 +19,7 @@ import urllib.parse
 import uuid
 import http.client
 import inspect
+import queue
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -608,6 +609,33 @@ def _patch_moto_state_machine_clone():
     StateMachine._spotstep_patched = True
 
 
+class MotoConnections:
+    """Kept-alive connections from the front door to moto, shared by all of its request
+    threads: a request takes one (or opens one when none is free) and gives it back after
+    the answer, so neither a new client connection nor a new request pays a connect and a new
+    server thread in moto (about 1 ms each time)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.free = queue.SimpleQueue()
+
+    def take(self) -> http.client.HTTPConnection:
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+    def give(self, conn: http.client.HTTPConnection):
+        self.free.put(conn)
+
+    def close(self):
+        while True:
+            try:
+                self.free.get_nowait().close()
+            except queue.Empty:
+                return
+
+
 class LocalStack:
     def __init__(self, root: str, binaries: dict, bucket: str = "spotstep-local", log_group: str = "/spotstep/local/steps"):
         """`log_group`: the CloudWatch Logs group send-step has the steps' output streamed to
@@ -649,6 +677,7 @@ class LocalStack:
         self.moto.start()
         self.moto_port = self.moto.get_host_and_port()[1]
         self._moto_url = f"http://127.0.0.1:{self.moto_port}"
+        self.moto_connections = MotoConnections(self.moto_port)
         self.endpoint = f"http://127.0.0.1:{self.front_port}"
         self._post_moto("/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
         self.agent = Agent(self._instances, self._s3_put, os.path.join(root, "instances"), self.faults)
@@ -858,6 +887,7 @@ class LocalStack:
             self.agent._kill(run)
         self.agent.stop()
         self.front.shutdown()
+        self.moto_connections.close()
         self.moto.stop()
 
     # ------------------------------------------------------------------ the front door
@@ -1011,32 +1041,23 @@ class LocalStack:
                 headers["Host"] = f"127.0.0.1:{stack.moto_port}"
                 if target is not None:
                     headers["X-Amz-Target"] = target
-                conn = self._moto_connection()
+                conn = stack.moto_connections.take()
                 try:
-                    conn.request(self.command, self.path, body, headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                except (http.client.HTTPException, OSError):
-                    # moto closed the kept connection: once more on a new one.
+                    try:
+                        conn.request(self.command, self.path, body, headers)
+                        resp = conn.getresponse()
+                        data = resp.read()
+                    except (http.client.HTTPException, OSError):
+                        # moto closed the kept connection: once more on a new one.
+                        conn.close()
+                        conn.request(self.command, self.path, body, headers)
+                        resp = conn.getresponse()
+                        data = resp.read()
+                except BaseException:
                     conn.close()
-                    conn.request(self.command, self.path, body, headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
+                    raise
+                stack.moto_connections.give(conn)
                 return resp.status, data, dict(resp.getheaders())
-
-            def _moto_connection(self) -> http.client.HTTPConnection:
-                """This client connection's own kept-alive connection to moto: a request no
-                longer pays a connect and a new server thread in moto (about 1 ms)."""
-                conn = getattr(self, "_moto_conn", None)
-                if conn is None:
-                    conn = self._moto_conn = http.client.HTTPConnection("127.0.0.1", stack.moto_port, timeout=120)
-                return conn
-
-            def finish(self):
-                super().finish()
-                conn = getattr(self, "_moto_conn", None)
-                if conn is not None:
-                    conn.close()
 
             def _fetch_json(self, operation: str, request: dict):
                 """moto's answer to the Step Functions `operation` with `request`: (status, JSON)."""
