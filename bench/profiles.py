@@ -10,7 +10,7 @@ bench/bench.py zips), and the init of the functions against the bare hello in th
 (bench/coldstart.py, one repetition). The profile is changed through cargo's
 `CARGO_PROFILE_RELEASE_*` variables, never by editing Cargo.toml: the choice applies to the
 workspace and every dependency but the AWS SDK service crates, which keep Cargo.toml's own
-settings (opt-level 1, 16 units). The functions link position-dependent, as deployed
+settings (opt-level 0, 16 units). The functions link position-dependent, as deployed
 (functions/build.rs). The load average before and
 after each build is recorded: a build sharing the 2 cores with other work is slower, and says so.
 

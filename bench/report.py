@@ -275,6 +275,8 @@ def profiles_table(p: dict) -> list:
                    f" | {boot:.2f} | {zipped:.2f} | {gap(row, 'init_gap_ms', 2)} | {gap(row, 'init_plus_first_gap_ms', 1)}"
                    f" | {row['loadavg_before'][0]:.1f} / {row['loadavg_after'][0]:.1f} |")
     out.append("")
+    if p.get("note"):
+        out.append(p["note"] + "\n")
     ref = p.get("reference")
     if ref:
         out.append(f"Before the SDK crates' own setting ({ref['what']}): {ref['build_wall_seconds']:.0f} s wall,"
