@@ -15,12 +15,6 @@ export CARGO_TARGET_DIR := $(ROOT)/target
 LAMBDA_DIR := $(CARGO_TARGET_DIR)/lambda
 FUNCTIONS_BUILD := $(LAMBDA_DIR)/.functions-build
 FUNCTIONS := launch wait-online send-step poll-result cleanup
-# At least one job per function: the build ends with the five fat-LTO links, single-threaded
-# each, and with one job per core two cores link 2 + 2 + 1, the last alone on one core while
-# the other idles. Five at once share both cores to the end (about 1.5 GB of memory each), and
-# aws-sdk-ec2, the longest crate, is not left waiting behind the other service crates.
-# Machines with more cores keep one job per core.
-JOBS := $(shell n=$$(nproc 2>/dev/null || echo 1); if [ "$$n" -gt 5 ]; then echo "$$n"; else echo 5; fi)
 SOURCES := $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock \
 	$(shell find $(ROOT)/src $(ROOT)/functions -name '*.rs' -o -name Cargo.toml)
 
@@ -34,7 +28,7 @@ export PATH := $(BUILD_TOOLS)/bin:$(PATH)
 	build-PollResultFunction build-CleanupFunction
 
 $(FUNCTIONS_BUILD): $(SOURCES)
-	cd $(ROOT) && cargo lambda build --release --arm64 --jobs $(JOBS) $(addprefix -p ,$(FUNCTIONS))
+	cd $(ROOT) && cargo lambda build --release --arm64 $(addprefix -p ,$(FUNCTIONS))
 	touch $@
 
 build-LaunchFunction: $(FUNCTIONS_BUILD)
