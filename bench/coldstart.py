@@ -212,7 +212,8 @@ def main() -> int:
         " (src/env.rs `Clients`), and the HTTPS client trusts the five Amazon Trust Services roots compiled in"
         " (src/aws/https.rs), so no root store is read at all. The stage answers as fast as moto can: its"
         " per-request module listing and method lookup cached, and the front door's connections to moto kept and"
-        " shared by all its request threads, so a function's first request opens none (local/spotstep_local/stack.py); the first invocation's DescribeInstances is about 2 ms of server time.",
+        " shared by all its request threads, so a function's first request opens none"
+        " (local/spotstep_local/stack.py); the first invocation's DescribeInstances is about 2 ms of server time.",
         "method": "spawn (perf_counter_ns before Popen) -> first GET /invocation/next on the stage's RuntimeHost; "
         "production environment with AWS_ENDPOINT_URL at a running local stack; binaries interleaved, shuffled each round",
         "repeats": [],

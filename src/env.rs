@@ -165,6 +165,9 @@ pub struct Clients {
     ssm: OnceCell<aws_sdk_ssm::Client>,
     sfn: OnceCell<aws_sdk_sfn::Client>,
     sns: OnceCell<aws_sdk_sns::Client>,
+    /// CloudWatch Logs: the operator's `spotstep logs` only.
+    #[cfg(feature = "cli")]
+    logs: OnceCell<aws_sdk_cloudwatchlogs::Client>,
 }
 
 impl Clients {
@@ -189,6 +192,8 @@ impl Clients {
             ssm: OnceCell::new(),
             sfn: OnceCell::new(),
             sns: OnceCell::new(),
+            #[cfg(feature = "cli")]
+            logs: OnceCell::new(),
         }
     }
 
@@ -225,14 +230,17 @@ impl Clients {
 impl fmt::Debug for Clients {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let built = |made: bool| if made { "built" } else { "not built yet" };
-        f.debug_struct("Clients")
+        let mut clients = f.debug_struct("Clients");
+        clients
             .field("config", &built(self.config.initialized()))
             .field("ec2", &built(self.ec2.initialized()))
             .field("s3", &built(self.s3.initialized()))
             .field("ssm", &built(self.ssm.initialized()))
             .field("sfn", &built(self.sfn.initialized()))
-            .field("sns", &built(self.sns.initialized()))
-            .finish()
+            .field("sns", &built(self.sns.initialized()));
+        #[cfg(feature = "cli")]
+        clients.field("logs", &built(self.logs.initialized()));
+        clients.finish()
     }
 }
 
@@ -310,6 +318,8 @@ impl Env {
     service_client!(ssm, aws_sdk_ssm);
     service_client!(sfn, aws_sdk_sfn);
     service_client!(sns, aws_sdk_sns);
+    #[cfg(feature = "cli")]
+    service_client!(logs, aws_sdk_cloudwatchlogs);
 }
 
 fn emulated(vars: &HashMap<String, String>) -> bool {

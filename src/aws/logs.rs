@@ -5,11 +5,6 @@ use aws_sdk_cloudwatchlogs::Client;
 
 use crate::error::{Error, Result};
 
-/// A client from the operator's configuration (`AWS_ENDPOINT_URL` honoured).
-pub async fn client() -> Client {
-    Client::new(&crate::operator::config().await)
-}
-
 /// What one read of a stream returned.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Page {

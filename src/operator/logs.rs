@@ -38,10 +38,9 @@ impl LogsOptions {
     /// Prints the step's output ([`logs`]), or follows it ([`follow`](super::follow::follow)).
     pub async fn execute(self, aws: &Aws) -> Result<u8, Failure> {
         let e = super::execution(aws.env.sfn().await, &self.target, &self.execution).await?;
-        let logs_client = crate::aws::logs::client().await;
         let sources = Sources {
             ssm: aws.env.ssm().await,
-            logs: &logs_client,
+            logs: aws.env.logs().await,
             storage: aws.env.s3().await,
         };
         let (step, arn) = (self.step.as_deref(), &e.arn);
