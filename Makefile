@@ -16,7 +16,7 @@ LAMBDA_DIR := $(CARGO_TARGET_DIR)/lambda
 FUNCTIONS_BUILD := $(LAMBDA_DIR)/.functions-build
 FUNCTIONS := launch wait-online send-step poll-result cleanup
 SOURCES := $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock \
-	$(shell find $(ROOT)/src $(ROOT)/functions -name '*.rs' -o -name Cargo.toml)
+	$(shell find $(ROOT)/src $(ROOT)/functions $(ROOT)/crates -name '*.rs' -o -name Cargo.toml)
 
 # The pinned build tools (`make build-tools`): cargo-lambda cross-compiles for arm64 with zig.
 BUILD_TOOLS := $(ROOT)/.local/build-tools

@@ -1,0 +1,13 @@
+//! `aws-sdk-ec2`, re-exported whole. spotstep takes the EC2 SDK through this crate (the root
+//! Cargo.toml names it `aws-sdk-ec2`, so the code says `aws_sdk_ec2` as before) for one reason:
+//! the order in which cargo compiles the SDK.
+//!
+//! `aws-sdk-ec2` is the build's longest crate by far (186 s on one core in the arm64 release
+//! build, against 54 s for `aws-sdk-ssm`, the next), and every function's link waits for it.
+//! Cargo starts the ready crate with the most crates depending on it, and breaks ties in an
+//! order of its own. Every AWS SDK service crate has the same dependents (the library and the
+//! five functions), so EC2 used to start anywhere among them, up to last: a fresh `sam build`
+//! took 682 to 733 s depending on that draw. This crate is one more dependent of EC2 alone,
+//! which makes it the first of them, every build. BENCHMARKS.md ("4. Sizes") has the timings.
+
+pub use aws_sdk_ec2::*;
